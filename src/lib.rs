@@ -1,0 +1,25 @@
+//! Silent token refresh for tower: a server layer that verifies JWT bearer tokens, and (soon)
+//! the client layer that refreshes them exactly once while holding concurrent requests.
+//!
+//! - [`server`]: [`JwtAuthLayer`](server::JwtAuthLayer) verifies access tokens in any tower
+//!   stack (axum, tonic, hyper) and answers failures per RFC 6750, or with gRPC statuses.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `server` | yes | the verification layer |
+//! | `client` | yes | the refreshing client layer |
+//! | `aws-lc-rs` | yes | crypto through aws-lc-rs, keys parsed once |
+//! | `rust-crypto` | no | pure-Rust crypto through jsonwebtoken's RustCrypto backend |
+//! | `axum` | no | the [`Claims`](server::Claims) extractor |
+//! | `jwks` | no | keys fetched from a remote JWKS URL and kept current |
+//! | `redis` | no | a Redis refresh-token store |
+//!
+//! One crypto backend is required; a build with neither fails with a message that says so.
+//! With both (as `--all-features` does), `aws-lc-rs` is used.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "server")]
+pub mod server;

@@ -1,0 +1,190 @@
+//! The per-request decision: extract, look up the cache, verify, check revocation and scope.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Request;
+use serde::de::DeserializeOwned;
+
+use super::cache::TokenCache;
+use super::claims::Claims;
+use super::error::{Rejection, Responder, TokenError};
+use super::extract::Sources;
+use super::revoke::{Check, Revocation, TokenStatus};
+use super::source::KeySource;
+use super::verify::Validation;
+
+/// The verdict for one request.
+pub(crate) enum Outcome<C> {
+    /// Go on, with the claims (or without, in optional mode).
+    Pass(Option<Claims<C>>),
+    Reject(Rejection),
+    /// The verdict needs I/O: a revocation backend or a key refetch.
+    Pending(PendingCheck<C>),
+}
+
+pub(crate) type PendingCheck<C> =
+    Pin<Box<dyn Future<Output = Result<Option<Claims<C>>, Rejection>> + Send>>;
+
+/// Unix time in whole seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Everything the layer was configured with, shared by every service it builds.
+pub(crate) struct Auth<C> {
+    pub(crate) keys: KeySource,
+    pub(crate) validation: Validation,
+    pub(crate) sources: Sources,
+    pub(crate) cache: Option<Arc<TokenCache<C>>>,
+    pub(crate) revocation: Option<Arc<dyn Revocation>>,
+    /// Every one of these scopes is required.
+    pub(crate) scopes: Vec<Box<str>>,
+    pub(crate) optional: bool,
+    pub(crate) responder: Responder,
+    /// How long a revocation check or a key refetch may take.
+    pub(crate) io_timeout: Duration,
+    pub(crate) clock: fn() -> u64,
+}
+
+impl<C> Clone for Auth<C> {
+    fn clone(&self) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            validation: self.validation.clone(),
+            sources: self.sources.clone(),
+            cache: self.cache.clone(),
+            revocation: self.revocation.clone(),
+            scopes: self.scopes.clone(),
+            optional: self.optional,
+            responder: self.responder.clone(),
+            io_timeout: self.io_timeout,
+            clock: self.clock,
+        }
+    }
+}
+
+impl<C> fmt::Debug for Auth<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("keys", &self.keys)
+            .field("validation", &self.validation)
+            .field("sources", &self.sources)
+            .field("cache", &self.cache)
+            .field("revocation", &self.revocation.as_ref().map(|_| "hook"))
+            .field("scopes", &self.scopes)
+            .field("optional", &self.optional)
+            .field("responder", &self.responder)
+            .field("io_timeout", &self.io_timeout)
+            .finish()
+    }
+}
+
+impl<C> Auth<C>
+where
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    pub(crate) fn authenticate<B>(self: &Arc<Self>, req: &Request<B>) -> Outcome<C> {
+        let token = match self.sources.extract(req, self.validation.max_len) {
+            Ok(Some(token)) => token,
+            Ok(None) if self.optional => return Outcome::Pass(None),
+            Ok(None) => return Outcome::Reject(Rejection::MissingToken),
+            Err(rejection) => return Outcome::Reject(rejection),
+        };
+        self.check_token(token)
+    }
+
+    /// Everything after extraction, for a token found in a request or handed in directly.
+    pub(crate) fn check_token(self: &Arc<Self>, token: Cow<'_, str>) -> Outcome<C> {
+        match self.verify(&token) {
+            Ok(claims) => self.after_verify(claims),
+            Err(TokenError::UnknownKey) => match self.keys.unknown_kid() {
+                Some(refetch) => {
+                    let this = Arc::clone(self);
+                    let token = token.into_owned();
+                    Outcome::Pending(Box::pin(async move {
+                        // A refetch that overruns its bound leaves the old keys in place.
+                        let _ = tokio::time::timeout(this.io_timeout, refetch).await;
+                        let claims = this.verify(&token).map_err(Rejection::InvalidToken)?;
+                        this.after_verify(claims).resolve().await
+                    }))
+                }
+                None => Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey)),
+            },
+            Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
+        }
+    }
+
+    /// The token's claims, from the cache or by full verification.
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims<C>, TokenError> {
+        let now = (self.clock)();
+        let keys = self.keys.load();
+        if let Some(cache) = &self.cache {
+            if let Some(claims) = cache.get(token, now, keys.epoch()) {
+                return Ok(claims);
+            }
+        }
+        let verified = self.validation.verify::<C>(token, &keys, now)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(token, verified.claims.clone(), verified.payload_len, keys.epoch());
+        }
+        Ok(verified.claims)
+    }
+
+    fn after_verify(self: &Arc<Self>, claims: Claims<C>) -> Outcome<C> {
+        let Some(revocation) = &self.revocation else {
+            return self.check_scope(claims);
+        };
+        match revocation.check(claims.registered()).0 {
+            Check::Ready(status) => match revocation_verdict(status) {
+                Ok(()) => self.check_scope(claims),
+                Err(rejection) => Outcome::Reject(rejection),
+            },
+            Check::Pending(check) => {
+                let this = Arc::clone(self);
+                Outcome::Pending(Box::pin(async move {
+                    let status = tokio::time::timeout(this.io_timeout, check)
+                        .await
+                        .map_err(|_| Rejection::RevocationUnavailable)?;
+                    revocation_verdict(status)?;
+                    this.check_scope(claims).resolve().await
+                }))
+            }
+        }
+    }
+
+    fn check_scope(&self, claims: Claims<C>) -> Outcome<C> {
+        if self.scopes.iter().all(|scope| claims.has_scope(scope)) {
+            Outcome::Pass(Some(claims))
+        } else {
+            Outcome::Reject(Rejection::InsufficientScope)
+        }
+    }
+}
+
+impl<C> Outcome<C> {
+    pub(crate) async fn resolve(self) -> Result<Option<Claims<C>>, Rejection> {
+        match self {
+            Outcome::Pass(claims) => Ok(claims),
+            Outcome::Reject(rejection) => Err(rejection),
+            Outcome::Pending(check) => check.await,
+        }
+    }
+}
+
+fn revocation_verdict(
+    status: Result<TokenStatus, super::revoke::BoxError>,
+) -> Result<(), Rejection> {
+    match status {
+        Ok(TokenStatus::Active) => Ok(()),
+        Ok(TokenStatus::Revoked) => Err(Rejection::InvalidToken(TokenError::Revoked)),
+        Err(error) => {
+            tracing::warn!(%error, "revocation check failed");
+            Err(Rejection::RevocationUnavailable)
+        }
+    }
+}

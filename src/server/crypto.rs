@@ -1,0 +1,241 @@
+//! Signature verification with keys prepared once, at construction.
+//!
+//! jsonwebtoken's `crypto::verify` builds a boxed verifier and re-reads the key on every call.
+//! With the default `aws-lc-rs` backend this module parses each key once (an HMAC key schedule,
+//! or a parsed public key) so a request pays only for the signature check itself. With
+//! `rust-crypto` it delegates to jsonwebtoken's own verifier.
+
+use jsonwebtoken::Algorithm;
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+compile_error!(
+    "tower-jwt-refresh needs a crypto backend: enable the `aws-lc-rs` (default) or the \
+     `rust-crypto` feature"
+);
+
+/// Installs this build's backend as jsonwebtoken's process-wide provider.
+///
+/// When both backend features are enabled (as `--all-features` does) `aws-lc-rs` is chosen.
+///
+/// jsonwebtoken panics at first use when both or neither of its backend features are on, which
+/// Cargo's feature unification can cause behind our back. Every constructor that leads to
+/// crypto calls this, so the choice is made at construction and never inside a request.
+pub(crate) fn install_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(feature = "aws-lc-rs")]
+        let provider = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+        #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+        let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+        // An application that installed its own provider first keeps it.
+        let _ = provider.install_default();
+    });
+}
+
+/// Raw public key material, as read from PEM or JWK.
+pub(crate) enum KeyMaterial<'a> {
+    /// An HMAC secret.
+    Secret(&'a [u8]),
+    /// An RSA public key as DER (`RSAPublicKey` or `SubjectPublicKeyInfo`).
+    RsaDer(&'a [u8]),
+    /// An RSA public key as big-endian modulus and exponent.
+    RsaComponents { n: &'a [u8], e: &'a [u8] },
+    /// An uncompressed EC point (`0x04 || x || y`) or `SubjectPublicKeyInfo`.
+    Ec(&'a [u8]),
+    /// A raw 32-byte Ed25519 public key or `SubjectPublicKeyInfo`.
+    Ed25519(&'a [u8]),
+}
+
+/// A key prepared for one algorithm.
+pub(crate) struct PreparedKey {
+    #[cfg(feature = "aws-lc-rs")]
+    inner: aws::Prepared,
+    #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+    inner: jsonwebtoken::DecodingKey,
+    alg: Algorithm,
+}
+
+impl PreparedKey {
+    /// Prepares `material` for `alg`, failing when the two do not belong together or the
+    /// material is malformed.
+    pub(crate) fn new(alg: Algorithm, material: KeyMaterial<'_>) -> Result<Self, &'static str> {
+        install_provider();
+        check_family(alg, &material)?;
+        #[cfg(feature = "aws-lc-rs")]
+        let inner = aws::Prepared::new(alg, &material)?;
+        #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+        let inner = rc::decoding_key(alg, &material)?;
+        Ok(Self { inner, alg })
+    }
+
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Verifies `signature` (already base64url-decoded) over `message`.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        #[cfg(feature = "aws-lc-rs")]
+        {
+            self.inner.verify(message, signature)
+        }
+        #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+        {
+            rc::verify(&self.inner, self.alg, message, signature)
+        }
+    }
+}
+
+fn check_family(alg: Algorithm, material: &KeyMaterial<'_>) -> Result<(), &'static str> {
+    use Algorithm::*;
+    let ok = match material {
+        KeyMaterial::Secret(_) => matches!(alg, HS256 | HS384 | HS512),
+        KeyMaterial::RsaDer(_) | KeyMaterial::RsaComponents { .. } => {
+            matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+        }
+        KeyMaterial::Ec(_) => matches!(alg, ES256 | ES384),
+        KeyMaterial::Ed25519(_) => matches!(alg, EdDSA),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("key type does not match the algorithm")
+    }
+}
+
+/// DER-encodes an RFC 8017 `RSAPublicKey` from its components.
+pub(crate) fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn integer(out: &mut Vec<u8>, bytes: &[u8]) {
+        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        let bytes = &bytes[start..];
+        let pad = bytes.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push(0x02);
+        length(out, bytes.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(bytes);
+    }
+    fn length(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 6);
+    out.push(0x30);
+    length(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(feature = "aws-lc-rs")]
+mod aws {
+    use super::KeyMaterial;
+    use aws_lc_rs::{hmac, signature};
+    use jsonwebtoken::Algorithm;
+
+    pub(super) enum Prepared {
+        Hmac(hmac::Key),
+        Public(signature::ParsedPublicKey),
+    }
+
+    impl Prepared {
+        pub(super) fn new(alg: Algorithm, material: &KeyMaterial<'_>) -> Result<Self, &'static str> {
+            if let KeyMaterial::Secret(secret) = material {
+                let hmac_alg = match alg {
+                    Algorithm::HS256 => hmac::HMAC_SHA256,
+                    Algorithm::HS384 => hmac::HMAC_SHA384,
+                    _ => hmac::HMAC_SHA512,
+                };
+                return Ok(Self::Hmac(hmac::Key::new(hmac_alg, secret)));
+            }
+            let params: &'static dyn signature::VerificationAlgorithm = match alg {
+                Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+                Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+                Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+                Algorithm::EdDSA => &signature::ED25519,
+                _ => return Err("unsupported algorithm"),
+            };
+            let der;
+            let bytes: &[u8] = match material {
+                KeyMaterial::RsaComponents { n, e } => {
+                    der = super::rsa_public_key_der(n, e);
+                    &der
+                }
+                KeyMaterial::RsaDer(b) | KeyMaterial::Ec(b) | KeyMaterial::Ed25519(b) => b,
+                KeyMaterial::Secret(_) => unreachable!("handled above"),
+            };
+            signature::ParsedPublicKey::new(params, bytes)
+                .map(Self::Public)
+                .map_err(|_| "malformed public key")
+        }
+
+        pub(super) fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+            match self {
+                // `hmac::verify` compares in constant time.
+                Self::Hmac(key) => hmac::verify(key, message, sig).is_ok(),
+                Self::Public(key) => key.verify_sig(message, sig).is_ok(),
+            }
+        }
+    }
+}
+
+#[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+mod rc {
+    use super::KeyMaterial;
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, DecodingKey};
+
+    pub(super) fn decoding_key(
+        _alg: Algorithm,
+        material: &KeyMaterial<'_>,
+    ) -> Result<DecodingKey, &'static str> {
+        Ok(match material {
+            KeyMaterial::Secret(s) => DecodingKey::from_secret(s),
+            KeyMaterial::RsaDer(d) => DecodingKey::from_rsa_der(d),
+            KeyMaterial::RsaComponents { n, e } => DecodingKey::from_rsa_raw_components(n, e),
+            KeyMaterial::Ec(d) => DecodingKey::from_ec_der(d),
+            KeyMaterial::Ed25519(d) => DecodingKey::from_ed_der(d),
+        })
+    }
+
+    pub(super) fn verify(key: &DecodingKey, alg: Algorithm, message: &[u8], sig: &[u8]) -> bool {
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig);
+        jsonwebtoken::crypto::verify(&sig, message, key, alg).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_integer_padding_and_long_lengths() {
+        // 0x80 needs a leading zero; leading zeros in the input are stripped.
+        let der = rsa_public_key_der(&[0, 0, 0x80], &[1, 0, 1]);
+        assert_eq!(der, [0x30, 9, 0x02, 2, 0, 0x80, 0x02, 3, 1, 0, 1]);
+        let n = vec![0x7f; 256];
+        let der = rsa_public_key_der(&n, &[3]);
+        assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0x07]);
+        assert_eq!(&der[4..8], &[0x02, 0x82, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn family_mismatch_is_refused() {
+        assert!(PreparedKey::new(Algorithm::RS256, KeyMaterial::Secret(&[0; 32])).is_err());
+        assert!(PreparedKey::new(Algorithm::HS256, KeyMaterial::Ec(&[4; 65])).is_err());
+        assert!(PreparedKey::new(Algorithm::ES256, KeyMaterial::Ec(&[4; 10])).is_err());
+    }
+}

@@ -1,0 +1,329 @@
+//! [`FormTokenLayer`]: reads the `access_token` form parameter (RFC 6750 §2.2).
+//!
+//! Reading a form parameter means buffering the body, which [`JwtAuth`](super::JwtAuth)
+//! never does. This separate layer, placed in front of a layer built with
+//! [`JwtAuthLayer::form`](super::JwtAuthLayer::form), buffers `application/x-www-form-urlencoded`
+//! bodies of non-GET requests up to a limit, finds `access_token`, and passes the whole body on
+//! unchanged. Other requests pass straight through.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::AuthBody;
+use super::error::RequestError;
+use super::extract::form_decode;
+
+/// What [`FormToken`] found, for [`JwtAuth`](super::JwtAuth) to read.
+#[derive(Debug, Clone)]
+pub(crate) enum FormAccessToken {
+    Token(String),
+    Invalid(RequestError),
+}
+
+/// Layers [`FormToken`]. The default body limit is 64 KiB.
+///
+/// # Example
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use tower::ServiceBuilder;
+/// use tower_jwt_refresh::server::{Algorithm, FormTokenLayer, JwtAuthLayer, Key};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = Key::hmac(Algorithm::HS256, [7u8; 32])?;
+/// let app: Router = Router::new().route("/submit", post(|| async { "ok" })).layer(
+///     ServiceBuilder::new()
+///         .layer(FormTokenLayer::new())
+///         .layer(JwtAuthLayer::new(key).form()),
+/// );
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct FormTokenLayer {
+    limit: usize,
+}
+
+impl Default for FormTokenLayer {
+    fn default() -> Self {
+        Self { limit: 64 * 1024 }
+    }
+}
+
+impl FormTokenLayer {
+    /// A layer buffering form bodies of up to 64 KiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The largest form body buffered, in bytes; a larger one is refused with 400.
+    #[must_use]
+    pub fn limit(mut self, bytes: usize) -> Self {
+        self.limit = bytes;
+        self
+    }
+}
+
+impl<S> Layer<S> for FormTokenLayer {
+    type Service = FormToken<S>;
+
+    fn layer(&self, inner: S) -> FormToken<S> {
+        FormToken { inner, limit: self.limit }
+    }
+}
+
+/// Finds the `access_token` form parameter; see [`FormTokenLayer`].
+#[derive(Debug, Clone)]
+pub struct FormToken<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> FormToken<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn is_form<B>(req: &Request<B>) -> bool {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return false;
+    }
+    req.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        let essence = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
+        essence.trim_ascii().eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+    })
+}
+
+impl<S, B> Service<Request<B>> for FormToken<S>
+where
+    S: Service<Request<AuthBody<B>>> + Clone,
+    B: Body<Data = Bytes>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = FormFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !is_form(&req) {
+            return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
+        }
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.limit as u64) {
+            // Refused without reading, so the body is left intact.
+            req.extensions_mut().insert(FormAccessToken::Invalid(RequestError::FormBody));
+            return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
+        }
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        FormFuture {
+            state: State::Collecting {
+                body,
+                buf: Vec::new(),
+                limit: self.limit,
+                parts: Some(parts),
+                service: Some(service),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`FormToken`].
+    pub struct FormFuture<S, B>
+    where
+        S: Service<Request<AuthBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<AuthBody<B>>>,
+    {
+        Collecting {
+            #[pin]
+            body: B,
+            buf: Vec<u8>,
+            limit: usize,
+            parts: Option<http::request::Parts>,
+            service: Option<S>,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, B> FormFuture<S, B>
+where
+    S: Service<Request<AuthBody<B>>>,
+{
+    fn inner(future: S::Future) -> Self {
+        Self { state: State::Inner { future } }
+    }
+}
+
+impl<S, B> Future for FormFuture<S, B>
+where
+    S: Service<Request<AuthBody<B>>>,
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Collecting { mut body, buf, limit, parts, service } => {
+                    let complete = loop {
+                        match ready!(body.as_mut().poll_frame(cx)) {
+                            Some(Ok(frame)) => {
+                                if let Ok(data) = frame.into_data() {
+                                    if buf.len() + data.len() > *limit {
+                                        break false;
+                                    }
+                                    buf.extend_from_slice(&data);
+                                }
+                            }
+                            Some(Err(_)) => break false,
+                            None => break true,
+                        }
+                    };
+                    let mut parts = parts.take().expect("polled after completion");
+                    let mut service = service.take().expect("polled after completion");
+                    let body = if complete {
+                        let bytes = Bytes::from(std::mem::take(buf));
+                        if let Some(found) = find_access_token(&bytes) {
+                            parts.extensions.insert(found);
+                        }
+                        bytes
+                    } else {
+                        parts.extensions.insert(FormAccessToken::Invalid(RequestError::FormBody));
+                        Bytes::new()
+                    };
+                    let request = Request::from_parts(parts, AuthBody::full(body));
+                    State::Inner { future: service.call(request) }
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for FormFuture<S, B>
+where
+    S: Service<Request<AuthBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FormFuture").finish_non_exhaustive()
+    }
+}
+
+/// The one `access_token` parameter of a form body.
+fn find_access_token(body: &[u8]) -> Option<FormAccessToken> {
+    let body = std::str::from_utf8(body).ok()?;
+    let mut found = None;
+    for pair in body.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "access_token" {
+            continue;
+        }
+        if found.is_some() {
+            return Some(FormAccessToken::Invalid(RequestError::MultipleCredentials));
+        }
+        found = Some(FormAccessToken::Token(form_decode(value).into_owned()));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use tower::{ServiceExt, service_fn};
+
+    async fn run(req: Request<Full<Bytes>>) -> (Option<FormAccessToken>, Bytes) {
+        let svc = FormTokenLayer::new().limit(32).layer(service_fn(
+            |req: Request<AuthBody<Full<Bytes>>>| async move {
+                let found = req.extensions().get::<FormAccessToken>().cloned();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>((found, body))
+            },
+        ));
+        svc.oneshot(req).await.unwrap()
+    }
+
+    fn form(body: &'static str) -> Request<Full<Bytes>> {
+        Request::post("/")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn finds_the_token_and_keeps_the_body() {
+        let (found, body) = run(form("a=1&access_token=t%2Bk")).await;
+        assert!(matches!(found, Some(FormAccessToken::Token(t)) if t == "t+k"));
+        assert_eq!(body, "a=1&access_token=t%2Bk");
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_oversized_bodies_are_marked() {
+        let (found, _) = run(form("access_token=a&access_token=b")).await;
+        assert!(matches!(found, Some(FormAccessToken::Invalid(RequestError::MultipleCredentials))));
+        let (found, _) = run(form("access_token=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")).await;
+        assert!(matches!(found, Some(FormAccessToken::Invalid(RequestError::FormBody))));
+    }
+
+    #[tokio::test]
+    async fn other_requests_pass_untouched() {
+        let json = Request::post("/")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(b"access_token=x")))
+            .unwrap();
+        let (found, body) = run(json).await;
+        assert!(found.is_none());
+        assert_eq!(body, "access_token=x");
+        let get = Request::get("/")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(b"access_token=x")))
+            .unwrap();
+        assert!(run(get).await.0.is_none());
+    }
+}

@@ -1,0 +1,131 @@
+//! [`ResponseFuture`]: the response of [`JwtAuth`](super::JwtAuth).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::auth::{Auth, PendingCheck};
+use super::body::AuthBody;
+use super::error::{Rejection, is_grpc};
+
+pin_project! {
+    /// The response future of [`JwtAuth`](super::JwtAuth).
+    ///
+    /// On the common path it is the inner service's future with no extra allocation. Only a
+    /// check that needs I/O (an asynchronous revocation hook, or a key refetch) holds the
+    /// request and the ready inner service until it resolves.
+    pub struct ResponseFuture<S, ReqBody, C>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, C>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+        Rejected {
+            rejection: Rejection,
+            grpc: bool,
+            auth: Arc<Auth<C>>,
+        },
+        Checking {
+            check: PendingCheck<C>,
+            request: Option<Request<ReqBody>>,
+            service: Option<S>,
+            auth: Arc<Auth<C>>,
+        },
+    }
+}
+
+impl<S, ReqBody, C> ResponseFuture<S, ReqBody, C>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn inner(future: S::Future) -> Self {
+        Self { state: State::Inner { future } }
+    }
+
+    pub(crate) fn rejected(rejection: Rejection, grpc: bool, auth: Arc<Auth<C>>) -> Self {
+        Self { state: State::Rejected { rejection, grpc, auth } }
+    }
+
+    pub(crate) fn pending(
+        check: PendingCheck<C>,
+        request: Request<ReqBody>,
+        service: S,
+        auth: Arc<Auth<C>>,
+    ) -> Self {
+        Self { state: State::Checking { check, request: Some(request), service: Some(service), auth } }
+    }
+}
+
+impl<S, ReqBody, ResBody, C> Future for ResponseFuture<S, ReqBody, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: Send + Sync + 'static,
+{
+    type Output = Result<Response<AuthBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    return future.poll(cx).map_ok(|res| res.map(AuthBody::inner));
+                }
+                StateProj::Rejected { rejection, grpc, auth } => {
+                    return Poll::Ready(Ok(auth.responder.respond(*rejection, *grpc)));
+                }
+                StateProj::Checking { check, request, service, auth } => {
+                    let verdict = ready!(check.as_mut().poll(cx));
+                    let mut request = request.take().expect("polled after completion");
+                    match verdict {
+                        Ok(claims) => {
+                            if let Some(claims) = claims {
+                                request.extensions_mut().insert(claims);
+                            }
+                            let mut service = service.take().expect("polled after completion");
+                            State::Inner { future: service.call(request) }
+                        }
+                        Err(rejection) => {
+                            tracing::debug!(%rejection, "bearer token refused");
+                            let grpc = is_grpc(request.headers());
+                            State::Rejected { rejection, grpc, auth: Arc::clone(auth) }
+                        }
+                    }
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+impl<S, ReqBody, C> fmt::Debug for ResponseFuture<S, ReqBody, C>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Inner { .. } => "inner",
+            State::Rejected { .. } => "rejected",
+            State::Checking { .. } => "checking",
+        };
+        f.debug_struct("ResponseFuture").field("state", &state).finish()
+    }
+}

@@ -1,0 +1,311 @@
+//! [`JwtAuthLayer`]: the configuration, shared by every service it builds.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use tower_layer::Layer;
+
+use super::auth::{Auth, unix_now};
+use super::cache::{DEFAULT_CAPACITY, TokenCache};
+use super::claims::Claims;
+use super::error::{Rejection, Responder};
+use super::extract::Sources;
+use super::revoke::Revocation;
+use super::service::JwtAuth;
+use super::source::KeySource;
+use super::verify::Validation;
+
+/// Verifies JWT bearer tokens, then hands the claims to the inner service.
+///
+/// Layers [`JwtAuth`]. A request with a valid access token reaches the inner service with a
+/// [`Claims<C>`] in its extensions; any other request gets an RFC 6750 answer (or its gRPC
+/// equivalent) without reaching it.
+///
+/// Defaults: `Authorization: Bearer` only, tokens up to 8 KiB, `typ` `at+jwt`, 30 s leeway,
+/// an 8 MiB verified-token cache, and `iss`/`aud` unchecked until you set them (set them).
+///
+/// Cloning is cheap. Every builder method that changes what a token must satisfy gives the
+/// layer a fresh cache, so a layer derived with stricter rules never trusts a looser layer's
+/// verdicts; [`require_scope`](Self::require_scope), [`optional`](Self::optional) and the
+/// response settings keep the cache shared, so per-route variants cost nothing extra.
+///
+/// # Example
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_jwt_refresh::server::{Algorithm, Claims, JwtAuthLayer, Key};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = Key::hmac(Algorithm::HS256, std::env::var("JWT_SECRET")
+///     .unwrap_or_else(|_| "an example secret of at least 32 bytes!".into()))?;
+/// let auth = JwtAuthLayer::new(key).issuer("https://auth.example").audience("api");
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(|claims: Claims| async move {
+///         claims.subject().unwrap_or_default().to_owned()
+///     }))
+///     .layer(auth);
+/// # Ok(()) }
+/// ```
+pub struct JwtAuthLayer<C = IgnoredAny> {
+    auth: Arc<Auth<C>>,
+    _claims: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for JwtAuthLayer<C> {
+    fn clone(&self) -> Self {
+        Self { auth: Arc::clone(&self.auth), _claims: PhantomData }
+    }
+}
+
+impl<C> fmt::Debug for JwtAuthLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JwtAuthLayer").field(&self.auth).finish()
+    }
+}
+
+impl<S, C> Layer<S> for JwtAuthLayer<C> {
+    type Service = JwtAuth<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtAuth::from_parts(inner, Arc::clone(&self.auth))
+    }
+}
+
+impl<C> JwtAuthLayer<C> {
+    pub(crate) fn from_auth(auth: Arc<Auth<C>>) -> Self {
+        Self { auth, _claims: PhantomData }
+    }
+}
+
+impl JwtAuthLayer {
+    /// A layer verifying with `keys`, handing on only the registered claims.
+    ///
+    /// Use [`JwtAuthLayer::with_claims`] to deserialize your own claims type too.
+    pub fn new(keys: impl Into<KeySource>) -> Self {
+        Self::with_claims(keys)
+    }
+}
+
+impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
+    /// A layer verifying with `keys` and deserializing the payload into `C` as well.
+    pub fn with_claims(keys: impl Into<KeySource>) -> Self {
+        super::crypto::install_provider();
+        let auth = Auth {
+            keys: keys.into(),
+            validation: Validation::default(),
+            sources: Sources::default(),
+            cache: Some(Arc::new(TokenCache::new(DEFAULT_CAPACITY))),
+            revocation: None,
+            scopes: Vec::new(),
+            optional: false,
+            responder: Responder::new("api"),
+            io_timeout: Duration::from_secs(2),
+            clock: unix_now,
+        };
+        Self { auth: Arc::new(auth), _claims: PhantomData }
+    }
+
+    /// Verifies `token` as the layer would, without a request: the cache, every check, and
+    /// the revocation hook if it answers synchronously.
+    ///
+    /// Useful for WebSocket handshakes and other places a token arrives outside a header.
+    /// A revocation hook that needs I/O is awaited.
+    pub async fn verify(&self, token: &str) -> Result<Claims<C>, Rejection> {
+        self.auth.check_token(token.into()).resolve().await?.ok_or(Rejection::MissingToken)
+    }
+
+    /// Accept only tokens whose `iss` is `issuer` (call again to accept several).
+    #[must_use]
+    pub fn issuer(self, issuer: impl Into<String>) -> Self {
+        self.validation(|v| v.issuers.push(issuer.into().into()))
+    }
+
+    /// Accept only tokens whose `aud` contains `audience` (call again to accept several).
+    #[must_use]
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        self.validation(|v| v.audiences.push(audience.into().into()))
+    }
+
+    /// Clock skew allowed for `exp`, `nbf` and `iat`, in whole seconds (default 30 s).
+    #[must_use]
+    pub fn leeway(self, leeway: Duration) -> Self {
+        self.validation(|v| v.leeway = leeway.as_secs())
+    }
+
+    /// The accepted `typ` header values (default `at+jwt`, RFC 9068). `application/` may be
+    /// omitted and case is ignored, as RFC 7515 says. An empty list disables the check, which
+    /// lets ID tokens and refresh JWTs through: do that only for an issuer that sets no `typ`.
+    #[must_use]
+    pub fn token_types<I, T>(self, types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let types = types
+            .into_iter()
+            .map(|t| {
+                let t = t.into().to_ascii_lowercase();
+                t.strip_prefix("application/").map(str::to_owned).unwrap_or(t).into_boxed_str()
+            })
+            .collect();
+        self.validation(|v| v.types = types)
+    }
+
+    /// Claims that must be present, beyond `exp` (which always is): registered names such
+    /// as `sub` or `jti`, or your own.
+    #[must_use]
+    pub fn require_claims<I, T>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let names: Vec<Box<str>> = names.into_iter().map(|n| n.into().into_boxed_str()).collect();
+        self.validation(|v| v.required.extend(names))
+    }
+
+    /// The longest token accepted, in bytes (default 8 KiB); longer ones are refused before
+    /// any decoding.
+    #[must_use]
+    pub fn max_token_len(self, bytes: usize) -> Self {
+        self.validation(|v| v.max_len = bytes)
+    }
+
+    /// Also accept a scheme-less `Authorization: <token>`, as some legacy clients send.
+    #[must_use]
+    pub fn allow_raw_authorization(self) -> Self {
+        self.sources(|s| s.raw_authorization = true)
+    }
+
+    /// Also read the token from the cookie `name`. Mind CSRF: a cookie is sent by the browser
+    /// on cross-site requests too.
+    #[must_use]
+    pub fn cookie(self, name: impl Into<String>) -> Self {
+        let name = name.into().into_boxed_str();
+        self.sources(|s| s.cookie = Some(name))
+    }
+
+    /// Also read the token from the header `name` (a raw token, `Bearer ` optional).
+    #[must_use]
+    pub fn header(self, name: HeaderName) -> Self {
+        self.sources(|s| s.header = Some(name))
+    }
+
+    /// Also read the token from the query parameter `name` (RFC 6750 §2.3 suggests
+    /// `access_token`). Query strings end up in logs and `Referer` headers: avoid if you can.
+    #[must_use]
+    pub fn query(self, name: impl Into<String>) -> Self {
+        let name = name.into().into_boxed_str();
+        self.sources(|s| s.query = Some(name))
+    }
+
+    /// Also accept the `access_token` form parameter read by a
+    /// [`FormTokenLayer`](super::FormTokenLayer) in front of this layer (RFC 6750 §2.2).
+    #[must_use]
+    pub fn form(self) -> Self {
+        self.sources(|s| s.form = true)
+    }
+
+    /// The verified-token cache's capacity in bytes (default 8 MiB); see the
+    /// [module docs](super) for how entries are weighed. `0` turns the cache off.
+    #[must_use]
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        Arc::make_mut(&mut self.auth).cache =
+            (bytes > 0).then(|| Arc::new(TokenCache::new(bytes)));
+        self
+    }
+
+    /// Checks each verified token with `hook`, on every request (cache hits included).
+    #[must_use]
+    pub fn revocation(mut self, hook: impl Revocation) -> Self {
+        Arc::make_mut(&mut self.auth).revocation = Some(Arc::new(hook));
+        self
+    }
+
+    /// How long an asynchronous revocation check, or a wait for a key refetch, may take
+    /// (default 2 s). A revocation check that overruns answers 503.
+    #[must_use]
+    pub fn io_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.auth).io_timeout = timeout;
+        self
+    }
+
+    /// Require `scope` in the token's `scope` (or `scp`) claim, answering 403
+    /// `insufficient_scope` otherwise. Call again to require several.
+    ///
+    /// The cache stays shared, so `auth.clone().require_scope("admin")` on one route costs
+    /// nothing beyond the check.
+    #[must_use]
+    pub fn require_scope(mut self, scope: impl Into<String>) -> Self {
+        let auth = Arc::make_mut(&mut self.auth);
+        auth.scopes.push(scope.into().into_boxed_str());
+        auth.responder.set_scope(&auth.scopes.join(" "));
+        self
+    }
+
+    /// Optional authentication: a request without any token passes through without claims.
+    /// A request with a bad token is still refused.
+    #[must_use]
+    pub fn optional(mut self) -> Self {
+        Arc::make_mut(&mut self.auth).optional = true;
+        self
+    }
+
+    /// The `realm` of `WWW-Authenticate` challenges (default `api`).
+    #[must_use]
+    pub fn realm(mut self, realm: &str) -> Self {
+        Arc::make_mut(&mut self.auth).responder.set_realm(realm);
+        self
+    }
+
+    /// Replaces the JSON body of HTTP rejections: `handler` returns the `Content-Type` and the
+    /// body. Status and `WWW-Authenticate` stay as RFC 6750 requires; gRPC answers have no
+    /// body and are not affected.
+    #[must_use]
+    pub fn rejection_body<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Rejection) -> (HeaderValue, Bytes) + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.auth).responder.set_body(Arc::new(handler));
+        self
+    }
+
+    /// The source of Unix time in seconds (default: the system clock). For tests.
+    #[must_use]
+    pub fn clock(self, now: fn() -> u64) -> Self {
+        self.with(|auth| {
+            auth.clock = now;
+            auth.fresh_cache();
+        })
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Auth<C>)) -> Self {
+        f(Arc::make_mut(&mut self.auth));
+        self
+    }
+
+    /// Changes what a token must satisfy, which needs a cache of its own.
+    fn validation(self, f: impl FnOnce(&mut Validation)) -> Self {
+        self.with(|auth| {
+            f(&mut auth.validation);
+            auth.fresh_cache();
+        })
+    }
+
+    fn sources(self, f: impl FnOnce(&mut Sources)) -> Self {
+        self.with(|auth| f(&mut auth.sources))
+    }
+}
+
+impl<C: Send + Sync + 'static> Auth<C> {
+    fn fresh_cache(&mut self) {
+        if let Some(cache) = &self.cache {
+            self.cache = Some(Arc::new(TokenCache::new(cache.capacity())));
+        }
+    }
+}

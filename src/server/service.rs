@@ -1,0 +1,105 @@
+//! [`JwtAuth`]: the service that lets verified requests through.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use tower_service::Service;
+
+use super::auth::{Auth, Outcome};
+use super::body::AuthBody;
+use super::error::is_grpc;
+use super::future::ResponseFuture;
+use super::layer::JwtAuthLayer;
+
+/// Verifies the request's bearer token before calling the inner service.
+///
+/// Built by [`JwtAuthLayer`]. Refusals are responses (`type Error = S::Error`), so an
+/// `Infallible` stack stays `Infallible`.
+pub struct JwtAuth<S, C = IgnoredAny> {
+    inner: S,
+    auth: Arc<Auth<C>>,
+    _claims: PhantomData<fn() -> C>,
+}
+
+impl<S: Clone, C> Clone for JwtAuth<S, C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), auth: Arc::clone(&self.auth), _claims: PhantomData }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for JwtAuth<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth").field("inner", &self.inner).field("auth", &self.auth).finish()
+    }
+}
+
+impl<S, C> JwtAuth<S, C> {
+    pub(crate) fn from_parts(inner: S, auth: Arc<Auth<C>>) -> Self {
+        Self { inner, auth, _claims: PhantomData }
+    }
+
+    /// Wraps `inner` with the configuration of `layer`.
+    pub fn new(inner: S, layer: &JwtAuthLayer<C>) -> Self {
+        tower_layer::Layer::layer(layer, inner)
+    }
+
+    /// The configuration as a layer, for wrapping another service the same way.
+    pub fn layer(&self) -> JwtAuthLayer<C> {
+        JwtAuthLayer::from_auth(Arc::clone(&self.auth))
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    type Response = Response<AuthBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        match self.auth.authenticate(&req) {
+            Outcome::Pass(claims) => {
+                if let Some(claims) = claims {
+                    req.extensions_mut().insert(claims);
+                }
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Outcome::Reject(rejection) => {
+                let grpc = is_grpc(req.headers());
+                tracing::debug!(%rejection, "bearer token refused");
+                ResponseFuture::rejected(rejection, grpc, Arc::clone(&self.auth))
+            }
+            Outcome::Pending(check) => {
+                // The ready service moves into the future; `self` keeps a fresh clone.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::pending(check, req, inner, Arc::clone(&self.auth))
+            }
+        }
+    }
+}

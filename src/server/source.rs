@@ -1,0 +1,69 @@
+//! Where a layer's keys come from: a fixed set, or one kept current from a remote JWKS.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::keys::{Key, KeySet};
+
+/// A future that resolves once a key refetch has finished (whatever its outcome).
+pub(crate) type RefetchWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Something that can fetch keys again when a token names an unknown `kid`.
+pub(crate) trait Refetch: Send + Sync + 'static {
+    /// Joins the refetch in flight, or starts one; `None` when the rate limit forbids it.
+    fn unknown_kid(&self) -> Option<RefetchWait>;
+}
+
+/// The keys a [`JwtAuthLayer`](super::JwtAuthLayer) verifies with.
+///
+/// Build one from a [`Key`], a [`KeySet`], or (feature `jwks`) a `RemoteJwks`. Reading the
+/// current set is lock-free.
+#[derive(Clone)]
+pub struct KeySource {
+    current: Arc<ArcSwap<KeySet>>,
+    refetch: Option<Arc<dyn Refetch>>,
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySource")
+            .field("keys", &**self.current.load())
+            .field("remote", &self.refetch.is_some())
+            .finish()
+    }
+}
+
+impl KeySource {
+    pub(crate) fn dynamic(current: Arc<ArcSwap<KeySet>>, refetch: Arc<dyn Refetch>) -> Self {
+        Self { current, refetch: Some(refetch) }
+    }
+
+    /// The current key set.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.current.load()
+    }
+
+    pub(crate) fn unknown_kid(&self) -> Option<RefetchWait> {
+        self.refetch.as_ref()?.unknown_kid()
+    }
+}
+
+impl From<KeySet> for KeySource {
+    fn from(keys: KeySet) -> Self {
+        Self { current: Arc::new(ArcSwap::from_pointee(keys)), refetch: None }
+    }
+}
+
+impl From<Key> for KeySource {
+    fn from(key: Key) -> Self {
+        KeySet::from(key).into()
+    }
+}
