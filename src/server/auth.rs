@@ -32,7 +32,9 @@ pub(crate) type PendingCheck<C> =
 
 /// Unix time in whole seconds.
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Everything the layer was configured with, shared by every service it builds.
@@ -130,7 +132,12 @@ where
         }
         let verified = self.validation.verify::<C>(token, &keys, now)?;
         if let Some(cache) = &self.cache {
-            cache.insert(token, verified.claims.clone(), verified.payload_len, keys.epoch());
+            cache.insert(
+                token,
+                verified.claims.clone(),
+                verified.payload_len,
+                keys.epoch(),
+            );
         }
         Ok(verified.claims)
     }

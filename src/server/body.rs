@@ -29,12 +29,16 @@ pin_project! {
 
 impl<B> AuthBody<B> {
     pub(crate) fn inner(body: B) -> Self {
-        Self { kind: Kind::Inner { body } }
+        Self {
+            kind: Kind::Inner { body },
+        }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
         let bytes = (!bytes.is_empty()).then_some(bytes);
-        Self { kind: Kind::Rejection { bytes } }
+        Self {
+            kind: Kind::Rejection { bytes },
+        }
     }
 }
 

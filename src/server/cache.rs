@@ -37,7 +37,12 @@ struct Entry<C> {
 
 impl<C> Clone for Entry<C> {
     fn clone(&self) -> Self {
-        Self { claims: self.claims.clone(), exp: self.exp, epoch: self.epoch, weight: self.weight }
+        Self {
+            claims: self.claims.clone(),
+            exp: self.exp,
+            epoch: self.epoch,
+            weight: self.weight,
+        }
     }
 }
 
@@ -64,8 +69,12 @@ impl<C: Send + Sync + 'static> TokenCache<C> {
     /// A cache whose entries weigh at most `capacity` bytes in all.
     pub(crate) fn new(capacity: u64) -> Self {
         // Estimate ~1 KiB per entry for the initial table size.
-        let items = usize::try_from(capacity / 1024).unwrap_or(usize::MAX).clamp(16, 1 << 20);
-        Self { entries: Cache::with_weighter(items, capacity, Weigh) }
+        let items = usize::try_from(capacity / 1024)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 1 << 20);
+        Self {
+            entries: Cache::with_weighter(items, capacity, Weigh),
+        }
     }
 
     /// The claims of `token`, if it was verified with the key set of `epoch` and `now` is
@@ -87,7 +96,15 @@ impl<C: Send + Sync + 'static> TokenCache<C> {
     pub(crate) fn insert(&self, token: &str, claims: Claims<C>, payload_len: usize, epoch: u64) {
         let exp = claims.registered().exp;
         let weight = (token.len() + payload_len) as u64 + ENTRY_OVERHEAD;
-        self.entries.insert(Arc::from(token), Entry { claims, exp, epoch, weight });
+        self.entries.insert(
+            Arc::from(token),
+            Entry {
+                claims,
+                exp,
+                epoch,
+                weight,
+            },
+        );
     }
 
     #[cfg(test)]
@@ -154,7 +171,11 @@ mod tests {
         for i in 0..10_000 {
             cache.insert(&format!("{i:0>400}"), claims(u64::MAX), 300, 1);
         }
-        assert!(cache.weight() <= capacity, "{} > {capacity}", cache.weight());
+        assert!(
+            cache.weight() <= capacity,
+            "{} > {capacity}",
+            cache.weight()
+        );
         assert!(cache.weight() > 0);
     }
 }

@@ -33,7 +33,9 @@ pub struct RegisteredClaims {
 impl RegisteredClaims {
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scope.as_deref().is_some_and(|s| s.split(' ').any(|granted| granted == scope))
+        self.scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|granted| granted == scope))
     }
 }
 
@@ -73,7 +75,9 @@ struct Inner<C> {
 
 impl<C> Claims<C> {
     pub(crate) fn new(registered: RegisteredClaims, custom: C) -> Self {
-        Self { inner: Arc::new(Inner { registered, custom }) }
+        Self {
+            inner: Arc::new(Inner { registered, custom }),
+        }
     }
 
     /// The registered claims.
@@ -99,7 +103,9 @@ impl<C> Claims<C> {
 
 impl<C> Clone for Claims<C> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -162,7 +168,11 @@ mod extract {
         type Rejection = MissingClaims;
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, MissingClaims> {
-            parts.extensions.get::<Claims<C>>().cloned().ok_or(MissingClaims)
+            parts
+                .extensions
+                .get::<Claims<C>>()
+                .cloned()
+                .ok_or(MissingClaims)
         }
     }
 

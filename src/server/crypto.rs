@@ -120,7 +120,10 @@ pub(crate) fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
             out.push(len as u8);
         } else {
             let bytes = len.to_be_bytes();
-            let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+            let skip = bytes
+                .iter()
+                .position(|&b| b != 0)
+                .unwrap_or(bytes.len() - 1);
             out.push(0x80 | (bytes.len() - skip) as u8);
             out.extend_from_slice(&bytes[skip..]);
         }
@@ -147,7 +150,10 @@ mod aws {
     }
 
     impl Prepared {
-        pub(super) fn new(alg: Algorithm, material: &KeyMaterial<'_>) -> Result<Self, &'static str> {
+        pub(super) fn new(
+            alg: Algorithm,
+            material: &KeyMaterial<'_>,
+        ) -> Result<Self, &'static str> {
             if let KeyMaterial::Secret(secret) = material {
                 let hmac_alg = match alg {
                     Algorithm::HS256 => hmac::HMAC_SHA256,

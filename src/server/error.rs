@@ -206,7 +206,11 @@ const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
 impl Responder {
     pub(crate) fn new(realm: &str) -> Self {
-        Self { realm: quoted(realm).into(), scope: "".into(), body: None }
+        Self {
+            realm: quoted(realm).into(),
+            scope: "".into(),
+            body: None,
+        }
     }
 
     pub(crate) fn set_realm(&mut self, realm: &str) {
@@ -214,7 +218,11 @@ impl Responder {
     }
 
     pub(crate) fn set_scope(&mut self, scope: &str) {
-        self.scope = if scope.is_empty() { "".into() } else { quoted(scope).into() };
+        self.scope = if scope.is_empty() {
+            "".into()
+        } else {
+            quoted(scope).into()
+        };
     }
 
     pub(crate) fn set_body(&mut self, body: BodyHandler) {
@@ -228,7 +236,10 @@ impl Responder {
         }
         let (content_type, body) = match &self.body {
             Some(handler) => handler(&rejection),
-            None => (HeaderValue::from_static("application/json"), json_body(rejection)),
+            None => (
+                HeaderValue::from_static("application/json"),
+                json_body(rejection),
+            ),
         };
         let mut response = Response::new(AuthBody::full(body));
         *response.status_mut() = rejection.status();
@@ -340,13 +351,17 @@ mod tests {
         let res = r.respond::<()>(Rejection::InsufficientScope, false);
         assert_eq!(res.status(), 403);
         let v = res.headers()[WWW_AUTHENTICATE].to_str().unwrap().to_owned();
-        assert!(v.starts_with(r#"Bearer realm="my \"realm\"\\", error="insufficient_scope""#), "{v}");
+        assert!(
+            v.starts_with(r#"Bearer realm="my \"realm\"\\", error="insufficient_scope""#),
+            "{v}"
+        );
         assert!(v.ends_with(r#"scope="read write""#), "{v}");
     }
 
     #[test]
     fn grpc_answers_trailers_only() {
-        let res = Responder::new("api").respond::<()>(Rejection::InvalidToken(TokenError::Expired), true);
+        let res =
+            Responder::new("api").respond::<()>(Rejection::InvalidToken(TokenError::Expired), true);
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["grpc-status"], "16");
         assert_eq!(res.headers()["grpc-message"], "token expired");

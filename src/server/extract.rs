@@ -45,7 +45,10 @@ impl Sources {
         if self.form {
             match req.extensions().get::<FormAccessToken>() {
                 Some(FormAccessToken::Token(token)) => {
-                    found = merge(found, Some(Cow::Borrowed(check(token.as_bytes(), max_len)?)))?;
+                    found = merge(
+                        found,
+                        Some(Cow::Borrowed(check(token.as_bytes(), max_len)?)),
+                    )?;
                 }
                 Some(FormAccessToken::Invalid(error)) => {
                     return Err(Rejection::InvalidRequest(*error));
@@ -114,22 +117,29 @@ fn check(token: &[u8], max_len: usize) -> Result<&str, Rejection> {
     }
     let body = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
     let valid = body > 0
-        && token[..body]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
+        && token[..body].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
     if !valid {
         return Err(Rejection::InvalidRequest(RequestError::InvalidCharacters));
     }
     // Only ASCII passed the check above.
-    std::str::from_utf8(token).map_err(|_| Rejection::InvalidRequest(RequestError::InvalidCharacters))
+    std::str::from_utf8(token)
+        .map_err(|_| Rejection::InvalidRequest(RequestError::InvalidCharacters))
 }
 
-fn cookie<'r, B>(req: &'r Request<B>, name: &str, max_len: usize) -> Result<Option<&'r str>, Rejection> {
+fn cookie<'r, B>(
+    req: &'r Request<B>,
+    name: &str,
+    max_len: usize,
+) -> Result<Option<&'r str>, Rejection> {
     let mut found = None;
     for header in req.headers().get_all(COOKIE) {
         for pair in header.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else { continue };
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
             if &pair[..eq] != name.as_bytes() {
                 continue;
             }
@@ -170,7 +180,9 @@ fn query<'r, B>(
     name: &str,
     max_len: usize,
 ) -> Result<Option<Cow<'r, str>>, Rejection> {
-    let Some(query) = req.uri().query() else { return Ok(None) };
+    let Some(query) = req.uri().query() else {
+        return Ok(None);
+    };
     let mut found = None;
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -228,7 +240,9 @@ mod tests {
 
     fn bearer(value: &str) -> Result<Option<String>, Rejection> {
         let r = req(&[("authorization", value)], "/");
-        Sources::default().extract(&r, MAX).map(|t| t.map(Cow::into_owned))
+        Sources::default()
+            .extract(&r, MAX)
+            .map(|t| t.map(Cow::into_owned))
     }
 
     #[test]
@@ -236,7 +250,10 @@ mod tests {
         for v in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer   abc"] {
             assert_eq!(bearer(v).unwrap().as_deref(), Some("abc"), "{v}");
         }
-        assert_eq!(bearer("Bearer a.b-c_d~e+f/g==").unwrap().as_deref(), Some("a.b-c_d~e+f/g=="));
+        assert_eq!(
+            bearer("Bearer a.b-c_d~e+f/g==").unwrap().as_deref(),
+            Some("a.b-c_d~e+f/g==")
+        );
     }
 
     #[test]
@@ -259,13 +276,22 @@ mod tests {
         // A scheme-less value is ignored unless raw tokens are enabled.
         assert_eq!(bearer("abc.def.ghi"), Ok(None));
         let r = req(&[("authorization", "abc.def.ghi")], "/");
-        let raw = Sources { raw_authorization: true, ..Sources::default() };
-        assert_eq!(raw.extract(&r, MAX).unwrap().as_deref(), Some("abc.def.ghi"));
+        let raw = Sources {
+            raw_authorization: true,
+            ..Sources::default()
+        };
+        assert_eq!(
+            raw.extract(&r, MAX).unwrap().as_deref(),
+            Some("abc.def.ghi")
+        );
     }
 
     #[test]
     fn two_authorization_headers_are_refused() {
-        let r = req(&[("authorization", "Bearer a"), ("authorization", "Bearer a")], "/");
+        let r = req(
+            &[("authorization", "Bearer a"), ("authorization", "Bearer a")],
+            "/",
+        );
         assert_eq!(
             Sources::default().extract(&r, MAX),
             Err(Rejection::InvalidRequest(RequestError::MultipleCredentials))
@@ -275,7 +301,10 @@ mod tests {
     #[test]
     fn the_cap_applies_before_anything_else() {
         let long = format!("Bearer {}", "a".repeat(MAX + 1));
-        assert_eq!(bearer(&long), Err(Rejection::InvalidToken(TokenError::TooLarge)));
+        assert_eq!(
+            bearer(&long),
+            Err(Rejection::InvalidToken(TokenError::TooLarge))
+        );
         let exact = format!("Bearer {}", "a".repeat(MAX));
         assert!(bearer(&exact).unwrap().is_some());
     }
@@ -295,7 +324,8 @@ mod tests {
             assert_eq!(s.extract(&r, MAX).unwrap().as_deref(), Some("tok"), "{r:?}");
         }
         let mut r = req(&[], "/");
-        r.extensions_mut().insert(FormAccessToken::Token("tok".into()));
+        r.extensions_mut()
+            .insert(FormAccessToken::Token("tok".into()));
         assert_eq!(s.extract(&r, MAX).unwrap().as_deref(), Some("tok"));
     }
 
@@ -315,14 +345,23 @@ mod tests {
     fn a_token_in_two_places_is_refused() {
         let s = all();
         let two = Rejection::InvalidRequest(RequestError::MultipleSources);
-        let r = req(&[("authorization", "Bearer tok"), ("cookie", "at=tok")], "/");
+        let r = req(
+            &[("authorization", "Bearer tok"), ("cookie", "at=tok")],
+            "/",
+        );
         assert_eq!(s.extract(&r, MAX), Err(two));
         let r = req(&[("authorization", "Bearer tok")], "/?access_token=tok");
         assert_eq!(s.extract(&r, MAX), Err(two));
         let r = req(&[("cookie", "at=a"), ("cookie", "at=b")], "/");
-        assert_eq!(s.extract(&r, MAX), Err(Rejection::InvalidRequest(RequestError::MultipleCredentials)));
+        assert_eq!(
+            s.extract(&r, MAX),
+            Err(Rejection::InvalidRequest(RequestError::MultipleCredentials))
+        );
         let r = req(&[], "/?access_token=a&access_token=b");
-        assert_eq!(s.extract(&r, MAX), Err(Rejection::InvalidRequest(RequestError::MultipleCredentials)));
+        assert_eq!(
+            s.extract(&r, MAX),
+            Err(Rejection::InvalidRequest(RequestError::MultipleCredentials))
+        );
     }
 
     #[test]
@@ -331,8 +370,14 @@ mod tests {
         let r = req(&[], "/?access_token=a%2Bb%2F");
         assert_eq!(s.extract(&r, MAX).unwrap().as_deref(), Some("a+b/"));
         let r = req(&[], "/?access_token=a+b");
-        assert_eq!(s.extract(&r, MAX), Err(Rejection::InvalidRequest(RequestError::InvalidCharacters)));
+        assert_eq!(
+            s.extract(&r, MAX),
+            Err(Rejection::InvalidRequest(RequestError::InvalidCharacters))
+        );
         let r = req(&[], "/?access_token=%FF%FE");
-        assert_eq!(s.extract(&r, MAX), Err(Rejection::InvalidRequest(RequestError::InvalidCharacters)));
+        assert_eq!(
+            s.extract(&r, MAX),
+            Err(Rejection::InvalidRequest(RequestError::InvalidCharacters))
+        );
     }
 }

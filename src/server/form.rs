@@ -77,7 +77,10 @@ impl<S> Layer<S> for FormTokenLayer {
     type Service = FormToken<S>;
 
     fn layer(&self, inner: S) -> FormToken<S> {
-        FormToken { inner, limit: self.limit }
+        FormToken {
+            inner,
+            limit: self.limit,
+        }
     }
 }
 
@@ -110,8 +113,14 @@ fn is_form<B>(req: &Request<B>) -> bool {
         return false;
     }
     req.headers().get(CONTENT_TYPE).is_some_and(|v| {
-        let essence = v.as_bytes().split(|&b| b == b';').next().unwrap_or_default();
-        essence.trim_ascii().eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        let essence = v
+            .as_bytes()
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default();
+        essence
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
     })
 }
 
@@ -138,7 +147,8 @@ where
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.limit as u64) {
             // Refused without reading, so the body is left intact.
-            req.extensions_mut().insert(FormAccessToken::Invalid(RequestError::FormBody));
+            req.extensions_mut()
+                .insert(FormAccessToken::Invalid(RequestError::FormBody));
             return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
         }
         let clone = self.inner.clone();
@@ -193,7 +203,9 @@ where
     S: Service<Request<AuthBody<B>>>,
 {
     fn inner(future: S::Future) -> Self {
-        Self { state: State::Inner { future } }
+        Self {
+            state: State::Inner { future },
+        }
     }
 }
 
@@ -209,7 +221,13 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Inner { future } => return future.poll(cx),
-                StateProj::Collecting { mut body, buf, limit, parts, service } => {
+                StateProj::Collecting {
+                    mut body,
+                    buf,
+                    limit,
+                    parts,
+                    service,
+                } => {
                     let complete = loop {
                         match ready!(body.as_mut().poll_frame(cx)) {
                             Some(Ok(frame)) => {
@@ -233,11 +251,15 @@ where
                         }
                         bytes
                     } else {
-                        parts.extensions.insert(FormAccessToken::Invalid(RequestError::FormBody));
+                        parts
+                            .extensions
+                            .insert(FormAccessToken::Invalid(RequestError::FormBody));
                         Bytes::new()
                     };
                     let request = Request::from_parts(parts, AuthBody::full(body));
-                    State::Inner { future: service.call(request) }
+                    State::Inner {
+                        future: service.call(request),
+                    }
                 }
             };
             this.state.set(next);
@@ -291,7 +313,10 @@ mod tests {
 
     fn form(body: &'static str) -> Request<Full<Bytes>> {
         Request::post("/")
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8")
+            .header(
+                CONTENT_TYPE,
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap()
     }
@@ -306,9 +331,18 @@ mod tests {
     #[tokio::test]
     async fn duplicates_and_oversized_bodies_are_marked() {
         let (found, _) = run(form("access_token=a&access_token=b")).await;
-        assert!(matches!(found, Some(FormAccessToken::Invalid(RequestError::MultipleCredentials))));
-        let (found, _) = run(form("access_token=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")).await;
-        assert!(matches!(found, Some(FormAccessToken::Invalid(RequestError::FormBody))));
+        assert!(matches!(
+            found,
+            Some(FormAccessToken::Invalid(RequestError::MultipleCredentials))
+        ));
+        let (found, _) = run(form(
+            "access_token=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ))
+        .await;
+        assert!(matches!(
+            found,
+            Some(FormAccessToken::Invalid(RequestError::FormBody))
+        ));
     }
 
     #[tokio::test]

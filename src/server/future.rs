@@ -58,11 +58,19 @@ where
     S: Service<Request<ReqBody>>,
 {
     pub(crate) fn inner(future: S::Future) -> Self {
-        Self { state: State::Inner { future } }
+        Self {
+            state: State::Inner { future },
+        }
     }
 
     pub(crate) fn rejected(rejection: Rejection, grpc: bool, auth: Arc<Auth<C>>) -> Self {
-        Self { state: State::Rejected { rejection, grpc, auth } }
+        Self {
+            state: State::Rejected {
+                rejection,
+                grpc,
+                auth,
+            },
+        }
     }
 
     pub(crate) fn pending(
@@ -71,7 +79,14 @@ where
         service: S,
         auth: Arc<Auth<C>>,
     ) -> Self {
-        Self { state: State::Checking { check, request: Some(request), service: Some(service), auth } }
+        Self {
+            state: State::Checking {
+                check,
+                request: Some(request),
+                service: Some(service),
+                auth,
+            },
+        }
     }
 }
 
@@ -89,10 +104,19 @@ where
                 StateProj::Inner { future } => {
                     return future.poll(cx).map_ok(|res| res.map(AuthBody::inner));
                 }
-                StateProj::Rejected { rejection, grpc, auth } => {
+                StateProj::Rejected {
+                    rejection,
+                    grpc,
+                    auth,
+                } => {
                     return Poll::Ready(Ok(auth.responder.respond(*rejection, *grpc)));
                 }
-                StateProj::Checking { check, request, service, auth } => {
+                StateProj::Checking {
+                    check,
+                    request,
+                    service,
+                    auth,
+                } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let mut request = request.take().expect("polled after completion");
                     match verdict {
@@ -101,12 +125,18 @@ where
                                 request.extensions_mut().insert(claims);
                             }
                             let mut service = service.take().expect("polled after completion");
-                            State::Inner { future: service.call(request) }
+                            State::Inner {
+                                future: service.call(request),
+                            }
                         }
                         Err(rejection) => {
                             tracing::debug!(%rejection, "bearer token refused");
                             let grpc = is_grpc(request.headers());
-                            State::Rejected { rejection, grpc, auth: Arc::clone(auth) }
+                            State::Rejected {
+                                rejection,
+                                grpc,
+                                auth: Arc::clone(auth),
+                            }
                         }
                     }
                 }
@@ -126,6 +156,8 @@ where
             State::Rejected { .. } => "rejected",
             State::Checking { .. } => "checking",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }

@@ -114,10 +114,17 @@ impl Key {
             Algorithm::HS256 => 32,
             Algorithm::HS384 => 48,
             Algorithm::HS512 => 64,
-            _ => return Err(KeyError::Unsupported("hmac secrets need HS256, HS384 or HS512")),
+            _ => {
+                return Err(KeyError::Unsupported(
+                    "hmac secrets need HS256, HS384 or HS512",
+                ));
+            }
         };
         if secret.len() < min {
-            return Err(KeyError::ShortSecret { len: secret.len(), min });
+            return Err(KeyError::ShortSecret {
+                len: secret.len(),
+                min,
+            });
         }
         Self::prepare(alg, KeyMaterial::Secret(secret))
     }
@@ -131,7 +138,9 @@ impl Key {
             return Err(KeyError::ShortSecret { len: 0, min: 1 });
         }
         if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-            return Err(KeyError::Unsupported("hmac secrets need HS256, HS384 or HS512"));
+            return Err(KeyError::Unsupported(
+                "hmac secrets need HS256, HS384 or HS512",
+            ));
         }
         Self::prepare(alg, KeyMaterial::Secret(secret))
     }
@@ -152,7 +161,11 @@ impl Key {
             | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
             Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-            _ => return Err(KeyError::Unsupported("pem keys are for RS*, PS*, ES* and EdDSA")),
+            _ => {
+                return Err(KeyError::Unsupported(
+                    "pem keys are for RS*, PS*, ES* and EdDSA",
+                ));
+            }
         }
         .map_err(KeyError::Pem)?;
         let bytes = decoded.try_get_as_bytes().map_err(KeyError::Pem)?;
@@ -203,7 +216,10 @@ impl Key {
                 KeyError::Unsupported(e)
             }
         })?;
-        Ok(Self { kid: None, prepared: Arc::new(prepared) })
+        Ok(Self {
+            kid: None,
+            prepared: Arc::new(prepared),
+        })
     }
 }
 
@@ -349,7 +365,10 @@ impl KeySet {
         static EPOCH: AtomicU64 = AtomicU64::new(1);
         // Stable sort: keys of one algorithm form one run, insertion order kept within it.
         keys.sort_by_key(|k| alg_rank(k.algorithm()));
-        Self { keys: keys.into(), epoch: EPOCH.fetch_add(1, Ordering::Relaxed) }
+        Self {
+            keys: keys.into(),
+            epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
+        }
     }
 }
 
@@ -434,7 +453,9 @@ impl RawJwk {
         };
         let field = |v: &Option<String>, name: &'static str| -> Result<Vec<u8>, KeyError> {
             let v = v.as_deref().ok_or(KeyError::Malformed(name))?;
-            URL_SAFE_NO_PAD.decode(v).map_err(|_| KeyError::Malformed(name))
+            URL_SAFE_NO_PAD
+                .decode(v)
+                .map_err(|_| KeyError::Malformed(name))
         };
         let key = match self.kty.as_str() {
             "oct" => Key::hmac(alg, field(&self.k, "jwk `k` is missing or not base64url")?)?,
@@ -455,7 +476,9 @@ impl RawJwk {
                 let x = field(&self.x, "jwk `x` is missing or not base64url")?;
                 let y = field(&self.y, "jwk `y` is missing or not base64url")?;
                 if x.len() != size || y.len() != size {
-                    return Err(KeyError::Malformed("jwk ec coordinates have the wrong length"));
+                    return Err(KeyError::Malformed(
+                        "jwk ec coordinates have the wrong length",
+                    ));
                 }
                 let mut point = Vec::with_capacity(1 + 2 * size);
                 point.push(4);
@@ -487,13 +510,19 @@ mod tests {
     use super::*;
 
     fn oct(extra: &str) -> String {
-        format!(r#"{{"kty":"oct","k":"{}"{extra}}}"#, URL_SAFE_NO_PAD.encode([9u8; 32]))
+        format!(
+            r#"{{"kty":"oct","k":"{}"{extra}}}"#,
+            URL_SAFE_NO_PAD.encode([9u8; 32])
+        )
     }
 
     #[test]
     fn short_hmac_secrets_need_the_opt_in() {
         let err = Key::hmac(Algorithm::HS256, [0u8; 31]).unwrap_err();
-        assert!(matches!(err, KeyError::ShortSecret { len: 31, min: 32 }), "{err}");
+        assert!(
+            matches!(err, KeyError::ShortSecret { len: 31, min: 32 }),
+            "{err}"
+        );
         assert!(matches!(
             Key::hmac(Algorithm::HS512, [0u8; 63]),
             Err(KeyError::ShortSecret { min: 64, .. })
@@ -519,12 +548,18 @@ mod tests {
 
     #[test]
     fn jwk_alg_is_required_where_the_key_type_does_not_pin_it() {
-        assert!(matches!(Key::from_jwk(oct("")), Err(KeyError::MissingAlgorithm)));
+        assert!(matches!(
+            Key::from_jwk(oct("")),
+            Err(KeyError::MissingAlgorithm)
+        ));
         assert!(matches!(
             Key::from_jwk(oct(r#","alg":"none""#)),
             Err(KeyError::Unsupported(_))
         ));
-        assert!(matches!(Key::from_jwk(oct(r#","alg":"RS256""#)), Err(KeyError::Unsupported(_))));
+        assert!(matches!(
+            Key::from_jwk(oct(r#","alg":"RS256""#)),
+            Err(KeyError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -541,28 +576,48 @@ mod tests {
     #[test]
     fn selection_by_kid_binds_the_algorithm() {
         let set = KeySet::new()
-            .with_key(Key::hmac(Algorithm::HS256, [1u8; 32]).unwrap().with_kid("a"))
+            .with_key(
+                Key::hmac(Algorithm::HS256, [1u8; 32])
+                    .unwrap()
+                    .with_kid("a"),
+            )
             .unwrap()
             .with_key(Key::hmac(Algorithm::HS512, [1u8; 64]).unwrap())
             .unwrap();
-        assert!(matches!(set.select(Some("a"), Algorithm::HS256), Selection::Keys(k) if k.len() == 1));
-        assert!(matches!(set.select(Some("a"), Algorithm::HS512), Selection::WrongAlgorithm));
-        assert!(matches!(set.select(Some("zz"), Algorithm::HS256), Selection::UnknownKid));
+        assert!(
+            matches!(set.select(Some("a"), Algorithm::HS256), Selection::Keys(k) if k.len() == 1)
+        );
+        assert!(matches!(
+            set.select(Some("a"), Algorithm::HS512),
+            Selection::WrongAlgorithm
+        ));
+        assert!(matches!(
+            set.select(Some("zz"), Algorithm::HS256),
+            Selection::UnknownKid
+        ));
         assert!(matches!(set.select(None, Algorithm::HS512), Selection::Keys(k) if k.len() == 1));
-        assert!(matches!(set.select(None, Algorithm::ES256), Selection::WrongAlgorithm));
+        assert!(matches!(
+            set.select(None, Algorithm::ES256),
+            Selection::WrongAlgorithm
+        ));
     }
 
     #[test]
     fn every_new_set_has_a_new_epoch() {
         let a = KeySet::from(Key::hmac(Algorithm::HS256, [1u8; 32]).unwrap());
-        let b = a.clone().with_key(Key::hmac(Algorithm::HS384, [1u8; 48]).unwrap()).unwrap();
+        let b = a
+            .clone()
+            .with_key(Key::hmac(Algorithm::HS384, [1u8; 48]).unwrap())
+            .unwrap();
         assert_ne!(a.epoch(), b.epoch());
         assert_eq!(a.epoch(), a.clone().epoch());
     }
 
     #[test]
     fn debug_never_shows_key_material() {
-        let key = Key::hmac(Algorithm::HS256, [0x41u8; 32]).unwrap().with_kid("k1");
+        let key = Key::hmac(Algorithm::HS256, [0x41u8; 32])
+            .unwrap()
+            .with_kid("k1");
         let shown = format!("{key:?}");
         assert!(shown.contains("k1") && shown.contains("HS256"), "{shown}");
         assert!(!shown.contains("AAAA") && !shown.contains("65"), "{shown}");

@@ -59,7 +59,10 @@ pub struct JwtAuthLayer<C = IgnoredAny> {
 
 impl<C> Clone for JwtAuthLayer<C> {
     fn clone(&self) -> Self {
-        Self { auth: Arc::clone(&self.auth), _claims: PhantomData }
+        Self {
+            auth: Arc::clone(&self.auth),
+            _claims: PhantomData,
+        }
     }
 }
 
@@ -79,7 +82,10 @@ impl<S, C> Layer<S> for JwtAuthLayer<C> {
 
 impl<C> JwtAuthLayer<C> {
     pub(crate) fn from_auth(auth: Arc<Auth<C>>) -> Self {
-        Self { auth, _claims: PhantomData }
+        Self {
+            auth,
+            _claims: PhantomData,
+        }
     }
 }
 
@@ -108,7 +114,10 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             io_timeout: Duration::from_secs(2),
             clock: unix_now,
         };
-        Self { auth: Arc::new(auth), _claims: PhantomData }
+        Self {
+            auth: Arc::new(auth),
+            _claims: PhantomData,
+        }
     }
 
     /// Verifies `token` as the layer would, without a request: the cache, every check, and
@@ -117,7 +126,11 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// Useful for WebSocket handshakes and other places a token arrives outside a header.
     /// A revocation hook that needs I/O is awaited.
     pub async fn verify(&self, token: &str) -> Result<Claims<C>, Rejection> {
-        self.auth.check_token(token.into()).resolve().await?.ok_or(Rejection::MissingToken)
+        self.auth
+            .check_token(token.into())
+            .resolve()
+            .await?
+            .ok_or(Rejection::MissingToken)
     }
 
     /// Accept only tokens whose `iss` is `issuer` (call again to accept several).
@@ -151,7 +164,10 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             .into_iter()
             .map(|t| {
                 let t = t.into().to_ascii_lowercase();
-                t.strip_prefix("application/").map(str::to_owned).unwrap_or(t).into_boxed_str()
+                t.strip_prefix("application/")
+                    .map(str::to_owned)
+                    .unwrap_or(t)
+                    .into_boxed_str()
             })
             .collect();
         self.validation(|v| v.types = types)
@@ -165,7 +181,10 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        let names: Vec<Box<str>> = names.into_iter().map(|n| n.into().into_boxed_str()).collect();
+        let names: Vec<Box<str>> = names
+            .into_iter()
+            .map(|n| n.into().into_boxed_str())
+            .collect();
         self.validation(|v| v.required.extend(names))
     }
 
@@ -215,8 +234,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// [module docs](super) for how entries are weighed. `0` turns the cache off.
     #[must_use]
     pub fn cache_capacity(mut self, bytes: u64) -> Self {
-        Arc::make_mut(&mut self.auth).cache =
-            (bytes > 0).then(|| Arc::new(TokenCache::new(bytes)));
+        Arc::make_mut(&mut self.auth).cache = (bytes > 0).then(|| Arc::new(TokenCache::new(bytes)));
         self
     }
 
@@ -271,7 +289,9 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     where
         F: Fn(&Rejection) -> (HeaderValue, Bytes) + Send + Sync + 'static,
     {
-        Arc::make_mut(&mut self.auth).responder.set_body(Arc::new(handler));
+        Arc::make_mut(&mut self.auth)
+            .responder
+            .set_body(Arc::new(handler));
         self
     }
 

@@ -46,6 +46,8 @@ mod error;
 mod extract;
 mod form;
 mod future;
+#[cfg(feature = "jwks")]
+mod jwks;
 mod keys;
 mod layer;
 mod revoke;
@@ -61,6 +63,8 @@ pub use error::{Rejection, RequestError, TokenError};
 pub use form::{FormFuture, FormToken, FormTokenLayer};
 pub use future::ResponseFuture;
 pub use jsonwebtoken::Algorithm;
+#[cfg(feature = "jwks")]
+pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, KeySet};
 pub use layer::JwtAuthLayer;
 pub use revoke::{BoxError, Revocation, RevocationCheck, TokenStatus};

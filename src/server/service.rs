@@ -27,19 +27,30 @@ pub struct JwtAuth<S, C = IgnoredAny> {
 
 impl<S: Clone, C> Clone for JwtAuth<S, C> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), auth: Arc::clone(&self.auth), _claims: PhantomData }
+        Self {
+            inner: self.inner.clone(),
+            auth: Arc::clone(&self.auth),
+            _claims: PhantomData,
+        }
     }
 }
 
 impl<S: fmt::Debug, C> fmt::Debug for JwtAuth<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuth").field("inner", &self.inner).field("auth", &self.auth).finish()
+        f.debug_struct("JwtAuth")
+            .field("inner", &self.inner)
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 
 impl<S, C> JwtAuth<S, C> {
     pub(crate) fn from_parts(inner: S, auth: Arc<Auth<C>>) -> Self {
-        Self { inner, auth, _claims: PhantomData }
+        Self {
+            inner,
+            auth,
+            _claims: PhantomData,
+        }
     }
 
     /// Wraps `inner` with the configuration of `layer`.

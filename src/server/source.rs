@@ -38,8 +38,12 @@ impl fmt::Debug for KeySource {
 }
 
 impl KeySource {
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
     pub(crate) fn dynamic(current: Arc<ArcSwap<KeySet>>, refetch: Arc<dyn Refetch>) -> Self {
-        Self { current, refetch: Some(refetch) }
+        Self {
+            current,
+            refetch: Some(refetch),
+        }
     }
 
     /// The current key set.
@@ -58,7 +62,10 @@ impl KeySource {
 
 impl From<KeySet> for KeySource {
     fn from(keys: KeySet) -> Self {
-        Self { current: Arc::new(ArcSwap::from_pointee(keys)), refetch: None }
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(keys)),
+            refetch: None,
+        }
     }
 }
 

@@ -85,12 +85,20 @@ fn split(token: &str) -> Result<Segments<'_>, TokenError> {
     if signature.is_empty() {
         return Err(TokenError::Signature);
     }
-    let base64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let base64url = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if !(base64url(header) && base64url(payload) && base64url(signature)) {
         return Err(TokenError::Malformed);
     }
     let signing_input = &token[..header.len() + 1 + payload.len()];
-    Ok(Segments { header, payload, signature, signing_input })
+    Ok(Segments {
+        header,
+        payload,
+        signature,
+        signing_input,
+    })
 }
 
 /// Decodes base64url into `buf` (no padding, canonical trailing bits).
@@ -99,12 +107,28 @@ fn decode_into<'b>(segment: &str, buf: &'b mut [u8]) -> Result<&'b [u8], TokenEr
     if segment.len() / 4 * 3 + 3 > buf.len() {
         return Err(TokenError::Malformed);
     }
-    let n = URL_SAFE_NO_PAD.decode_slice(segment, buf).map_err(|_| TokenError::Malformed)?;
+    let n = URL_SAFE_NO_PAD
+        .decode_slice(segment, buf)
+        .map_err(|_| TokenError::Malformed)?;
     Ok(&buf[..n])
 }
 
 fn decode_vec(segment: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed)
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed)
+}
+
+/// Parses a JSON object into `T`.
+///
+/// Derived struct deserializers also accept a JSON array, filling fields by position (so
+/// `[1]` would read as `{"exp":1}`); a JOSE header and a claims set must be objects, so
+/// anything else is refused first. `Err(None)` means "not an object".
+fn parse_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Option<serde_json::error::Category>> {
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(None);
+    }
+    serde_json::from_slice(json).map_err(|e| Some(e.classify()))
 }
 
 /// The JOSE header members this crate reads.
@@ -143,8 +167,7 @@ pub(crate) fn verify_jws<'t>(token: &'t str, keys: &KeySet) -> Result<Jws<'t>, T
     let segments = split(token)?;
     let mut header_buf = [0u8; 1024];
     let header_json = decode_into(segments.header, &mut header_buf)?;
-    let header: Header<'_> =
-        serde_json::from_slice(header_json).map_err(|_| TokenError::Malformed)?;
+    let header: Header<'_> = parse_object(header_json).map_err(|_| TokenError::Malformed)?;
     if header.crit.0.is_some()
         || header.jwk.0.is_some()
         || header.jku.0.is_some()
@@ -173,7 +196,10 @@ pub(crate) fn verify_jws<'t>(token: &'t str, keys: &KeySet) -> Result<Jws<'t>, T
     }
     // The header borrows from a stack buffer; keep only what the claims layer needs.
     let typ = header.typ.0.map(|t| Cow::Owned(t.0.into_owned()));
-    Ok(Jws { typ, payload: segments.payload })
+    Ok(Jws {
+        typ,
+        payload: segments.payload,
+    })
 }
 
 impl KeySet {
@@ -202,8 +228,8 @@ impl Validation {
             return Err(TokenError::Type);
         }
         let payload = decode_vec(jws.payload)?;
-        let raw: RawClaims<'_> = serde_json::from_slice(&payload).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => TokenError::Claims,
+        let raw: RawClaims<'_> = parse_object(&payload).map_err(|e| match e {
+            Some(serde_json::error::Category::Data) => TokenError::Claims,
             _ => TokenError::Malformed,
         })?;
         let registered = self.check(raw, now)?;
@@ -211,7 +237,10 @@ impl Validation {
             self.check_required(&payload, &registered)?;
         }
         let custom: C = serde_json::from_slice(&payload).map_err(|_| TokenError::Claims)?;
-        Ok(Verified { claims: Claims::new(registered, custom), payload_len: payload.len() })
+        Ok(Verified {
+            claims: Claims::new(registered, custom),
+            payload_len: payload.len(),
+        })
     }
 
     fn type_accepted(&self, typ: Option<&str>) -> bool {
@@ -249,7 +278,9 @@ impl Validation {
         }
         let aud = raw.aud.0.map_or_else(Vec::new, |a| a.0);
         if !self.audiences.is_empty()
-            && !aud.iter().any(|a| self.audiences.iter().any(|ours| **ours == **a))
+            && !aud
+                .iter()
+                .any(|a| self.audiences.iter().any(|ours| **ours == **a))
         {
             return Err(TokenError::Audience);
         }
@@ -271,7 +302,11 @@ impl Validation {
         })
     }
 
-    fn check_required(&self, payload: &[u8], registered: &RegisteredClaims) -> Result<(), TokenError> {
+    fn check_required(
+        &self,
+        payload: &[u8],
+        registered: &RegisteredClaims,
+    ) -> Result<(), TokenError> {
         let names = ClaimNames::from_payload(payload)?;
         let present = |name: &str| match name {
             "sub" => registered.sub.is_some(),
@@ -377,7 +412,9 @@ impl<'de> Deserialize<'de> for NumericDate {
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
-                u64::try_from(v).map_err(|_| E::custom("negative date")).and_then(|v| self.visit_u64(v))
+                u64::try_from(v)
+                    .map_err(|_| E::custom("negative date"))
+                    .and_then(|v| self.visit_u64(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
                 if v.is_finite() && (0.0..=MAX_NUMERIC_DATE as f64).contains(&v) {
@@ -511,12 +548,16 @@ mod tests {
     }
 
     fn verify(v: &Validation, token: &str) -> Result<RegisteredClaims, TokenError> {
-        v.verify::<IgnoredAny>(token, &keys(), NOW).map(|ok| ok.claims.registered().clone())
+        v.verify::<IgnoredAny>(token, &keys(), NOW)
+            .map(|ok| ok.claims.registered().clone())
     }
 
     #[test]
     fn accepts_a_well_formed_token() {
-        let t = sign(at(), json!({"sub": "a", "exp": NOW + 60, "scp": ["x", "y"], "aud": "api"}));
+        let t = sign(
+            at(),
+            json!({"sub": "a", "exp": NOW + 60, "scp": ["x", "y"], "aud": "api"}),
+        );
         let c = verify(&Validation::default(), &t).unwrap();
         assert_eq!(c.sub.as_deref(), Some("a"));
         assert_eq!(c.scope.as_deref(), Some("x y"));
@@ -525,7 +566,10 @@ mod tests {
 
     #[test]
     fn exp_is_strict_with_and_without_leeway() {
-        let strict = Validation { leeway: 0, ..Validation::default() };
+        let strict = Validation {
+            leeway: 0,
+            ..Validation::default()
+        };
         let t = sign(at(), json!({"exp": NOW}));
         assert_eq!(verify(&strict, &t), Err(TokenError::Expired));
         let t = sign(at(), json!({"exp": NOW + 1}));
@@ -538,12 +582,22 @@ mod tests {
 
     #[test]
     fn numeric_dates_must_be_plain_numbers() {
-        for bad in [json!("1900000000"), json!(null), json!(-1), json!(1e300), json!(true)] {
+        for bad in [
+            json!("1900000000"),
+            json!(null),
+            json!(-1),
+            json!(1e300),
+            json!(true),
+        ] {
             for claim in ["exp", "nbf", "iat"] {
                 let mut claims = json!({"exp": NOW + 60});
                 claims[claim] = bad.clone();
                 let t = sign(at(), claims);
-                assert_eq!(verify(&Validation::default(), &t), Err(TokenError::Claims), "{claim}={bad}");
+                assert_eq!(
+                    verify(&Validation::default(), &t),
+                    Err(TokenError::Claims),
+                    "{claim}={bad}"
+                );
             }
         }
         let t = sign(at(), json!({"exp": (NOW + 60) as f64 + 0.5}));
@@ -561,12 +615,25 @@ mod tests {
     #[test]
     fn typ_matching_follows_rfc_7515() {
         let v = Validation::default();
-        for ok in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+Jwt"] {
+        for ok in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+Jwt",
+        ] {
             let t = sign(json!({"alg": "HS256", "typ": ok}), json!({"exp": NOW + 60}));
             assert!(verify(&v, &t).is_ok(), "{ok}");
         }
-        for bad in [json!("JWT"), json!("id_token+jwt"), json!("application/"), json!(1)] {
-            let t = sign(json!({"alg": "HS256", "typ": bad}), json!({"exp": NOW + 60}));
+        for bad in [
+            json!("JWT"),
+            json!("id_token+jwt"),
+            json!("application/"),
+            json!(1),
+        ] {
+            let t = sign(
+                json!({"alg": "HS256", "typ": bad}),
+                json!({"exp": NOW + 60}),
+            );
             assert!(verify(&v, &t).is_err(), "{bad}");
         }
         let t = sign(json!({"alg": "HS256"}), json!({"exp": NOW + 60}));
@@ -584,28 +651,62 @@ mod tests {
         assert!(verify(&v, &sign(at(), ok)).is_ok());
         let cases = [
             (json!({"exp": NOW + 60, "aud": "api"}), TokenError::Issuer),
-            (json!({"exp": NOW + 60, "iss": 1, "aud": "api"}), TokenError::Claims),
-            (json!({"exp": NOW + 60, "iss": ["https://issuer"], "aud": "api"}), TokenError::Claims),
-            (json!({"exp": NOW + 60, "iss": "https://evil", "aud": "api"}), TokenError::Issuer),
-            (json!({"exp": NOW + 60, "iss": "https://issuer"}), TokenError::Audience),
-            (json!({"exp": NOW + 60, "iss": "https://issuer", "aud": []}), TokenError::Audience),
-            (json!({"exp": NOW + 60, "iss": "https://issuer", "aud": [1]}), TokenError::Claims),
-            (json!({"exp": NOW + 60, "iss": "https://issuer", "aud": 7}), TokenError::Claims),
+            (
+                json!({"exp": NOW + 60, "iss": 1, "aud": "api"}),
+                TokenError::Claims,
+            ),
+            (
+                json!({"exp": NOW + 60, "iss": ["https://issuer"], "aud": "api"}),
+                TokenError::Claims,
+            ),
+            (
+                json!({"exp": NOW + 60, "iss": "https://evil", "aud": "api"}),
+                TokenError::Issuer,
+            ),
+            (
+                json!({"exp": NOW + 60, "iss": "https://issuer"}),
+                TokenError::Audience,
+            ),
+            (
+                json!({"exp": NOW + 60, "iss": "https://issuer", "aud": []}),
+                TokenError::Audience,
+            ),
+            (
+                json!({"exp": NOW + 60, "iss": "https://issuer", "aud": [1]}),
+                TokenError::Claims,
+            ),
+            (
+                json!({"exp": NOW + 60, "iss": "https://issuer", "aud": 7}),
+                TokenError::Claims,
+            ),
         ];
         for (claims, want) in cases {
-            assert_eq!(verify(&v, &sign(at(), claims.clone())), Err(want), "{claims}");
+            assert_eq!(
+                verify(&v, &sign(at(), claims.clone())),
+                Err(want),
+                "{claims}"
+            );
         }
     }
 
     #[test]
     fn required_claims_cover_registered_and_custom_names() {
-        let v = Validation { required: vec!["sub".into(), "tenant".into()], ..Validation::default() };
+        let v = Validation {
+            required: vec!["sub".into(), "tenant".into()],
+            ..Validation::default()
+        };
         let ok = json!({"exp": NOW + 60, "sub": "a", "tenant": "t"});
         assert!(verify(&v, &sign(at(), ok)).is_ok());
         let no_sub = json!({"exp": NOW + 60, "tenant": "t"});
-        assert_eq!(verify(&v, &sign(at(), no_sub)), Err(TokenError::MissingClaim));
+        assert_eq!(
+            verify(&v, &sign(at(), no_sub)),
+            Err(TokenError::MissingClaim)
+        );
         let null_tenant = json!({"exp": NOW + 60, "sub": "a", "tenant": null});
-        assert_eq!(verify(&v, &sign(at(), null_tenant)), Err(TokenError::MissingClaim));
+        assert_eq!(
+            verify(&v, &sign(at(), null_tenant)),
+            Err(TokenError::MissingClaim)
+        );
     }
 
     #[test]
@@ -624,7 +725,10 @@ mod tests {
             (format!("{h}=.{p}.{s}"), TokenError::Malformed),
             (format!("{h}.{p}.{s}="), TokenError::Malformed),
             (format!("{h}.{p}+.{s}"), TokenError::Malformed),
-            (format!("{h}.{p}.{}", &s[..s.len() - 4]), TokenError::Signature),
+            (
+                format!("{h}.{p}.{}", &s[..s.len() - 4]),
+                TokenError::Signature,
+            ),
         ];
         for (token, want) in cases {
             assert_eq!(verify(&v, &token), Err(want), "{token}");
