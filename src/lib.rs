@@ -23,3 +23,8 @@
 
 #[cfg(feature = "server")]
 pub mod server;
+
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -109,11 +109,7 @@ fn invalid_tokens() -> Vec<(&'static str, String, &'static str)> {
         ),
         ("payload not json", hs_raw("not json"), "token malformed"),
         ("payload an array", hs_raw("[1]"), "token malformed"),
-        (
-            "payload a string",
-            hs_raw("\"foo\""),
-            "token malformed",
-        ),
+        ("payload a string", hs_raw("\"foo\""), "token malformed"),
         // Algorithm and key.
         (
             "unknown alg",
@@ -665,7 +661,10 @@ async fn malformed_credentials_are_invalid_request() {
         ),
         ("a comma", vec![("authorization", "Bearer abc,def")]),
         ("a quote", vec![("authorization", "Bearer \"abc\"")]),
-        ("padding inside the token", vec![("authorization", "Bearer abc=.def.ghi")]),
+        (
+            "padding inside the token",
+            vec![("authorization", "Bearer abc=.def.ghi")],
+        ),
         (
             "two Authorization headers",
             vec![("authorization", &bearer), ("authorization", &bearer)],
@@ -1010,8 +1009,14 @@ async fn verify_without_a_request() {
     let good = hs(good_claims());
     let (h, rest) = good.split_once('.').unwrap();
     let (p, s) = rest.split_once('.').unwrap();
-    assert_eq!(layer.verify(&format!("{h}=.{p}.{s}")).await.unwrap_err(), malformed);
-    assert_eq!(layer.verify(&format!("{h}.{p}==.{s}")).await.unwrap_err(), malformed);
+    assert_eq!(
+        layer.verify(&format!("{h}=.{p}.{s}")).await.unwrap_err(),
+        malformed
+    );
+    assert_eq!(
+        layer.verify(&format!("{h}.{p}==.{s}")).await.unwrap_err(),
+        malformed
+    );
     let expired = hs(with(good_claims(), |c| {
         c.insert("exp".into(), json!(1));
     }));

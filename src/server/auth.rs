@@ -125,10 +125,10 @@ where
     pub(crate) fn verify(&self, token: &str) -> Result<Claims<C>, TokenError> {
         let now = (self.clock)();
         let keys = self.keys.load();
-        if let Some(cache) = &self.cache {
-            if let Some(claims) = cache.get(token, now, keys.epoch()) {
-                return Ok(claims);
-            }
+        if let Some(cache) = &self.cache
+            && let Some(claims) = cache.get(token, now, keys.epoch())
+        {
+            return Ok(claims);
         }
         let verified = self.validation.verify::<C>(token, &keys, now)?;
         if let Some(cache) = &self.cache {

@@ -434,10 +434,10 @@ impl RawJwk {
         if self.use_.as_deref().is_some_and(|u| u != "sig") {
             return Err(KeyError::NotForVerification);
         }
-        if let Some(ops) = &self.key_ops {
-            if !ops.iter().any(|op| op == "verify") {
-                return Err(KeyError::NotForVerification);
-            }
+        if let Some(ops) = &self.key_ops
+            && !ops.iter().any(|op| op == "verify")
+        {
+            return Err(KeyError::NotForVerification);
         }
         let alg = match self.alg.as_deref() {
             Some(alg) => {

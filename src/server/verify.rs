@@ -79,18 +79,25 @@ fn split(token: &str) -> Result<Segments<'_>, TokenError> {
     else {
         return Err(TokenError::Malformed);
     };
-    if header.is_empty() || payload.is_empty() {
+    // RFC 7515 allows an empty payload; the claims layer refuses it as not an object.
+    if header.is_empty() {
         return Err(TokenError::Malformed);
     }
     if signature.is_empty() {
         return Err(TokenError::Signature);
     }
-    let base64url = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !(base64url(header) && base64url(payload) && base64url(signature)) {
+    if !(canonical_base64url(header) && canonical_base64url(payload)) {
         return Err(TokenError::Malformed);
+    }
+    if !signature
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(TokenError::Malformed);
+    }
+    // A signature of impossible length (truncated, say) simply does not verify.
+    if !canonical_base64url(signature) {
+        return Err(TokenError::Signature);
     }
     let signing_input = &token[..header.len() + 1 + payload.len()];
     Ok(Segments {
@@ -99,6 +106,37 @@ fn split(token: &str) -> Result<Segments<'_>, TokenError> {
         signature,
         signing_input,
     })
+}
+
+/// Whether `s` is canonical unpadded base64url: only the url-safe alphabet, no length that
+/// leaves a lone 6-bit group, and zero bits past the last whole byte. The payload is checked
+/// here too, although the signature layer never decodes it, so that the two layers agree on
+/// what a well-formed token is.
+fn canonical_base64url(s: &str) -> bool {
+    fn value(b: u8) -> Option<u8> {
+        match b {
+            b'A'..=b'Z' => Some(b - b'A'),
+            b'a'..=b'z' => Some(b - b'a' + 26),
+            b'0'..=b'9' => Some(b - b'0' + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    if !bytes.iter().all(|&b| value(b).is_some()) {
+        return false;
+    }
+    let unused_bits_mask = match bytes.len() % 4 {
+        0 => return true,
+        1 => return false,
+        2 => 0x0f,
+        _ => 0x03,
+    };
+    bytes
+        .last()
+        .and_then(|&b| value(b))
+        .is_some_and(|v| v & unused_bits_mask == 0)
 }
 
 /// Decodes base64url into `buf` (no padding, canonical trailing bits).
@@ -124,7 +162,9 @@ fn decode_vec(segment: &str) -> Result<Vec<u8>, TokenError> {
 /// Derived struct deserializers also accept a JSON array, filling fields by position (so
 /// `[1]` would read as `{"exp":1}`); a JOSE header and a claims set must be objects, so
 /// anything else is refused first. `Err(None)` means "not an object".
-fn parse_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, Option<serde_json::error::Category>> {
+fn parse_object<'a, T: Deserialize<'a>>(
+    json: &'a [u8],
+) -> Result<T, Option<serde_json::error::Category>> {
     if json.trim_ascii_start().first() != Some(&b'{') {
         return Err(None);
     }
@@ -706,6 +746,29 @@ mod tests {
         assert_eq!(
             verify(&v, &sign(at(), null_tenant)),
             Err(TokenError::MissingClaim)
+        );
+    }
+
+    #[test]
+    fn base64url_must_be_canonical() {
+        assert!(canonical_base64url(""));
+        assert!(canonical_base64url("AA"));
+        assert!(canonical_base64url("AAA"));
+        assert!(canonical_base64url("Zm9v"));
+        assert!(!canonical_base64url("A"));
+        assert!(!canonical_base64url("AB"));
+        assert!(!canonical_base64url("AAB"));
+        assert!(!canonical_base64url("AA=="));
+        assert!(!canonical_base64url("A+/A"));
+    }
+
+    #[test]
+    fn an_empty_payload_passes_the_signature_layer_but_not_the_claims_layer() {
+        let t = hs256(&format!("{}.", URL_SAFE_NO_PAD.encode(at().to_string())));
+        assert!(keys().verify_signature(&t).is_ok());
+        assert_eq!(
+            verify(&Validation::default(), &t),
+            Err(TokenError::Malformed)
         );
     }
 

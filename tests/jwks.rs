@@ -1,0 +1,265 @@
+//! Remote JWKS against a real HTTP server on loopback that rotates its keys mid-test.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use support::*;
+use tokio::sync::Semaphore;
+use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, RemoteJwks, TokenError};
+
+/// The JWKS server's state: the document it serves, how often it was fetched, and a gate that
+/// can hold responses back.
+#[derive(Clone)]
+struct Jwks {
+    doc: Arc<Mutex<Value>>,
+    hits: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+}
+
+impl Jwks {
+    fn new(keys: Vec<Value>) -> Self {
+        Self {
+            doc: Arc::new(Mutex::new(json!({ "keys": keys }))),
+            hits: Arc::new(AtomicUsize::new(0)),
+            gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    fn rotate(&self, keys: Vec<Value>) {
+        *self.doc.lock().unwrap() = json!({ "keys": keys });
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    async fn serve(&self) -> String {
+        async fn handler(State(jwks): State<Jwks>) -> axum::Json<Value> {
+            jwks.hits.fetch_add(1, Ordering::SeqCst);
+            let _permit = jwks.gate.acquire().await.unwrap();
+            axum::Json(jwks.doc.lock().unwrap().clone())
+        }
+        let app = Router::new()
+            .route("/jwks.json", get(handler))
+            .with_state(self.clone());
+        format!("http://{}/jwks.json", serve(app).await)
+    }
+}
+
+/// An HMAC JWK with its own secret, and a token signer for it.
+fn hmac_jwk(kid: &str) -> (Value, impl Fn(Value) -> String) {
+    let secret: Vec<u8> = kid.bytes().cycle().take(32).collect();
+    let jwk = json!({"kty": "oct", "kid": kid, "alg": "HS256", "use": "sig",
+        "k": URL_SAFE_NO_PAD.encode(&secret)});
+    let kid = kid.to_owned();
+    let signer = move |claims: Value| {
+        sign_with(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(&secret),
+            &at_header("HS256", &kid),
+            &claims,
+        )
+    };
+    (jwk, signer)
+}
+
+fn claims() -> Value {
+    json!({"sub": "alice", "exp": now() + 60})
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_on_the_first_unknown_kid_and_retired_keys_stop_working() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let (jwk_b, sign_b) = hmac_jwk("b");
+    let server = Jwks::new(vec![jwk_a]);
+    let url = server.serve().await;
+    let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(server.hits(), 1);
+    let layer = JwtAuthLayer::new(jwks.clone());
+
+    let token_a = sign_a(claims());
+    assert!(layer.verify(&token_a).await.is_ok());
+    // Cached now; a second verification does not fetch.
+    assert!(layer.verify(&token_a).await.is_ok());
+    assert_eq!(server.hits(), 1);
+
+    // The issuer rotates: b replaces a.
+    server.rotate(vec![jwk_b]);
+    let token_b = sign_b(claims());
+    let claims_b = layer
+        .verify(&token_b)
+        .await
+        .expect("b is fetched on first sight");
+    assert_eq!(claims_b.subject(), Some("alice"));
+    assert_eq!(server.hits(), 2);
+    assert_eq!(jwks.current().iter().next().unwrap().kid(), Some("b"));
+
+    // a was cached, but its key is retired: refused.
+    assert_eq!(
+        layer.verify(&token_a).await.unwrap_err(),
+        Rejection::InvalidToken(TokenError::UnknownKey)
+    );
+}
+
+#[tokio::test]
+async fn unknown_kids_refetch_single_flight_and_rate_limited() {
+    let (jwk_a, _) = hmac_jwk("a");
+    let (_, sign_x) = hmac_jwk("x"); // never published
+    let server = Jwks::new(vec![jwk_a]);
+    let url = server.serve().await;
+    let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .min_refetch_interval(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::new(jwks.clone());
+    let token_x = sign_x(claims());
+
+    // 50 concurrent requests with an unknown kid share one fetch.
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let layer = layer.clone();
+            let token = token_x.clone();
+            tokio::spawn(async move { layer.verify(&token).await })
+        })
+        .collect();
+    for task in tasks {
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err, Rejection::InvalidToken(TokenError::UnknownKey));
+    }
+    assert_eq!(
+        server.hits(),
+        2,
+        "one initial fetch plus exactly one refetch"
+    );
+
+    // Inside the rate-limit window, more unknown kids cause no fetch at all.
+    for _ in 0..20 {
+        assert!(layer.verify(&token_x).await.is_err());
+    }
+    assert_eq!(server.hits(), 2);
+    assert_eq!(jwks.fetches(), 2);
+}
+
+#[tokio::test]
+async fn known_keys_never_wait_on_a_fetch() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let (_, sign_x) = hmac_jwk("x");
+    let server = Jwks::new(vec![jwk_a]);
+    let url = server.serve().await;
+    let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::new(jwks).io_timeout(Duration::from_secs(30));
+
+    // Hold every JWKS response from now on.
+    let held = server
+        .gate
+        .acquire_many(Semaphore::MAX_PERMITS as u32)
+        .await
+        .unwrap();
+    let stuck = tokio::spawn({
+        let layer = layer.clone();
+        let token = sign_x(claims());
+        async move { layer.verify(&token).await }
+    });
+    // Wait until the refetch has reached the server and is being held there.
+    while server.hits() < 2 {
+        tokio::task::yield_now().await;
+    }
+    // A token with a known key verifies while the fetch is stuck. The timeout only turns a
+    // regression into a failure instead of a hang.
+    let known = tokio::time::timeout(Duration::from_secs(10), layer.verify(&sign_a(claims())))
+        .await
+        .expect("verification with a known key waited on the fetch");
+    assert!(known.is_ok());
+    assert!(!stuck.is_finished());
+    drop(held);
+    assert!(stuck.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_refetch_that_overruns_the_bound_refuses_without_hanging() {
+    let (jwk_a, _) = hmac_jwk("a");
+    let (_, sign_x) = hmac_jwk("x");
+    let server = Jwks::new(vec![jwk_a]);
+    let url = server.serve().await;
+    let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .min_refetch_interval(Duration::ZERO)
+        .fetch_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::new(jwks).io_timeout(Duration::from_millis(100));
+    let _held = server
+        .gate
+        .acquire_many(Semaphore::MAX_PERMITS as u32)
+        .await
+        .unwrap();
+    let err = layer.verify(&sign_x(claims())).await.unwrap_err();
+    assert_eq!(err, Rejection::InvalidToken(TokenError::UnknownKey));
+}
+
+#[tokio::test]
+async fn a_bad_first_fetch_fails_construction_and_later_failures_keep_the_keys() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let server = Jwks::new(vec![json!({"kty": "oct", "alg": "HS256", "k": "%%%"})]);
+    let url = server.serve().await;
+    assert!(
+        RemoteJwks::builder(url.parse().unwrap())
+            .build()
+            .await
+            .is_err()
+    );
+
+    server.rotate(vec![jwk_a]);
+    let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    server.rotate(vec![json!("not a key")]);
+    assert!(jwks.refresh().await.is_err());
+    let layer = JwtAuthLayer::new(jwks);
+    assert!(layer.verify(&sign_a(claims())).await.is_ok());
+
+    let missing = format!("{}-missing", url);
+    let err = RemoteJwks::builder(missing.parse().unwrap())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[tokio::test]
+async fn over_http_the_layer_serves_with_remote_keys() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let server = Jwks::new(vec![jwk_a]);
+    let url = server.serve().await;
+    let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let addr = support::serve(app(JwtAuthLayer::new(jwks))).await;
+    let reply = get_bearer(&client(), addr, &sign_a(claims())).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "hello alice")
+    );
+}
