@@ -103,6 +103,7 @@ fn check_family(alg: Algorithm, material: &KeyMaterial<'_>) -> Result<(), &'stat
 }
 
 /// DER-encodes an RFC 8017 `RSAPublicKey` from its components.
+#[cfg_attr(not(feature = "aws-lc-rs"), allow(dead_code))]
 pub(crate) fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     fn integer(out: &mut Vec<u8>, bytes: &[u8]) {
         let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
@@ -206,17 +207,30 @@ mod rc {
     use base64::Engine as _;
     use jsonwebtoken::{Algorithm, DecodingKey};
 
+    /// Builds the jsonwebtoken key and makes it fail here, not at first use: jsonwebtoken's
+    /// RustCrypto verifiers parse EC and Ed25519 keys when built (probed below), parse RSA
+    /// keys only inside `verify` (so their shape is checked here), and slice Ed25519 keys
+    /// without a length check (so the length is enforced here).
     pub(super) fn decoding_key(
-        _alg: Algorithm,
+        alg: Algorithm,
         material: &KeyMaterial<'_>,
     ) -> Result<DecodingKey, &'static str> {
-        Ok(match material {
-            KeyMaterial::Secret(s) => DecodingKey::from_secret(s),
-            KeyMaterial::RsaDer(d) => DecodingKey::from_rsa_der(d),
-            KeyMaterial::RsaComponents { n, e } => DecodingKey::from_rsa_raw_components(n, e),
+        const MALFORMED: &str = "malformed public key";
+        let significant = |b: &[u8]| b.len() - b.iter().take_while(|&&x| x == 0).count();
+        let key = match material {
+            KeyMaterial::Secret(s) => return Ok(DecodingKey::from_secret(s)),
+            KeyMaterial::RsaDer(d) if d.len() >= 256 => return Ok(DecodingKey::from_rsa_der(d)),
+            KeyMaterial::RsaComponents { n, e } if significant(n) >= 256 && significant(e) > 0 => {
+                return Ok(DecodingKey::from_rsa_raw_components(n, e));
+            }
+            KeyMaterial::RsaDer(_) | KeyMaterial::RsaComponents { .. } => return Err(MALFORMED),
             KeyMaterial::Ec(d) => DecodingKey::from_ec_der(d),
-            KeyMaterial::Ed25519(d) => DecodingKey::from_ed_der(d),
-        })
+            KeyMaterial::Ed25519(d) if d.len() == 32 => DecodingKey::from_ed_der(d),
+            KeyMaterial::Ed25519(_) => return Err(MALFORMED),
+        };
+        // A well-formed key answers "no" to a bogus signature; a malformed one errors.
+        jsonwebtoken::crypto::verify("AA", b"probe", &key, alg).map_err(|_| MALFORMED)?;
+        Ok(key)
     }
 
     pub(super) fn verify(key: &DecodingKey, alg: Algorithm, message: &[u8], sig: &[u8]) -> bool {
