@@ -208,7 +208,7 @@ impl Key {
         self.prepared.verify(message, signature)
     }
 
-    fn prepare(alg: Algorithm, material: KeyMaterial<'_>) -> Result<Self, KeyError> {
+    pub(crate) fn prepare(alg: Algorithm, material: KeyMaterial<'_>) -> Result<Self, KeyError> {
         let prepared = PreparedKey::new(alg, material).map_err(|e| {
             if e.starts_with("malformed") {
                 KeyError::Malformed("public key rejected by the crypto backend")

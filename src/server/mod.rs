@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod auth;
 mod body;
 mod cache;
@@ -52,9 +53,11 @@ mod keys;
 mod layer;
 mod revoke;
 mod service;
+mod sign;
 mod source;
 mod verify;
 
+pub use access::{AccessToken, AccessTokenIssuer, IssueError};
 pub use body::AuthBody;
 #[cfg(feature = "axum")]
 pub use claims::MissingClaims;
@@ -69,4 +72,5 @@ pub use keys::{Key, KeyError, KeySet};
 pub use layer::JwtAuthLayer;
 pub use revoke::{BoxError, Revocation, RevocationCheck, TokenStatus};
 pub use service::JwtAuth;
+pub use sign::SigningKey;
 pub use source::KeySource;

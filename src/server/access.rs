@@ -1,0 +1,287 @@
+//! [`AccessTokenIssuer`]: mints RFC 9068 access tokens that [`JwtAuthLayer`] accepts.
+//!
+//! [`JwtAuthLayer`]: super::JwtAuthLayer
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::auth::unix_now;
+use super::keys::KeyError;
+use super::sign::SigningKey;
+
+/// Claim names the issuer sets itself; custom claims may not use them.
+const REGISTERED: [&str; 8] = ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "sid"];
+
+/// Why a token could not be issued.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The custom claims did not serialize to a JSON object.
+    Claims(serde_json::Error),
+    /// The custom claims use a name the issuer sets itself (`sub`, `exp`, …).
+    ReservedClaim(String),
+    /// The operating system's random number generator failed.
+    Random,
+    /// The signing key failed.
+    Signing(KeyError),
+}
+
+impl fmt::Display for IssueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Claims(_) => f.write_str("custom claims must serialize to a json object"),
+            Self::ReservedClaim(name) => write!(f, "custom claim `{name}` is set by the issuer"),
+            Self::Random => f.write_str("random number generator failed"),
+            Self::Signing(_) => f.write_str("signing failed"),
+        }
+    }
+}
+
+impl std::error::Error for IssueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Claims(e) => Some(e),
+            Self::Signing(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A freshly minted access token.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessToken {
+    /// The compact JWS.
+    pub token: String,
+    /// Its `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Its lifetime in seconds, for an RFC 6749 `expires_in`.
+    pub expires_in: u64,
+    /// Its `jti`.
+    pub jti: String,
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("jti", &self.jti)
+            .finish()
+    }
+}
+
+/// Mints access tokens: header `typ: at+jwt`, claims `sub`, `iss`, `aud`, `exp`, `iat`,
+/// `jti`, `sid` and your own claims, flattened.
+///
+/// A [`JwtAuthLayer`](super::JwtAuthLayer) built from
+/// [`SigningKey::verification_key`] with the same issuer and audience accepts them.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, JwtAuthLayer, SigningKey};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?;
+/// let issuer = AccessTokenIssuer::new(key.clone())
+///     .issuer("https://auth.example")
+///     .audience("api")
+///     .ttl(Duration::from_secs(300));
+/// let token = issuer.mint("alice", "session-1", &serde_json::json!({"role": "admin"}))?;
+///
+/// let layer = JwtAuthLayer::new(key.verification_key())
+///     .issuer("https://auth.example")
+///     .audience("api");
+/// let claims = layer.verify(&token.token).await?;
+/// assert_eq!(claims.registered().sid.as_deref(), Some("session-1"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AccessTokenIssuer {
+    key: SigningKey,
+    /// The base64url header, computed once.
+    header: String,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    ttl: Duration,
+    clock: fn() -> u64,
+}
+
+impl fmt::Debug for AccessTokenIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokenIssuer")
+            .field("key", &self.key)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl AccessTokenIssuer {
+    /// Mints with `key`; tokens live 5 minutes unless [`ttl`](Self::ttl) says otherwise.
+    pub fn new(key: SigningKey) -> Self {
+        let mut header = serde_json::json!({ "alg": key.algorithm(), "typ": "at+jwt" });
+        if let Some(kid) = key.kid() {
+            header["kid"] = kid.into();
+        }
+        let header = URL_SAFE_NO_PAD.encode(header.to_string());
+        Self {
+            key,
+            header,
+            issuer: None,
+            audience: Vec::new(),
+            ttl: Duration::from_secs(300),
+            clock: unix_now,
+        }
+    }
+
+    /// The `iss` of every token.
+    #[must_use]
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Adds an audience to every token's `aud`.
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience.push(audience.into());
+        self
+    }
+
+    /// How long tokens live (whole seconds; at least one).
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The source of Unix time in seconds (default: the system clock). For tests.
+    #[must_use]
+    pub fn clock(mut self, now: fn() -> u64) -> Self {
+        self.clock = now;
+        self
+    }
+
+    /// The signing key.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Mints a token for `subject` in session `sid`, with `claims` (any value serializing to
+    /// a JSON object, or `()` for none) flattened in.
+    pub fn mint<C: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        sid: &str,
+        claims: &C,
+    ) -> Result<AccessToken, IssueError> {
+        let mut payload = match serde_json::to_value(claims).map_err(IssueError::Claims)? {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => {
+                return Err(IssueError::Claims(serde::ser::Error::custom(
+                    "not an object",
+                )));
+            }
+        };
+        if let Some(name) = REGISTERED.iter().find(|name| payload.contains_key(**name)) {
+            return Err(IssueError::ReservedClaim((*name).to_owned()));
+        }
+        let now = (self.clock)();
+        let expires_in = self.ttl.as_secs();
+        let expires_at = now + expires_in;
+        let jti = random_id::<16>()?;
+        payload.insert("sub".into(), subject.into());
+        if let Some(iss) = &self.issuer {
+            payload.insert("iss".into(), iss.as_str().into());
+        }
+        match self.audience.as_slice() {
+            [] => {}
+            [one] => {
+                payload.insert("aud".into(), one.as_str().into());
+            }
+            many => {
+                payload.insert("aud".into(), many.into());
+            }
+        }
+        payload.insert("exp".into(), expires_at.into());
+        payload.insert("iat".into(), now.into());
+        payload.insert("jti".into(), jti.as_str().into());
+        payload.insert("sid".into(), sid.into());
+        let body = serde_json::to_vec(&payload).map_err(IssueError::Claims)?;
+        let mut input = String::with_capacity(self.header.len() + 1 + body.len() * 4 / 3 + 4);
+        input.push_str(&self.header);
+        input.push('.');
+        URL_SAFE_NO_PAD.encode_string(body, &mut input);
+        let token = self.key.sign_jws(input).map_err(IssueError::Signing)?;
+        Ok(AccessToken {
+            token,
+            expires_at,
+            expires_in,
+            jti,
+        })
+    }
+}
+
+/// `N` random bytes from the operating system, base64url-encoded.
+pub(crate) fn random_id<const N: usize>() -> Result<String, IssueError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|_| IssueError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Algorithm, JwtAuthLayer, Rejection, TokenError};
+
+    #[tokio::test]
+    async fn reserved_names_and_non_objects_are_refused() {
+        let issuer = AccessTokenIssuer::new(SigningKey::hmac(Algorithm::HS256, [1u8; 32]).unwrap());
+        let err = issuer
+            .mint("a", "s", &serde_json::json!({"exp": 1}))
+            .unwrap_err();
+        assert!(
+            matches!(err, IssueError::ReservedClaim(ref n) if n == "exp"),
+            "{err}"
+        );
+        assert!(matches!(
+            issuer.mint("a", "s", &[1, 2]),
+            Err(IssueError::Claims(_))
+        ));
+        assert!(issuer.mint("a", "s", &()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn tokens_expire_after_the_ttl() {
+        fn at_zero() -> u64 {
+            1_000_000
+        }
+        let key = SigningKey::hmac(Algorithm::HS256, [1u8; 32]).unwrap();
+        let issuer = AccessTokenIssuer::new(key.clone())
+            .ttl(Duration::from_secs(60))
+            .clock(at_zero);
+        let token = issuer.mint("a", "s", &()).unwrap();
+        assert_eq!((token.expires_at, token.expires_in), (1_000_060, 60));
+        let layer = JwtAuthLayer::new(key.verification_key()).leeway(Duration::ZERO);
+        let err = layer.verify(&token.token).await.unwrap_err();
+        assert_eq!(err, Rejection::InvalidToken(TokenError::Expired));
+    }
+
+    #[test]
+    fn ids_are_random_and_sized() {
+        let a = random_id::<32>().unwrap();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_id::<32>().unwrap());
+    }
+}
