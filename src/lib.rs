@@ -9,12 +9,12 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `server` | yes | the verification layer |
-//! | `client` | yes | the refreshing client layer |
+//! | `client` | yes | the refreshing client layer (in progress: no API yet) |
 //! | `aws-lc-rs` | yes | crypto through aws-lc-rs, keys parsed once |
 //! | `rust-crypto` | no | pure-Rust crypto through jsonwebtoken's RustCrypto backend |
 //! | `axum` | no | the [`Claims`](server::Claims) extractor |
-//! | `jwks` | no | keys fetched from a remote JWKS URL and kept current |
-//! | `redis` | no | a Redis refresh-token store |
+//! | `jwks` | no | keys fetched from a remote JWKS URL and kept current (its TLS client uses aws-lc-rs) |
+//! | `redis` | no | a Redis refresh-token store (in progress: no API yet) |
 //!
 //! One crypto backend is required; a build with neither fails with a message that says so.
 //! With both (as `--all-features` does), `aws-lc-rs` is used.

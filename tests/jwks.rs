@@ -85,6 +85,8 @@ async fn rotation_is_picked_up_on_the_first_unknown_kid_and_retired_keys_stop_wo
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
     let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
         .min_refetch_interval(Duration::ZERO)
         .build()
         .await
@@ -123,6 +125,8 @@ async fn unknown_kids_refetch_single_flight_and_rate_limited() {
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
     let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
         .min_refetch_interval(Duration::from_secs(3600))
         .build()
         .await
@@ -163,6 +167,8 @@ async fn known_keys_never_wait_on_a_fetch() {
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
     let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
         .min_refetch_interval(Duration::ZERO)
         .build()
         .await
@@ -202,6 +208,8 @@ async fn a_refetch_that_overruns_the_bound_refuses_without_hanging() {
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
     let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
         .min_refetch_interval(Duration::ZERO)
         .fetch_timeout(Duration::from_secs(60))
         .build()
@@ -224,6 +232,8 @@ async fn a_bad_first_fetch_fails_construction_and_later_failures_keep_the_keys()
     let url = server.serve().await;
     assert!(
         RemoteJwks::builder(url.parse().unwrap())
+            .allow_http()
+            .allow_symmetric_keys()
             .build()
             .await
             .is_err()
@@ -231,6 +241,8 @@ async fn a_bad_first_fetch_fails_construction_and_later_failures_keep_the_keys()
 
     server.rotate(vec![jwk_a]);
     let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
         .build()
         .await
         .unwrap();
@@ -239,12 +251,41 @@ async fn a_bad_first_fetch_fails_construction_and_later_failures_keep_the_keys()
     let layer = JwtAuthLayer::new(jwks);
     assert!(layer.verify(&sign_a(claims())).await.is_ok());
 
+    // Plain http needs the opt-in; symmetric keys too.
+    assert!(
+        RemoteJwks::builder(url.parse().unwrap())
+            .build()
+            .await
+            .is_err()
+    );
+    let no_oct = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .build()
+        .await;
+    assert!(
+        no_oct.is_err(),
+        "a JWKS of only HMAC keys has no usable key by default"
+    );
+    server.rotate(vec![]);
+    assert!(jwks_refresh_fails(&url).await);
+
     let missing = format!("{}-missing", url);
     let err = RemoteJwks::builder(missing.parse().unwrap())
+        .allow_http()
         .build()
         .await
         .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
+}
+
+/// A JWKS with no keys at all is refused rather than replacing working keys.
+async fn jwks_refresh_fails(url: &str) -> bool {
+    RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
+        .build()
+        .await
+        .is_err()
 }
 
 #[tokio::test]
@@ -253,6 +294,8 @@ async fn over_http_the_layer_serves_with_remote_keys() {
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
     let jwks = RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
         .build()
         .await
         .unwrap();

@@ -823,6 +823,16 @@ async fn optional_mode_passes_anonymous_requests_but_not_bad_tokens() {
         get_bearer(&client, addr, &expired).await.status,
         StatusCode::UNAUTHORIZED
     );
+    // Requiring a scope makes the route non-optional.
+    let scoped = serve(app(layer().optional().require_scope("read"))).await;
+    assert_eq!(
+        get_with(&client, scoped, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_bearer(&client, scoped, &hs(good_claims())).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

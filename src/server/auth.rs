@@ -93,7 +93,8 @@ where
     pub(crate) fn authenticate<B>(self: &Arc<Self>, req: &Request<B>) -> Outcome<C> {
         let token = match self.sources.extract(req, self.validation.max_len) {
             Ok(Some(token)) => token,
-            Ok(None) if self.optional => return Outcome::Pass(None),
+            // Required scopes make a route non-optional: an anonymous caller has none.
+            Ok(None) if self.optional && self.scopes.is_empty() => return Outcome::Pass(None),
             Ok(None) => return Outcome::Reject(Rejection::MissingToken),
             Err(rejection) => return Outcome::Reject(rejection),
         };
@@ -115,7 +116,11 @@ where
                         this.after_verify(claims).resolve().await
                     }))
                 }
-                None => Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey)),
+                // Rate-limited; but a refetch may have landed since the first attempt.
+                None => match self.verify(&token) {
+                    Ok(claims) => self.after_verify(claims),
+                    Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
+                },
             },
             Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
         }
@@ -123,6 +128,10 @@ where
 
     /// The token's claims, from the cache or by full verification.
     pub(crate) fn verify(&self, token: &str) -> Result<Claims<C>, TokenError> {
+        // Before the cache hashes it.
+        if token.len() > self.validation.max_len {
+            return Err(TokenError::TooLarge);
+        }
         let now = (self.clock)();
         let keys = self.keys.load();
         if let Some(cache) = &self.cache
@@ -131,7 +140,10 @@ where
             return Ok(claims);
         }
         let verified = self.validation.verify::<C>(token, &keys, now)?;
-        if let Some(cache) = &self.cache {
+        // Inside the leeway after `exp` a token still verifies, but is not worth caching.
+        if let Some(cache) = &self.cache
+            && now < verified.claims.registered().exp
+        {
             cache.insert(
                 token,
                 verified.claims.clone(),

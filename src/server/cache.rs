@@ -6,8 +6,11 @@
 //! the layer checks it on every request, hits included.
 //!
 //! Memory is bounded by weight: an entry weighs its token length plus its decoded payload
-//! length (an upper estimate of the heap its claims hold) plus [`ENTRY_OVERHEAD`] bytes, and
-//! the sum of weights never exceeds the configured capacity.
+//! length plus [`ENTRY_OVERHEAD`] bytes, and the sum of weights never exceeds the configured
+//! capacity. The payload length bounds the heap of the registered claims and of compact
+//! custom claims types; a custom type that expands JSON (deeply nested `Value`s, say) can
+//! hold more. The capacity is split across shards, so a very small capacity may not cache
+//! large tokens at all.
 
 use std::fmt;
 use std::sync::Arc;

@@ -61,9 +61,10 @@ pub enum TokenError {
     /// Not a compact JWS: wrong segment count, bad base64url, or a header or payload that is
     /// not a JSON object.
     Malformed,
-    /// Its `alg` is `none`, unknown, or not the algorithm of the selected key.
+    /// Its `alg` is `none`, unknown, not the algorithm of the key its `kid` names, or (without
+    /// a `kid`) the algorithm of no key.
     Algorithm,
-    /// No key matches its `kid`, or no key of its algorithm exists.
+    /// No key matches its `kid` (or the key set is empty).
     UnknownKey,
     /// The signature does not verify.
     Signature,

@@ -90,6 +90,7 @@ struct Shared {
     min_refetch_interval: Duration,
     fetch_timeout: Duration,
     max_size: usize,
+    allow_symmetric: bool,
     state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
     done: watch::Sender<u64>,
@@ -121,6 +122,8 @@ pub struct RemoteJwksBuilder {
     min_refetch_interval: Duration,
     fetch_timeout: Duration,
     max_size: usize,
+    allow_http: bool,
+    allow_symmetric: bool,
 }
 
 impl RemoteJwks {
@@ -133,6 +136,8 @@ impl RemoteJwks {
             min_refetch_interval: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(5),
             max_size: 1024 * 1024,
+            allow_http: false,
+            allow_symmetric: false,
         }
     }
 
@@ -153,9 +158,9 @@ impl RemoteJwks {
 }
 
 impl RemoteJwksBuilder {
-    /// How often the keys are refetched in the background (default 5 minutes).
+    /// How often the keys are refetched in the background (default 5 minutes; at least 1 s).
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
-        self.refresh_interval = interval;
+        self.refresh_interval = interval.max(Duration::from_secs(1));
         self
     }
 
@@ -179,6 +184,21 @@ impl RemoteJwksBuilder {
         self
     }
 
+    /// Allows a plain `http` URL. Anyone on the path of an unencrypted fetch can substitute
+    /// their own keys, so this is for loopback tests only; `https` is required otherwise.
+    pub fn allow_http(mut self) -> Self {
+        self.allow_http = true;
+        self
+    }
+
+    /// Accepts HMAC (`kty: oct`) keys from the document. A JWKS served at a URL is public, and
+    /// anyone who can read a symmetric key can sign with it, so they are left out unless the
+    /// URL is private to you.
+    pub fn allow_symmetric_keys(mut self) -> Self {
+        self.allow_symmetric = true;
+        self
+    }
+
     /// Fetches with `client` instead of the built-in hyper client (HTTP/1.1 with rustls and
     /// the webpki roots). The client gets a `GET` and must return the whole body.
     pub fn client<S>(mut self, client: S) -> Self
@@ -198,9 +218,14 @@ impl RemoteJwksBuilder {
     /// refresh. Needs a Tokio runtime.
     pub async fn build(self) -> Result<RemoteJwks, JwksError> {
         super::crypto::install_provider();
+        if !self.allow_http && self.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
+            return Err(JwksError::Http(
+                "jwks url must be https (see allow_http)".into(),
+            ));
+        }
         let client = match self.client {
             Some(client) => client,
-            None => default_client()?,
+            None => default_client(self.max_size)?,
         };
         let shared = Arc::new(Shared {
             url: self.url,
@@ -209,6 +234,7 @@ impl RemoteJwksBuilder {
             min_refetch_interval: self.min_refetch_interval,
             fetch_timeout: self.fetch_timeout,
             max_size: self.max_size,
+            allow_symmetric: self.allow_symmetric,
             state: Mutex::new(FetchState::default()),
             done: watch::channel(0).0,
         });
@@ -218,7 +244,7 @@ impl RemoteJwksBuilder {
     }
 }
 
-fn default_client() -> Result<HttpClient, JwksError> {
+fn default_client(max_size: usize) -> Result<HttpClient, JwksError> {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -232,7 +258,8 @@ fn default_client() -> Result<HttpClient, JwksError> {
         async move {
             let response = client.request(req).await?;
             let (parts, body) = response.into_parts();
-            let bytes = body.collect().await?.to_bytes();
+            // Capped while reading, so a hostile endpoint cannot stream without end.
+            let bytes = Limited::new(body, max_size).collect().await?.to_bytes();
             Ok::<_, BoxError>(Response::from_parts(parts, bytes))
         }
     });
@@ -295,7 +322,34 @@ impl Shared {
             .await
             .map_err(|_| JwksError::TooLarge)?
             .to_bytes();
-        KeySet::from_jwks(&body).map_err(JwksError::Keys)
+        let keys = KeySet::from_jwks(&body).map_err(JwksError::Keys)?;
+        let keys = if self.allow_symmetric {
+            keys
+        } else {
+            let mut asymmetric = keys.iter().filter(|k| !k.is_symmetric()).cloned();
+            asymmetric
+                .try_fold(KeySet::new(), KeySet::with_key)
+                .map_err(JwksError::Keys)?
+        };
+        // A document with no usable key is a broken fetch, not a revocation of every key.
+        if keys.is_empty() {
+            return Err(JwksError::Keys(KeyError::Unsupported(
+                "jwks holds no usable signing key",
+            )));
+        }
+        Ok(keys)
+    }
+}
+
+/// Marks the refetch in flight as finished when dropped.
+struct Finished(Arc<Shared>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.in_flight = false;
+        }
+        self.0.done.send_modify(|n| *n += 1);
     }
 }
 
@@ -320,13 +374,11 @@ impl Refetch for Refetcher {
             let shared = Arc::clone(shared);
             // Spawned, so a waiter that gives up cancels nothing for the others.
             tokio::spawn(async move {
+                // Releases waiters even if the fetch panics or the task is cancelled.
+                let _finished = Finished(Arc::clone(&shared));
                 if let Err(error) = shared.fetch_and_store().await {
                     tracing::warn!(%error, url = %shared.url, "jwks refetch failed");
                 }
-                if let Ok(mut state) = shared.state.lock() {
-                    state.in_flight = false;
-                }
-                shared.done.send_modify(|n| *n += 1);
             });
         }
         drop(state);

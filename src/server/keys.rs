@@ -199,6 +199,14 @@ impl Key {
         self.kid.as_deref()
     }
 
+    /// Whether this is an HMAC secret.
+    pub fn is_symmetric(&self) -> bool {
+        matches!(
+            self.algorithm(),
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        )
+    }
+
     /// The one algorithm this key verifies.
     pub fn algorithm(&self) -> Algorithm {
         self.prepared.algorithm()

@@ -267,7 +267,8 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     }
 
     /// Optional authentication: a request without any token passes through without claims.
-    /// A request with a bad token is still refused.
+    /// A request with a bad token is still refused, and so is an anonymous one when the layer
+    /// also requires a scope.
     #[must_use]
     pub fn optional(mut self) -> Self {
         Arc::make_mut(&mut self.auth).optional = true;

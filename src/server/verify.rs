@@ -142,7 +142,7 @@ fn canonical_base64url(s: &str) -> bool {
 /// Decodes base64url into `buf` (no padding, canonical trailing bits).
 fn decode_into<'b>(segment: &str, buf: &'b mut [u8]) -> Result<&'b [u8], TokenError> {
     // A segment whose decoded size exceeds the buffer is refused before decoding.
-    if segment.len() / 4 * 3 + 3 > buf.len() {
+    if segment.len() * 3 / 4 > buf.len() {
         return Err(TokenError::Malformed);
     }
     let n = URL_SAFE_NO_PAD
