@@ -12,23 +12,24 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::{EncodingKey, Header, encode, get_current_timestamp};
-use serde_json::json;
-use tower_jwt_refresh::server::{Algorithm, Claims, JwtAuthLayer, Key};
+use tower_jwt_refresh::server::{
+    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, SigningKey, unix_time,
+};
 
 const SECRET: &[u8] = b"demo-secret-demo-secret-demo-secret!";
 
-fn token(exp_in: i64, secret: &[u8]) -> String {
-    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    let exp = get_current_timestamp() as i64 + exp_in;
-    let claims = json!({"sub": "zhangsan", "iss": "demo", "aud": "api", "exp": exp});
-    encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("signing")
+/// An hour ago, to mint a token that has already expired.
+fn an_hour_ago() -> u64 {
+    unix_time() - 3600
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let auth = JwtAuthLayer::new(Key::hmac(Algorithm::HS256, SECRET)?)
+    let key = SigningKey::hmac(Algorithm::HS256, SECRET)?;
+    let issuer = AccessTokenIssuer::new(key.clone())
+        .issuer("demo")
+        .audience("api");
+    let auth = JwtAuthLayer::new(key.verification_key())
         .issuer("demo")
         .audience("api")
         .leeway(Duration::ZERO);
@@ -46,16 +47,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("server listening on http://{addr}\n");
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let valid = issuer.mint("zhangsan", "session-1", &())?.token;
+    let expired = issuer
+        .clone()
+        .clock(an_hour_ago)
+        .mint("zhangsan", "session-1", &())?
+        .token;
+    let forger = SigningKey::hmac(Algorithm::HS256, b"another-secret-another-secret-12345")?;
+    let forged = AccessTokenIssuer::new(forger)
+        .issuer("demo")
+        .audience("api");
+    let forged = forged.mint("zhangsan", "session-1", &())?.token;
     let cases = [
         ("no token", None, false),
-        ("valid token", Some(token(60, SECRET)), false),
-        ("expired token", Some(token(-5, SECRET)), false),
-        (
-            "forged signature",
-            Some(token(60, b"another-secret-another-secret-12345")),
-            false,
-        ),
-        ("gRPC caller, expired token", Some(token(-5, SECRET)), true),
+        ("valid token", Some(valid), false),
+        ("expired token", Some(expired.clone()), false),
+        ("forged signature", Some(forged), false),
+        ("gRPC caller, expired token", Some(expired), true),
     ];
     for (label, bearer, grpc) in cases {
         let mut req = http::Request::get(format!("http://{addr}/aaa"));

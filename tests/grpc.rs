@@ -159,6 +159,7 @@ async fn say(channel: Channel, token: Option<&str>, message: &str) -> Result<Str
 fn token_with(secret: &[u8], claims: &Value) -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".to_owned());
+    tower_jwt_refresh::server::install_crypto_provider();
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).expect("sign")
 }
 

@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::key_file;
 use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, JwtAuthLayer, Rejection, SigningKey, TokenError,
+    AccessTokenIssuer, Algorithm, JwtAuthLayer, Key, Rejection, SigningKey, TokenError,
 };
 
 fn signing_keys() -> Vec<SigningKey> {
@@ -91,4 +91,23 @@ fn private_keys_must_fit_their_algorithm() {
         SigningKey::hmac(Algorithm::HS256, [0x41u8; 32]).unwrap()
     );
     assert!(!shown.contains("65") && !shown.contains("AAAA"), "{shown}");
+}
+
+#[tokio::test]
+async fn rsa_8192_signatures_fit() {
+    let public = Key::from_pem(Algorithm::RS256, key_file("rsa8192_public.pem"));
+    if cfg!(not(feature = "aws-lc-rs")) {
+        // The `rsa` crate behind rust-crypto verifies at most 4096 bits: refused up front.
+        let err = public.unwrap_err();
+        assert!(err.to_string().contains("4096"), "{err}");
+        return;
+    }
+    // A 1024-byte signature is the largest the verifier accepts.
+    let key = SigningKey::from_pem(Algorithm::RS256, key_file("rsa8192_private.pem")).unwrap();
+    let token = AccessTokenIssuer::new(key).mint("alice", "s", &()).unwrap();
+    let claims = JwtAuthLayer::new(public.unwrap())
+        .verify(&token.token)
+        .await
+        .unwrap();
+    assert_eq!(claims.subject(), Some("alice"));
 }

@@ -16,7 +16,9 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::Semaphore;
-use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, RemoteJwks, TokenError};
+use tower_jwt_refresh::server::{
+    JwtAuthLayer, Rejection, RemoteJwks, RemoteJwksBuilder, TokenError,
+};
 
 /// The JWKS server's state: the document it serves, how often it was fetched, and a gate that
 /// can hold responses back.
@@ -57,6 +59,13 @@ impl Jwks {
     }
 }
 
+/// A builder for the test server's JWKS: plain http on loopback, HMAC keys allowed.
+fn loopback(url: &str) -> RemoteJwksBuilder {
+    RemoteJwks::builder(url.parse().unwrap())
+        .allow_http()
+        .allow_symmetric_keys()
+}
+
 /// An HMAC JWK with its own secret, and a token signer for it.
 fn hmac_jwk(kid: &str) -> (Value, impl Fn(Value) -> String) {
     let secret: Vec<u8> = kid.bytes().cycle().take(32).collect();
@@ -84,9 +93,7 @@ async fn rotation_is_picked_up_on_the_first_unknown_kid_and_retired_keys_stop_wo
     let (jwk_b, sign_b) = hmac_jwk("b");
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
-    let jwks = RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
+    let jwks = loopback(&url)
         .min_refetch_interval(Duration::ZERO)
         .build()
         .await
@@ -94,11 +101,17 @@ async fn rotation_is_picked_up_on_the_first_unknown_kid_and_retired_keys_stop_wo
     assert_eq!(server.hits(), 1);
     let layer = JwtAuthLayer::new(jwks.clone());
 
+    // Refetching an unchanged document keeps the same set (and so the cache's verdicts).
+    let before = jwks.current();
+    jwks.refresh().await.unwrap();
+    assert!(Arc::ptr_eq(&before, &jwks.current()));
+    assert_eq!(server.hits(), 2);
+
     let token_a = sign_a(claims());
     assert!(layer.verify(&token_a).await.is_ok());
     // Cached now; a second verification does not fetch.
     assert!(layer.verify(&token_a).await.is_ok());
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits(), 2);
 
     // The issuer rotates: b replaces a.
     server.rotate(vec![jwk_b]);
@@ -108,7 +121,7 @@ async fn rotation_is_picked_up_on_the_first_unknown_kid_and_retired_keys_stop_wo
         .await
         .expect("b is fetched on first sight");
     assert_eq!(claims_b.subject(), Some("alice"));
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.hits(), 3);
     assert_eq!(jwks.current().iter().next().unwrap().kid(), Some("b"));
 
     // a was cached, but its key is retired: refused.
@@ -124,9 +137,7 @@ async fn unknown_kids_refetch_single_flight_and_rate_limited() {
     let (_, sign_x) = hmac_jwk("x"); // never published
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
-    let jwks = RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
+    let jwks = loopback(&url)
         .min_refetch_interval(Duration::from_secs(3600))
         .build()
         .await
@@ -166,9 +177,7 @@ async fn known_keys_never_wait_on_a_fetch() {
     let (_, sign_x) = hmac_jwk("x");
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
-    let jwks = RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
+    let jwks = loopback(&url)
         .min_refetch_interval(Duration::ZERO)
         .build()
         .await
@@ -207,9 +216,7 @@ async fn a_refetch_that_overruns_the_bound_refuses_without_hanging() {
     let (_, sign_x) = hmac_jwk("x");
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
-    let jwks = RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
+    let jwks = loopback(&url)
         .min_refetch_interval(Duration::ZERO)
         .fetch_timeout(Duration::from_secs(60))
         .build()
@@ -230,22 +237,10 @@ async fn a_bad_first_fetch_fails_construction_and_later_failures_keep_the_keys()
     let (jwk_a, sign_a) = hmac_jwk("a");
     let server = Jwks::new(vec![json!({"kty": "oct", "alg": "HS256", "k": "%%%"})]);
     let url = server.serve().await;
-    assert!(
-        RemoteJwks::builder(url.parse().unwrap())
-            .allow_http()
-            .allow_symmetric_keys()
-            .build()
-            .await
-            .is_err()
-    );
+    assert!(loopback(&url).build().await.is_err());
 
     server.rotate(vec![jwk_a]);
-    let jwks = RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
-        .build()
-        .await
-        .unwrap();
+    let jwks = loopback(&url).build().await.unwrap();
     server.rotate(vec![json!("not a key")]);
     assert!(jwks.refresh().await.is_err());
     let layer = JwtAuthLayer::new(jwks);
@@ -280,12 +275,7 @@ async fn a_bad_first_fetch_fails_construction_and_later_failures_keep_the_keys()
 
 /// A JWKS with no keys at all is refused rather than replacing working keys.
 async fn jwks_refresh_fails(url: &str) -> bool {
-    RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
-        .build()
-        .await
-        .is_err()
+    loopback(url).build().await.is_err()
 }
 
 #[tokio::test]
@@ -293,12 +283,7 @@ async fn over_http_the_layer_serves_with_remote_keys() {
     let (jwk_a, sign_a) = hmac_jwk("a");
     let server = Jwks::new(vec![jwk_a]);
     let url = server.serve().await;
-    let jwks = RemoteJwks::builder(url.parse().unwrap())
-        .allow_http()
-        .allow_symmetric_keys()
-        .build()
-        .await
-        .unwrap();
+    let jwks = loopback(&url).build().await.unwrap();
     let addr = support::serve(app(JwtAuthLayer::new(jwks))).await;
     let reply = get_bearer(&client(), addr, &sign_a(claims())).await;
     assert_eq!(

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use support::*;
 use tower_jwt_refresh::server::{
     FormTokenLayer, JwtAuthLayer, RegisteredClaims, Rejection, RevocationCheck, TokenError,
-    TokenStatus,
+    TokenStatus, install_crypto_provider,
 };
 
 /// The layer every table row runs against: all fixture keys, our issuer and audience.
@@ -31,6 +31,20 @@ fn with(claims: Value, f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> V
     let mut claims = claims;
     f(claims.as_object_mut().unwrap());
     claims
+}
+
+/// An HS256 token of the good claims with `name` set to `value`.
+fn set(name: &str, value: Value) -> String {
+    hs(with(good_claims(), |c| {
+        c.insert(name.into(), value);
+    }))
+}
+
+/// An HS256 token of the good claims without `name`.
+fn unset(name: &str) -> String {
+    hs(with(good_claims(), |c| {
+        c.remove(name);
+    }))
 }
 
 fn hs(claims: Value) -> String {
@@ -240,102 +254,46 @@ fn invalid_tokens() -> Vec<(&'static str, String, &'static str)> {
             "token malformed",
         ),
         // Claims.
-        (
-            "exp missing",
-            hs(with(good_claims(), |c| {
-                c.remove("exp");
-            })),
-            "token lacks a required claim",
-        ),
-        (
-            "exp past",
-            hs(with(good_claims(), |c| {
-                c.insert("exp".into(), json!(now() - 120));
-            })),
-            "token expired",
-        ),
-        (
-            "exp far past",
-            hs(with(good_claims(), |c| {
-                c.insert("exp".into(), json!(1));
-            })),
-            "token expired",
-        ),
+        ("exp missing", unset("exp"), "token lacks a required claim"),
+        ("exp past", set("exp", json!(now() - 120)), "token expired"),
+        ("exp far past", set("exp", json!(1)), "token expired"),
         (
             "nbf in the future",
-            hs(with(good_claims(), |c| {
-                c.insert("nbf".into(), json!(now() + 120));
-            })),
+            set("nbf", json!(now() + 120)),
             "token not yet valid",
         ),
         (
             "iat in the future",
-            hs(with(good_claims(), |c| {
-                c.insert("iat".into(), json!(now() + 120));
-            })),
+            set("iat", json!(now() + 120)),
             "token not yet valid",
         ),
         (
             "iss wrong",
-            hs(with(good_claims(), |c| {
-                c.insert("iss".into(), json!("https://evil.test"));
-            })),
+            set("iss", json!("https://evil.test")),
             "token issuer not accepted",
         ),
-        (
-            "iss missing",
-            hs(with(good_claims(), |c| {
-                c.remove("iss");
-            })),
-            "token issuer not accepted",
-        ),
-        (
-            "iss a number",
-            hs(with(good_claims(), |c| {
-                c.insert("iss".into(), json!(7));
-            })),
-            "token claims invalid",
-        ),
+        ("iss missing", unset("iss"), "token issuer not accepted"),
+        ("iss a number", set("iss", json!(7)), "token claims invalid"),
         (
             "iss an array",
-            hs(with(good_claims(), |c| {
-                c.insert("iss".into(), json!(["https://issuer.test"]));
-            })),
+            set("iss", json!(["https://issuer.test"])),
             "token claims invalid",
         ),
         (
             "aud wrong",
-            hs(with(good_claims(), |c| {
-                c.insert("aud".into(), json!("other"));
-            })),
+            set("aud", json!("other")),
             "token audience not accepted",
         ),
         (
             "aud array without ours",
-            hs(with(good_claims(), |c| {
-                c.insert("aud".into(), json!(["a", "b"]));
-            })),
+            set("aud", json!(["a", "b"])),
             "token audience not accepted",
         ),
-        (
-            "aud missing",
-            hs(with(good_claims(), |c| {
-                c.remove("aud");
-            })),
-            "token audience not accepted",
-        ),
-        (
-            "aud a number",
-            hs(with(good_claims(), |c| {
-                c.insert("aud".into(), json!(1));
-            })),
-            "token claims invalid",
-        ),
+        ("aud missing", unset("aud"), "token audience not accepted"),
+        ("aud a number", set("aud", json!(1)), "token claims invalid"),
         (
             "aud an object",
-            hs(with(good_claims(), |c| {
-                c.insert("aud".into(), json!({"api": true}));
-            })),
+            set("aud", json!({"api": true})),
             "token claims invalid",
         ),
         // Token kind.
@@ -404,6 +362,7 @@ fn hs_raw(payload: &str) -> String {
         URL_SAFE_NO_PAD.encode(at_header("HS256", "hs").to_string()),
         URL_SAFE_NO_PAD.encode(payload)
     );
+    install_crypto_provider();
     let sig = jsonwebtoken::crypto::sign(
         input.as_bytes(),
         &encoding_key(Algorithm::HS256),
@@ -594,9 +553,7 @@ async fn exp_equal_to_now_is_expired_without_leeway() {
     let strict = layer().leeway(Duration::ZERO);
     let addr = serve(app(strict)).await;
     let client = client();
-    let at_now = hs(with(good_claims(), |c| {
-        c.insert("exp".into(), json!(now()));
-    }));
+    let at_now = set("exp", json!(now()));
     let reply = get_bearer(&client, addr, &at_now).await;
     assert_eq!(
         (reply.status, reply.description().as_str()),
@@ -604,9 +561,7 @@ async fn exp_equal_to_now_is_expired_without_leeway() {
     );
     // And a token inside the default leeway is still accepted by the default layer.
     let addr = serve(app(layer())).await;
-    let within = hs(with(good_claims(), |c| {
-        c.insert("exp".into(), json!(now() - 10));
-    }));
+    let within = set("exp", json!(now() - 10));
     assert_eq!(
         get_bearer(&client, addr, &within).await.status,
         StatusCode::OK
@@ -816,9 +771,7 @@ async fn optional_mode_passes_anonymous_requests_but_not_bad_tokens() {
     );
     let reply = get_bearer(&client, addr, &hs(good_claims())).await;
     assert_eq!(reply.body, "hello alice");
-    let expired = hs(with(good_claims(), |c| {
-        c.insert("exp".into(), json!(1));
-    }));
+    let expired = set("exp", json!(1));
     assert_eq!(
         get_bearer(&client, addr, &expired).await.status,
         StatusCode::UNAUTHORIZED
@@ -848,9 +801,7 @@ async fn required_scope_answers_403_with_the_scope() {
             .unwrap()
             .ends_with(r#"scope="admin read""#)
     );
-    let admin = hs(with(good_claims(), |c| {
-        c.insert("scope".into(), json!("read admin"));
-    }));
+    let admin = set("scope", json!("read admin"));
     assert_eq!(
         get_bearer(&client, addr, &admin).await.status,
         StatusCode::OK
@@ -894,9 +845,7 @@ async fn revocation_is_consulted_on_every_request_cache_hits_included() {
         );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let revoked = hs(with(good_claims(), |c| {
-        c.insert("jti".into(), json!("revoked"));
-    }));
+    let revoked = set("jti", json!("revoked"));
     for _ in 0..2 {
         let reply = get_bearer(&client, addr, &revoked).await;
         assert_eq!(
@@ -925,11 +874,7 @@ async fn async_revocation_is_awaited_bounded_and_fails_closed() {
         .io_timeout(Duration::from_millis(200))))
     .await;
     let client = client();
-    let token = |jti: &str| {
-        hs(with(good_claims(), |c| {
-            c.insert("jti".into(), json!(jti));
-        }))
-    };
+    let token = |jti: &str| set("jti", json!(jti));
     assert_eq!(
         get_bearer(&client, addr, &token("fine")).await.body,
         "hello alice"
@@ -980,15 +925,11 @@ async fn custom_claims_and_required_claims() {
         .layer(layer);
     let addr = serve(app).await;
     let client = client();
-    let with_tenant = hs(with(good_claims(), |c| {
-        c.insert("tenant".into(), json!("acme"));
-    }));
+    let with_tenant = set("tenant", json!("acme"));
     assert_eq!(get_bearer(&client, addr, &with_tenant).await.body, "acme");
     let reply = get_bearer(&client, addr, &hs(good_claims())).await;
     assert_eq!(reply.description(), "token lacks a required claim");
-    let wrong_type = hs(with(good_claims(), |c| {
-        c.insert("tenant".into(), json!(5));
-    }));
+    let wrong_type = set("tenant", json!(5));
     assert_eq!(
         get_bearer(&client, addr, &wrong_type).await.description(),
         "token claims invalid"
@@ -1027,9 +968,7 @@ async fn verify_without_a_request() {
         layer.verify(&format!("{h}.{p}==.{s}")).await.unwrap_err(),
         malformed
     );
-    let expired = hs(with(good_claims(), |c| {
-        c.insert("exp".into(), json!(1));
-    }));
+    let expired = set("exp", json!(1));
     let err = layer.verify(&expired).await.unwrap_err();
     assert!(err.is_expired());
 }
@@ -1044,4 +983,46 @@ async fn a_derived_layer_with_stricter_rules_does_not_trust_the_looser_cache() {
         strict.verify(&token).await.unwrap_err(),
         Rejection::InvalidToken(TokenError::Audience)
     );
+}
+
+#[tokio::test]
+async fn requests_waiting_on_io_are_bounded_and_free_their_place() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&started);
+    let hook = move |claims: &RegisteredClaims| {
+        let slow = claims.jti.as_deref() == Some("slow");
+        seen.fetch_add(usize::from(slow), Ordering::SeqCst);
+        RevocationCheck::pending(async move {
+            if slow {
+                std::future::pending::<()>().await;
+            }
+            Ok(TokenStatus::Active)
+        })
+    };
+    let layer = layer()
+        .revocation(hook)
+        .io_timeout(Duration::from_secs(3600))
+        .max_pending_checks(2);
+    let slow = set("jti", json!("slow"));
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (layer, slow) = (layer.clone(), slow.clone());
+            tokio::spawn(async move { layer.verify(&slow).await })
+        })
+        .collect();
+    while started.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    // Both places are taken: the next request is answered at once, not queued.
+    let fine = set("jti", json!("fine"));
+    assert_eq!(
+        layer.verify(&fine).await.unwrap_err(),
+        Rejection::RevocationUnavailable
+    );
+    // A caller that gives up frees its place.
+    for task in waiting {
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+    assert!(layer.verify(&fine).await.is_ok());
 }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::auth::unix_now;
+use super::auth::unix_time;
 use super::keys::KeyError;
 use super::sign::SigningKey;
 
@@ -140,7 +140,7 @@ impl AccessTokenIssuer {
             issuer: None,
             audience: Vec::new(),
             ttl: Duration::from_secs(300),
-            clock: unix_now,
+            clock: unix_time,
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Request;
@@ -30,11 +31,21 @@ pub(crate) enum Outcome<C> {
 pub(crate) type PendingCheck<C> =
     Pin<Box<dyn Future<Output = Result<Option<Claims<C>>, Rejection>> + Send>>;
 
-/// Unix time in whole seconds.
-pub(crate) fn unix_now() -> u64 {
+/// The system clock as Unix time in whole seconds: the default clock of every type here that
+/// takes one.
+pub fn unix_time() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A request waiting on I/O; frees its place when dropped, however the wait ends.
+pub(crate) struct Parked(Arc<AtomicUsize>);
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Everything the layer was configured with, shared by every service it builds.
@@ -50,6 +61,10 @@ pub(crate) struct Auth<C> {
     pub(crate) responder: Responder,
     /// How long a revocation check or a key refetch may take.
     pub(crate) io_timeout: Duration,
+    /// Requests waiting on I/O now, shared by the layer's clones.
+    pub(crate) parked: Arc<AtomicUsize>,
+    /// The most requests that may wait on I/O at once.
+    pub(crate) max_parked: usize,
     pub(crate) clock: fn() -> u64,
 }
 
@@ -65,6 +80,8 @@ impl<C> Clone for Auth<C> {
             optional: self.optional,
             responder: self.responder.clone(),
             io_timeout: self.io_timeout,
+            parked: Arc::clone(&self.parked),
+            max_parked: self.max_parked,
             clock: self.clock,
         }
     }
@@ -107,9 +124,14 @@ where
             Ok(claims) => self.after_verify(claims),
             Err(TokenError::UnknownKey) => match self.keys.unknown_kid() {
                 Some(refetch) => {
+                    // Too many requests already wait: refuse rather than queue without bound.
+                    let Some(parked) = self.park() else {
+                        return Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey));
+                    };
                     let this = Arc::clone(self);
                     let token = token.into_owned();
                     Outcome::Pending(Box::pin(async move {
+                        let _parked = parked;
                         // A refetch that overruns its bound leaves the old keys in place.
                         let _ = tokio::time::timeout(this.io_timeout, refetch).await;
                         let claims = this.verify(&token).map_err(Rejection::InvalidToken)?;
@@ -164,8 +186,12 @@ where
                 Err(rejection) => Outcome::Reject(rejection),
             },
             Check::Pending(check) => {
+                let Some(parked) = self.park() else {
+                    return Outcome::Reject(Rejection::RevocationUnavailable);
+                };
                 let this = Arc::clone(self);
                 Outcome::Pending(Box::pin(async move {
+                    let _parked = parked;
                     let status = tokio::time::timeout(this.io_timeout, check)
                         .await
                         .map_err(|_| Rejection::RevocationUnavailable)?;
@@ -174,6 +200,15 @@ where
                 }))
             }
         }
+    }
+
+    /// A place among the requests waiting on I/O, if one is free.
+    fn park(&self) -> Option<Parked> {
+        if self.parked.fetch_add(1, Ordering::AcqRel) >= self.max_parked {
+            self.parked.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Parked(Arc::clone(&self.parked)))
     }
 
     fn check_scope(&self, claims: Claims<C>) -> Outcome<C> {

@@ -24,6 +24,7 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Rejection { bytes: Option<Bytes> },
+        Prefixed { prefix: Option<Bytes>, body: Pin<Box<B>> },
     }
 }
 
@@ -31,6 +32,14 @@ impl<B> AuthBody<B> {
     pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
+        }
+    }
+
+    /// `prefix` (already read from `body`), then the rest of `body`.
+    pub(crate) fn prefixed(prefix: Bytes, body: Pin<Box<B>>) -> Self {
+        let prefix = (!prefix.is_empty()).then_some(prefix);
+        Self {
+            kind: Kind::Prefixed { prefix, body },
         }
     }
 
@@ -56,6 +65,10 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Rejection { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            KindProj::Prefixed { prefix, body } => match prefix.take() {
+                Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
+                None => body.as_mut().poll_frame(cx),
+            },
         }
     }
 
@@ -63,6 +76,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Rejection { bytes } => bytes.is_none(),
+            Kind::Prefixed { prefix, body } => prefix.is_none() && body.is_end_stream(),
         }
     }
 
@@ -71,6 +85,16 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Rejection { bytes } => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Kind::Prefixed { prefix, body } => {
+                let extra = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
             }
         }
     }
@@ -89,6 +113,14 @@ mod tests {
         assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
         let empty = AuthBody::<Full<Bytes>>::full(Bytes::new());
         assert!(empty.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_body_replays_the_prefix_then_the_rest() {
+        let rest = Box::pin(Full::new(Bytes::from_static(b"cd")));
+        let body = AuthBody::prefixed(Bytes::from_static(b"ab"), rest);
+        assert_eq!(body.size_hint().exact(), Some(4));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
     }
 
     #[tokio::test]

@@ -13,14 +13,15 @@ compile_error!(
      `rust-crypto` feature"
 );
 
-/// Installs this build's backend as jsonwebtoken's process-wide provider.
+/// Installs this crate's crypto backend as jsonwebtoken's process-wide provider.
 ///
-/// When both backend features are enabled (as `--all-features` does) `aws-lc-rs` is chosen.
-///
-/// jsonwebtoken panics at first use when both or neither of its backend features are on, which
-/// Cargo's feature unification can cause behind our back. Every constructor that leads to
-/// crypto calls this, so the choice is made at construction and never inside a request.
-pub(crate) fn install_provider() {
+/// jsonwebtoken panics at its first use when both or neither of its backend features are on,
+/// which Cargo's feature unification can cause behind your back (`--all-features` turns both
+/// on). Every constructor of this crate that leads to crypto calls this, so the choice is made
+/// at construction, never inside a request. Call it yourself before using jsonwebtoken directly
+/// if your program might do so before building any key of this crate. With both features on,
+/// `aws-lc-rs` is chosen; a provider installed earlier by the application is kept.
+pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         #[cfg(feature = "aws-lc-rs")]
@@ -59,7 +60,7 @@ impl PreparedKey {
     /// Prepares `material` for `alg`, failing when the two do not belong together or the
     /// material is malformed.
     pub(crate) fn new(alg: Algorithm, material: KeyMaterial<'_>) -> Result<Self, &'static str> {
-        install_provider();
+        install_crypto_provider();
         check_family(alg, &material)?;
         #[cfg(feature = "aws-lc-rs")]
         let inner = aws::Prepared::new(alg, &material)?;
@@ -139,11 +140,58 @@ pub(crate) fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The modulus and exponent of a DER `RSAPublicKey` (RFC 8017), the form jsonwebtoken reads
+/// RSA PEM files into.
+#[cfg_attr(feature = "aws-lc-rs", allow(dead_code))]
+pub(crate) fn rsa_public_key_components(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    /// One tag-length-value: its tag, its contents, and what follows it.
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let count = usize::from(first & 0x7f);
+            if count == 0 || count > 4 || rest.len() < count {
+                return None;
+            }
+            let len = rest[..count]
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            (len, &rest[count..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    let (0x30, body, []) = tlv(der)? else {
+        return None;
+    };
+    let (0x02, n, rest) = tlv(body)? else {
+        return None;
+    };
+    let (0x02, e, []) = tlv(rest)? else {
+        return None;
+    };
+    Some((n, e))
+}
+
+#[cfg(feature = "aws-lc-rs")]
+pub(crate) use aws::hmac_key;
+
 #[cfg(feature = "aws-lc-rs")]
 mod aws {
     use super::KeyMaterial;
     use aws_lc_rs::{hmac, signature};
     use jsonwebtoken::Algorithm;
+
+    /// The HMAC key schedule for `alg` (HS256, HS384 or HS512); signing and verifying share it.
+    pub(crate) fn hmac_key(alg: Algorithm, secret: &[u8]) -> hmac::Key {
+        let hmac_alg = match alg {
+            Algorithm::HS256 => hmac::HMAC_SHA256,
+            Algorithm::HS384 => hmac::HMAC_SHA384,
+            _ => hmac::HMAC_SHA512,
+        };
+        hmac::Key::new(hmac_alg, secret)
+    }
 
     // One per key, behind an `Arc`: an inline HMAC key schedule saves an indirection.
     #[allow(clippy::large_enum_variant)]
@@ -158,12 +206,7 @@ mod aws {
             material: &KeyMaterial<'_>,
         ) -> Result<Self, &'static str> {
             if let KeyMaterial::Secret(secret) = material {
-                let hmac_alg = match alg {
-                    Algorithm::HS256 => hmac::HMAC_SHA256,
-                    Algorithm::HS384 => hmac::HMAC_SHA384,
-                    _ => hmac::HMAC_SHA512,
-                };
-                return Ok(Self::Hmac(hmac::Key::new(hmac_alg, secret)));
+                return Ok(Self::Hmac(hmac_key(alg, secret)));
             }
             let params: &'static dyn signature::VerificationAlgorithm = match alg {
                 Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -217,13 +260,19 @@ mod rc {
     ) -> Result<DecodingKey, &'static str> {
         const MALFORMED: &str = "malformed public key";
         let significant = |b: &[u8]| b.len() - b.iter().take_while(|&&x| x == 0).count();
+        // The `rsa` crate refuses moduli over 4096 bits when verifying; say so now.
+        let rsa = |n: &[u8], e: &[u8]| match significant(n) {
+            256..=512 if significant(e) > 0 => Ok(DecodingKey::from_rsa_raw_components(n, e)),
+            513.. => Err("rsa keys over 4096 bits need the aws-lc-rs backend"),
+            _ => Err(MALFORMED),
+        };
         let key = match material {
             KeyMaterial::Secret(s) => return Ok(DecodingKey::from_secret(s)),
-            KeyMaterial::RsaDer(d) if d.len() >= 256 => return Ok(DecodingKey::from_rsa_der(d)),
-            KeyMaterial::RsaComponents { n, e } if significant(n) >= 256 && significant(e) > 0 => {
-                return Ok(DecodingKey::from_rsa_raw_components(n, e));
+            KeyMaterial::RsaComponents { n, e } => return rsa(n, e),
+            KeyMaterial::RsaDer(d) => {
+                let (n, e) = super::rsa_public_key_components(d).ok_or(MALFORMED)?;
+                return rsa(n, e);
             }
-            KeyMaterial::RsaDer(_) | KeyMaterial::RsaComponents { .. } => return Err(MALFORMED),
             KeyMaterial::Ec(d) => DecodingKey::from_ec_der(d),
             KeyMaterial::Ed25519(d) if d.len() == 32 => DecodingKey::from_ed_der(d),
             KeyMaterial::Ed25519(_) => return Err(MALFORMED),
@@ -252,6 +301,19 @@ mod tests {
         let der = rsa_public_key_der(&n, &[3]);
         assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0x07]);
         assert_eq!(&der[4..8], &[0x02, 0x82, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn rsa_public_key_components_round_trip_and_refuse_garbage() {
+        let n = vec![0xc5; 256];
+        let der = rsa_public_key_der(&n, &[1, 0, 1]);
+        let (got_n, got_e) = rsa_public_key_components(&der).unwrap();
+        assert_eq!((&got_n[1..], got_e), (&n[..], &[1, 0, 1][..]));
+        let truncated = &der[..der.len() - 1];
+        let huge_length = [0x30, 0x84, 0xff, 0xff, 0xff, 0xff];
+        for bad in [truncated, &huge_length[..], &[][..], &[0x30][..]] {
+            assert!(rsa_public_key_components(bad).is_none());
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ impl Sources {
                         Some(Cow::Borrowed(check(token.as_bytes(), max_len)?)),
                     )?;
                 }
+                // A form that could not be read is only fatal when no other source had a token.
+                Some(FormAccessToken::Invalid(RequestError::FormBody)) if found.is_some() => {}
                 Some(FormAccessToken::Invalid(error)) => {
                     return Err(Rejection::InvalidRequest(*error));
                 }

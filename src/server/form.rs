@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -30,7 +31,7 @@ pub(crate) enum FormAccessToken {
     Invalid(RequestError),
 }
 
-/// Layers [`FormToken`]. The default body limit is 64 KiB.
+/// Layers [`FormToken`]. The default body limit is 64 KiB, and the default read timeout 10 s.
 ///
 /// # Example
 ///
@@ -51,24 +52,35 @@ pub(crate) enum FormAccessToken {
 #[derive(Debug, Clone, Copy)]
 pub struct FormTokenLayer {
     limit: usize,
+    read_timeout: Duration,
 }
 
 impl Default for FormTokenLayer {
     fn default() -> Self {
-        Self { limit: 64 * 1024 }
+        Self {
+            limit: 64 * 1024,
+            read_timeout: Duration::from_secs(10),
+        }
     }
 }
 
 impl FormTokenLayer {
-    /// A layer buffering form bodies of up to 64 KiB.
+    /// A layer buffering form bodies of up to 64 KiB, for at most 10 s.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The largest form body buffered, in bytes; a larger one is refused with 400.
+    /// The largest form body searched, in bytes; a larger one counts as unreadable.
     #[must_use]
     pub fn limit(mut self, bytes: usize) -> Self {
         self.limit = bytes;
+        self
+    }
+
+    /// How long reading a form body may take before it counts as unreadable.
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
         self
     }
 }
@@ -79,7 +91,7 @@ impl<S> Layer<S> for FormTokenLayer {
     fn layer(&self, inner: S) -> FormToken<S> {
         FormToken {
             inner,
-            limit: self.limit,
+            config: *self,
         }
     }
 }
@@ -88,7 +100,7 @@ impl<S> Layer<S> for FormTokenLayer {
 #[derive(Debug, Clone)]
 pub struct FormToken<S> {
     inner: S,
-    limit: usize,
+    config: FormTokenLayer,
 }
 
 impl<S> FormToken<S> {
@@ -145,8 +157,8 @@ where
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.limit as u64) {
-            // Refused without reading, so the body is left intact.
+        if declared.is_some_and(|len| len > self.config.limit as u64) {
+            // Marked without reading, so the body is passed on untouched.
             req.extensions_mut()
                 .insert(FormAccessToken::Invalid(RequestError::FormBody));
             return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
@@ -156,9 +168,11 @@ where
         let (parts, body) = req.into_parts();
         FormFuture {
             state: State::Collecting {
-                body,
+                // Boxed so it can be polled here and handed on afterwards; only on this path.
+                body: Some(Box::pin(body)),
                 buf: Vec::new(),
-                limit: self.limit,
+                limit: self.config.limit,
+                deadline: tokio::time::sleep(self.config.read_timeout),
                 parts: Some(parts),
                 service: Some(service),
             },
@@ -184,10 +198,11 @@ pin_project! {
         S: Service<Request<AuthBody<B>>>,
     {
         Collecting {
-            #[pin]
-            body: B,
+            body: Option<Pin<Box<B>>>,
             buf: Vec<u8>,
             limit: usize,
+            #[pin]
+            deadline: tokio::time::Sleep,
             parts: Option<http::request::Parts>,
             service: Option<S>,
         },
@@ -222,41 +237,47 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Inner { future } => return future.poll(cx),
                 StateProj::Collecting {
-                    mut body,
+                    body,
                     buf,
                     limit,
+                    mut deadline,
                     parts,
                     service,
                 } => {
+                    let stream = body.as_mut().expect("polled after completion");
                     let complete = loop {
-                        match ready!(body.as_mut().poll_frame(cx)) {
-                            Some(Ok(frame)) => {
-                                if let Ok(data) = frame.into_data() {
-                                    if buf.len() + data.len() > *limit {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            break false;
+                        }
+                        match ready!(stream.as_mut().poll_frame(cx)) {
+                            Some(Ok(frame)) => match frame.into_data() {
+                                Ok(data) => {
+                                    buf.extend_from_slice(&data);
+                                    if buf.len() > *limit {
                                         break false;
                                     }
-                                    buf.extend_from_slice(&data);
                                 }
-                            }
+                                // Trailers end a form body.
+                                Err(_) => break true,
+                            },
                             Some(Err(_)) => break false,
                             None => break true,
                         }
                     };
                     let mut parts = parts.take().expect("polled after completion");
                     let mut service = service.take().expect("polled after completion");
-                    let body = if complete {
-                        let bytes = Bytes::from(std::mem::take(buf));
-                        if let Some(found) = find_access_token(&bytes) {
-                            parts.extensions.insert(found);
-                        }
-                        bytes
+                    let rest = body.take().expect("polled after completion");
+                    let read = Bytes::from(std::mem::take(buf));
+                    let found = if complete {
+                        find_access_token(&read)
                     } else {
-                        parts
-                            .extensions
-                            .insert(FormAccessToken::Invalid(RequestError::FormBody));
-                        Bytes::new()
+                        Some(FormAccessToken::Invalid(RequestError::FormBody))
                     };
-                    let request = Request::from_parts(parts, AuthBody::full(body));
+                    if let Some(found) = found {
+                        parts.extensions.insert(found);
+                    }
+                    // What was read, then whatever the stream still holds: nothing is lost.
+                    let request = Request::from_parts(parts, AuthBody::prefixed(read, rest));
                     State::Inner {
                         future: service.call(request),
                     }
@@ -335,14 +356,59 @@ mod tests {
             found,
             Some(FormAccessToken::Invalid(RequestError::MultipleCredentials))
         ));
-        let (found, _) = run(form(
-            "access_token=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        ))
-        .await;
+        // Over the 32-byte limit (no Content-Length): marked, and the body still arrives whole.
+        let long = "access_token=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let chunked = Request::post("/")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(chunked(long).await)
+            .unwrap();
+        let svc = FormTokenLayer::new().limit(32).layer(service_fn(
+            |req: Request<AuthBody<_>>| async move {
+                let found = req.extensions().get::<FormAccessToken>().cloned();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, Infallible>((found, body))
+            },
+        ));
+        let (found, body) = svc.oneshot(chunked).await.unwrap();
         assert!(matches!(
             found,
             Some(FormAccessToken::Invalid(RequestError::FormBody))
         ));
+        assert_eq!(body, long);
+    }
+
+    /// `s` as a body of 5-byte frames with no declared length.
+    async fn chunked(s: &'static str) -> http_body_util::channel::Channel<Bytes, Infallible> {
+        let (mut tx, body) = http_body_util::channel::Channel::new(64);
+        for chunk in s.as_bytes().chunks(5) {
+            tx.send_data(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        body
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out_and_is_still_passed_on() {
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+        let req = Request::post("/")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .unwrap();
+        tx.send_data(Bytes::from_static(b"a=1")).await.unwrap();
+        let svc = FormTokenLayer::new()
+            .read_timeout(Duration::from_secs(5))
+            .layer(service_fn(|req: Request<AuthBody<_>>| async move {
+                let found = req.extensions().get::<FormAccessToken>().cloned();
+                Ok::<_, Infallible>((found, req.into_body()))
+            }));
+        // The client never finishes; paused time lets the timeout fire without waiting.
+        let (found, rest) = svc.oneshot(req).await.unwrap();
+        assert!(matches!(
+            found,
+            Some(FormAccessToken::Invalid(RequestError::FormBody))
+        ));
+        tx.send_data(Bytes::from_static(b"&b=2")).await.unwrap();
+        drop(tx);
+        assert_eq!(rest.collect().await.unwrap().to_bytes(), "a=1&b=2");
     }
 
     #[tokio::test]

@@ -46,8 +46,8 @@ pin_project! {
         },
         Checking {
             check: PendingCheck<C>,
-            request: Option<Request<ReqBody>>,
-            service: Option<S>,
+            // Boxed: this path allocates anyway, and the common futures stay small.
+            parked: Option<Box<(Request<ReqBody>, S)>>,
             auth: Arc<Auth<C>>,
         },
     }
@@ -79,11 +79,11 @@ where
         service: S,
         auth: Arc<Auth<C>>,
     ) -> Self {
+        let parked = Some(Box::new((request, service)));
         Self {
             state: State::Checking {
                 check,
-                request: Some(request),
-                service: Some(service),
+                parked,
                 auth,
             },
         }
@@ -113,18 +113,17 @@ where
                 }
                 StateProj::Checking {
                     check,
-                    request,
-                    service,
+                    parked,
                     auth,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
-                    let mut request = request.take().expect("polled after completion");
+                    let (mut request, mut service) =
+                        *parked.take().expect("polled after completion");
                     match verdict {
                         Ok(claims) => {
                             if let Some(claims) = claims {
                                 request.extensions_mut().insert(claims);
                             }
-                            let mut service = service.take().expect("polled after completion");
                             State::Inner {
                                 future: service.call(request),
                             }

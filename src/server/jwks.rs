@@ -37,6 +37,8 @@ pub enum JwksError {
     TooLarge,
     /// The document is not a valid JWKS.
     Keys(KeyError),
+    /// A thread panicked while holding the fetcher's state.
+    Poisoned,
 }
 
 impl fmt::Display for JwksError {
@@ -46,6 +48,7 @@ impl fmt::Display for JwksError {
             Self::Status(status) => write!(f, "jwks endpoint answered {status}"),
             Self::TooLarge => f.write_str("jwks document too large"),
             Self::Keys(_) => f.write_str("jwks document invalid"),
+            Self::Poisoned => f.write_str("jwks fetcher state poisoned"),
         }
     }
 }
@@ -91,6 +94,8 @@ struct Shared {
     fetch_timeout: Duration,
     max_size: usize,
     allow_symmetric: bool,
+    /// The document the current keys came from.
+    last_document: Mutex<Bytes>,
     state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
     done: watch::Sender<u64>,
@@ -217,7 +222,7 @@ impl RemoteJwksBuilder {
     /// Fetches the document once, failing if that fetch fails, then starts the background
     /// refresh. Needs a Tokio runtime.
     pub async fn build(self) -> Result<RemoteJwks, JwksError> {
-        super::crypto::install_provider();
+        super::crypto::install_crypto_provider();
         if !self.allow_http && self.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
             return Err(JwksError::Http(
                 "jwks url must be https (see allow_http)".into(),
@@ -235,6 +240,7 @@ impl RemoteJwksBuilder {
             fetch_timeout: self.fetch_timeout,
             max_size: self.max_size,
             allow_symmetric: self.allow_symmetric,
+            last_document: Mutex::default(),
             state: Mutex::new(FetchState::default()),
             done: watch::channel(0).0,
         });
@@ -286,9 +292,17 @@ impl Shared {
         let result = tokio::time::timeout(self.fetch_timeout, self.fetch())
             .await
             .unwrap_or_else(|_| Err(JwksError::Http("jwks fetch timed out".into())));
-        let result = result.map(|keys| {
-            tracing::debug!(keys = keys.len(), url = %self.url, "jwks fetched");
+        let result = result.and_then(|document| {
+            let mut last = self.last_document.lock().map_err(|_| JwksError::Poisoned)?;
+            // An unchanged document keeps the current set, and with it the cache's verdicts.
+            if !last.is_empty() && *last == document {
+                return Ok(());
+            }
+            let keys = self.parse(&document)?;
+            tracing::debug!(keys = keys.len(), url = %self.url, "jwks changed");
             self.keys.store(Arc::new(keys));
+            *last = document;
+            Ok(())
         });
         if let Ok(mut state) = self.state.lock() {
             state.fetches += 1;
@@ -296,7 +310,8 @@ impl Shared {
         result
     }
 
-    async fn fetch(&self) -> Result<KeySet, JwksError> {
+    /// The raw document.
+    async fn fetch(&self) -> Result<Bytes, JwksError> {
         let mut request = Request::get(self.url.clone())
             .body(Empty::new())
             .map_err(|e| JwksError::Http(e.into()))?;
@@ -312,24 +327,21 @@ impl Shared {
         if response.status() != StatusCode::OK {
             return Err(JwksError::Status(response.status()));
         }
+        // The built-in client caps the body while reading; a custom one is checked here.
         let body = response.into_body();
         if body.len() > self.max_size {
             return Err(JwksError::TooLarge);
         }
-        // Limit again in case a custom client streams more than it declared.
-        let body = Limited::new(http_body_util::Full::new(body), self.max_size)
-            .collect()
-            .await
-            .map_err(|_| JwksError::TooLarge)?
-            .to_bytes();
-        let keys = KeySet::from_jwks(&body).map_err(JwksError::Keys)?;
+        Ok(body)
+    }
+
+    fn parse(&self, document: &[u8]) -> Result<KeySet, JwksError> {
+        let keys = KeySet::from_jwks(document).map_err(JwksError::Keys)?;
         let keys = if self.allow_symmetric {
             keys
         } else {
-            let mut asymmetric = keys.iter().filter(|k| !k.is_symmetric()).cloned();
-            asymmetric
-                .try_fold(KeySet::new(), KeySet::with_key)
-                .map_err(JwksError::Keys)?
+            let asymmetric = keys.iter().filter(|k| !k.is_symmetric()).cloned().collect();
+            KeySet::try_from_keys(asymmetric).map_err(JwksError::Keys)?
         };
         // A document with no usable key is a broken fetch, not a revocation of every key.
         if keys.is_empty() {

@@ -39,6 +39,8 @@ pub enum KeyError {
     MissingAlgorithm,
     /// Two keys in one set share a `kid`.
     DuplicateKid,
+    /// A set or JWKS document with more than [`KeySet::MAX_KEYS`] keys.
+    TooManyKeys,
     /// A JSON document (JWK or JWKS) could not be parsed.
     Json(serde_json::Error),
     /// A PEM document could not be read.
@@ -57,6 +59,7 @@ impl fmt::Display for KeyError {
             Self::NotForVerification => f.write_str("jwk `use` or `key_ops` forbid verification"),
             Self::MissingAlgorithm => f.write_str("jwk has no `alg` and its key type needs one"),
             Self::DuplicateKid => f.write_str("two keys share one `kid`"),
+            Self::TooManyKeys => write!(f, "more than {} keys in one set", KeySet::MAX_KEYS),
             Self::Json(_) => f.write_str("invalid jwk json"),
             Self::Pem(_) => f.write_str("invalid pem key"),
         }
@@ -152,27 +155,18 @@ impl Key {
     pub fn from_pem(alg: Algorithm, pem: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         use jsonwebtoken::DecodingKey;
         let pem = pem.as_ref();
-        let decoded = match alg {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
-            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
-            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-            _ => {
-                return Err(KeyError::Unsupported(
-                    "pem keys are for RS*, PS*, ES* and EdDSA",
-                ));
-            }
+        let family = PemFamily::of(alg)?;
+        let decoded = match family {
+            PemFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+            PemFamily::Ec => DecodingKey::from_ec_pem(pem),
+            PemFamily::Ed25519 => DecodingKey::from_ed_pem(pem),
         }
         .map_err(KeyError::Pem)?;
         let bytes = decoded.try_get_as_bytes().map_err(KeyError::Pem)?;
-        let material = match alg {
-            Algorithm::ES256 | Algorithm::ES384 => KeyMaterial::Ec(bytes),
-            Algorithm::EdDSA => KeyMaterial::Ed25519(bytes),
-            _ => KeyMaterial::RsaDer(bytes),
+        let material = match family {
+            PemFamily::Rsa => KeyMaterial::RsaDer(bytes),
+            PemFamily::Ec => KeyMaterial::Ec(bytes),
+            PemFamily::Ed25519 => KeyMaterial::Ed25519(bytes),
         };
         Self::prepare(alg, material)
     }
@@ -231,6 +225,28 @@ impl Key {
     }
 }
 
+/// The kind of PEM key an asymmetric algorithm takes.
+#[derive(Clone, Copy)]
+pub(crate) enum PemFamily {
+    Rsa,
+    Ec,
+    Ed25519,
+}
+
+impl PemFamily {
+    pub(crate) fn of(alg: Algorithm) -> Result<Self, KeyError> {
+        use Algorithm::*;
+        match alg {
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Ok(Self::Rsa),
+            ES256 | ES384 => Ok(Self::Ec),
+            EdDSA => Ok(Self::Ed25519),
+            _ => Err(KeyError::Unsupported(
+                "pem keys are for RS*, PS*, ES* and EdDSA",
+            )),
+        }
+    }
+}
+
 /// A set of verification keys, chosen per token by `kid`.
 ///
 /// A token with a `kid` uses exactly the key of that `kid`; a token without one is tried
@@ -284,6 +300,10 @@ pub(crate) enum Selection<'a> {
 }
 
 impl KeySet {
+    /// The most keys a set may hold. Key sets are small (an issuer rotates through a few); the
+    /// bound keeps a hostile JWKS document from costing unbounded work.
+    pub const MAX_KEYS: usize = 100;
+
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
@@ -293,10 +313,23 @@ impl KeySet {
     pub fn with_key(self, key: Key) -> Result<Self, KeyError> {
         let mut keys: Vec<Key> = Vec::with_capacity(self.keys.len() + 1);
         keys.extend(self.keys.iter().cloned());
-        if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
+        keys.push(key);
+        Self::try_from_keys(keys)
+    }
+
+    /// A set of `keys`, failing on a repeated `kid` or more than [`KeySet::MAX_KEYS`] keys.
+    pub fn try_from_keys(keys: Vec<Key>) -> Result<Self, KeyError> {
+        if keys.len() > Self::MAX_KEYS {
+            return Err(KeyError::TooManyKeys);
+        }
+        let mut kids = std::collections::HashSet::with_capacity(keys.len());
+        if !keys
+            .iter()
+            .filter_map(|k| k.kid.as_deref())
+            .all(|kid| kids.insert(kid))
+        {
             return Err(KeyError::DuplicateKid);
         }
-        keys.push(key);
         Ok(Self::from_keys(keys))
     }
 
@@ -311,15 +344,18 @@ impl KeySet {
             keys: Vec<RawJwk>,
         }
         let jwks: Jwks = serde_json::from_slice(json.as_ref()).map_err(KeyError::Json)?;
-        let mut set = Self::new();
+        if jwks.keys.len() > Self::MAX_KEYS {
+            return Err(KeyError::TooManyKeys);
+        }
+        let mut keys = Vec::with_capacity(jwks.keys.len());
         for jwk in jwks.keys {
             match jwk.into_key() {
-                Ok(key) => set = set.with_key(key)?,
+                Ok(key) => keys.push(key),
                 Err(KeyError::NotForVerification | KeyError::Unsupported(_)) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(set)
+        Self::try_from_keys(keys)
     }
 
     /// How many keys the set holds.
@@ -607,6 +643,33 @@ mod tests {
         assert!(matches!(
             set.select(None, Algorithm::ES256),
             Selection::WrongAlgorithm
+        ));
+    }
+
+    #[test]
+    fn oversized_sets_are_refused() {
+        let keys = (0..=KeySet::MAX_KEYS)
+            .map(|i| {
+                Key::hmac(Algorithm::HS256, [1u8; 32])
+                    .unwrap()
+                    .with_kid(i.to_string())
+            })
+            .collect::<Vec<_>>();
+        assert!(matches!(
+            KeySet::try_from_keys(keys.clone()),
+            Err(KeyError::TooManyKeys)
+        ));
+        assert_eq!(
+            KeySet::try_from_keys(keys[1..].to_vec()).unwrap().len(),
+            KeySet::MAX_KEYS
+        );
+        let jwks = format!(
+            r#"{{"keys":[{}]}}"#,
+            vec![oct(r#","alg":"HS256""#); 101].join(",")
+        );
+        assert!(matches!(
+            KeySet::from_jwks(jwks),
+            Err(KeyError::TooManyKeys)
         ));
     }
 

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tower_layer::Layer;
 
-use super::auth::{Auth, unix_now};
+use super::auth::{Auth, unix_time};
 use super::cache::{DEFAULT_CAPACITY, TokenCache};
 use super::claims::Claims;
 use super::error::{Rejection, Responder};
@@ -28,6 +28,13 @@ use super::verify::Validation;
 ///
 /// Defaults: `Authorization: Bearer` only, tokens up to 8 KiB, `typ` `at+jwt`, 30 s leeway,
 /// an 8 MiB verified-token cache, and `iss`/`aud` unchecked until you set them (set them).
+///
+/// Every key verifies tokens for every accepted issuer: with several issuers that must not
+/// sign for each other, build one layer per issuer.
+///
+/// An asynchronous revocation hook, a remote JWKS, or a [`FormTokenLayer`](super::FormTokenLayer)
+/// needs a Tokio runtime with its time driver (`#[tokio::main]` and axum provide one); the
+/// synchronous path needs no runtime at all.
 ///
 /// Cloning is cheap. Every builder method that changes what a token must satisfy gives the
 /// layer a fresh cache, so a layer derived with stricter rules never trusts a looser layer's
@@ -101,7 +108,7 @@ impl JwtAuthLayer {
 impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// A layer verifying with `keys` and deserializing the payload into `C` as well.
     pub fn with_claims(keys: impl Into<KeySource>) -> Self {
-        super::crypto::install_provider();
+        super::crypto::install_crypto_provider();
         let auth = Auth {
             keys: keys.into(),
             validation: Validation::default(),
@@ -112,7 +119,9 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             optional: false,
             responder: Responder::new("api"),
             io_timeout: Duration::from_secs(2),
-            clock: unix_now,
+            parked: Arc::default(),
+            max_parked: 1024,
+            clock: unix_time,
         };
         Self {
             auth: Arc::new(auth),
@@ -133,7 +142,8 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             .ok_or(Rejection::MissingToken)
     }
 
-    /// Accept only tokens whose `iss` is `issuer` (call again to accept several).
+    /// Accept only tokens whose `iss` is `issuer` (call again to accept several). Keys are not
+    /// bound to issuers: any key of the layer may sign for any accepted issuer.
     #[must_use]
     pub fn issuer(self, issuer: impl Into<String>) -> Self {
         self.validation(|v| v.issuers.push(issuer.into().into()))
@@ -250,6 +260,16 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     #[must_use]
     pub fn io_timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.auth).io_timeout = timeout;
+        self
+    }
+
+    /// The most requests that may wait on I/O at once (default 1024): an asynchronous
+    /// revocation check, or a key refetch for an unknown `kid`. Past it, a request is answered
+    /// at once (503 for revocation, 401 for the unknown key) instead of queueing, so garbage
+    /// tokens cannot pile up requests. Shared by this layer and its clones.
+    #[must_use]
+    pub fn max_pending_checks(mut self, requests: usize) -> Self {
+        Arc::make_mut(&mut self.auth).max_parked = requests;
         self
     }
 

@@ -58,10 +58,12 @@ mod source;
 mod verify;
 
 pub use access::{AccessToken, AccessTokenIssuer, IssueError};
+pub use auth::unix_time;
 pub use body::AuthBody;
 #[cfg(feature = "axum")]
 pub use claims::MissingClaims;
 pub use claims::{Claims, RegisteredClaims};
+pub use crypto::install_crypto_provider;
 pub use error::{Rejection, RequestError, TokenError};
 pub use form::{FormFuture, FormToken, FormTokenLayer};
 pub use future::ResponseFuture;

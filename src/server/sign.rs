@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 
-use super::keys::{Key, KeyError};
+use super::keys::{Key, KeyError, PemFamily};
 
 /// A private key (or HMAC secret) that signs access tokens, bound to one algorithm.
 ///
@@ -58,22 +58,12 @@ impl SigningKey {
     /// `ES256`/`ES384`, PKCS#8 Ed25519 for `EdDSA`.
     pub fn from_pem(alg: Algorithm, pem: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         use jsonwebtoken::EncodingKey;
-        super::crypto::install_provider();
+        super::crypto::install_crypto_provider();
         let pem = pem.as_ref();
-        let key = match alg {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem),
-            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
-            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
-            _ => {
-                return Err(KeyError::Unsupported(
-                    "pem keys are for RS*, PS*, ES* and EdDSA",
-                ));
-            }
+        let key = match PemFamily::of(alg)? {
+            PemFamily::Rsa => EncodingKey::from_rsa_pem(pem),
+            PemFamily::Ec => EncodingKey::from_ec_pem(pem),
+            PemFamily::Ed25519 => EncodingKey::from_ed_pem(pem),
         }
         .map_err(KeyError::Pem)?;
         let (signer, public) = backend::Signer::private(alg, key)?;
@@ -142,12 +132,7 @@ mod backend {
 
     impl Signer {
         pub(super) fn hmac(alg: Algorithm, secret: &[u8]) -> Self {
-            let hmac_alg = match alg {
-                Algorithm::HS256 => hmac::HMAC_SHA256,
-                Algorithm::HS384 => hmac::HMAC_SHA384,
-                _ => hmac::HMAC_SHA512,
-            };
-            Self::Hmac(hmac::Key::new(hmac_alg, secret))
+            Self::Hmac(super::super::crypto::hmac_key(alg, secret))
         }
 
         pub(super) fn private(alg: Algorithm, key: EncodingKey) -> Result<(Self, Key), KeyError> {

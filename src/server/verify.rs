@@ -578,6 +578,7 @@ mod tests {
     }
 
     fn hs256(input: &str) -> String {
+        crate::server::install_crypto_provider();
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
         format!("{input}.{sig}")

@@ -55,6 +55,7 @@ pub fn sign_with(alg: Algorithm, key: &EncodingKey, header: &Value, claims: &Val
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
+    tower_jwt_refresh::server::install_crypto_provider();
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
     format!("{input}.{sig}")
 }
