@@ -172,6 +172,11 @@ impl AccessTokenIssuer {
         self
     }
 
+    /// How long tokens live.
+    pub fn lifetime(&self) -> Duration {
+        self.ttl
+    }
+
     /// The signing key.
     pub fn signing_key(&self) -> &SigningKey {
         &self.key

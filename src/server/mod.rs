@@ -43,18 +43,25 @@ mod body;
 mod cache;
 mod claims;
 mod crypto;
+mod endpoint;
 mod error;
 mod extract;
 mod form;
 mod future;
+mod issuer;
 #[cfg(feature = "jwks")]
 mod jwks;
 mod keys;
 mod layer;
+mod memory_store;
+#[cfg(feature = "redis")]
+mod redis_store;
+mod refresh_token;
 mod revoke;
 mod service;
 mod sign;
 mod source;
+mod store;
 mod verify;
 
 pub use access::{AccessToken, AccessTokenIssuer, IssueError};
@@ -64,15 +71,23 @@ pub use body::AuthBody;
 pub use claims::MissingClaims;
 pub use claims::{Claims, RegisteredClaims};
 pub use crypto::install_crypto_provider;
+pub use endpoint::{RefreshEndpoint, RevocationEndpoint};
 pub use error::{Rejection, RequestError, TokenError};
 pub use form::{FormFuture, FormToken, FormTokenLayer};
 pub use future::ResponseFuture;
+pub use issuer::{GrantError, RefreshError, StoreRevocation, TokenIssuer, TokenPair};
 pub use jsonwebtoken::Algorithm;
 #[cfg(feature = "jwks")]
 pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, KeySet};
 pub use layer::JwtAuthLayer;
+pub use memory_store::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis_store::RedisStore;
 pub use revoke::{BoxError, Revocation, RevocationCheck, TokenStatus};
 pub use service::JwtAuth;
 pub use sign::SigningKey;
 pub use source::KeySource;
+pub use store::{
+    FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
+};

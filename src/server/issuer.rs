@@ -1,0 +1,412 @@
+//! [`TokenIssuer`]: access tokens plus rotating refresh tokens, on a [`RefreshStore`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::access::{AccessTokenIssuer, IssueError};
+use super::claims::RegisteredClaims;
+use super::refresh_token::{self as rt, RefreshToken};
+use super::revoke::{Revocation, RevocationCheck};
+use super::store::{NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError};
+
+/// The longest grace window accepted.
+const MAX_GRACE: Duration = Duration::from_secs(60);
+
+/// An RFC 6749 §5.1 token response.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TokenPair {
+    /// The access token (a JWT).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// The access token's lifetime in seconds.
+    pub expires_in: u64,
+    /// The refresh token (opaque).
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Why a refresh token was refused: each answers `invalid_grant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// Not a refresh token of this format (an access token, for one).
+    Malformed,
+    /// No such family, or a token it never issued.
+    Unknown,
+    /// The family's absolute lifetime or idle timeout has passed.
+    Expired,
+    /// The family was revoked (logout, or an earlier reuse).
+    Revoked,
+    /// A rotated-out token was presented again: the family is now revoked.
+    Reused,
+}
+
+impl GrantError {
+    /// A fixed description.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Malformed => "refresh token malformed",
+            Self::Unknown => "refresh token unknown",
+            Self::Expired => "refresh token expired",
+            Self::Revoked => "refresh token revoked",
+            Self::Reused => "refresh token reused; session revoked",
+        }
+    }
+}
+
+/// Why a rotation or issue failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The refresh token is not valid: RFC 6749 `invalid_grant`.
+    InvalidGrant(GrantError),
+    /// The store could not answer: retry later (503).
+    Unavailable(StoreError),
+    /// The access token could not be minted.
+    Issue(IssueError),
+}
+
+impl fmt::Display for RefreshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidGrant(e) => f.write_str(e.description()),
+            Self::Unavailable(_) => f.write_str("refresh-token store unavailable"),
+            Self::Issue(_) => f.write_str("access token could not be issued"),
+        }
+    }
+}
+
+impl std::error::Error for RefreshError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::InvalidGrant(_) => None,
+            Self::Unavailable(e) => Some(e),
+            Self::Issue(e) => Some(e),
+        }
+    }
+}
+
+impl From<StoreError> for RefreshError {
+    fn from(e: StoreError) -> Self {
+        Self::Unavailable(e)
+    }
+}
+
+impl From<IssueError> for RefreshError {
+    fn from(e: IssueError) -> Self {
+        Self::Issue(e)
+    }
+}
+
+/// Issues token pairs and rotates refresh tokens.
+///
+/// - [`issue`](Self::issue) starts a family (a login session);
+/// - [`rotate`](Self::rotate) trades a refresh token for a new pair, atomically in the store:
+///   a token presented after it was rotated out revokes the whole family, except that inside
+///   the grace window (default 0, at most 60 s) the immediately previous token gets the same
+///   successor again;
+/// - [`revoke`](Self::revoke) ends a family (logout); [`revocation`](Self::revocation) is the
+///   verifier hook that refuses that family's access tokens from the next request on.
+///
+/// Refresh tokens are opaque (`<family>.<256-bit secret>`, never a JWT) and the store keeps
+/// only their SHA-256. Cloning is cheap. With grace 0 a client whose rotation response was
+/// lost has no way back (its retry counts as reuse); a few seconds of grace avoid that.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, JwtAuthLayer, MemoryStore, SigningKey, TokenIssuer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?;
+/// let issuer = TokenIssuer::new(AccessTokenIssuer::new(key.clone()), MemoryStore::new())
+///     .grace_period(Duration::from_secs(5));
+/// let layer = JwtAuthLayer::new(key.verification_key()).revocation(issuer.revocation());
+///
+/// let pair = issuer.issue("alice", &serde_json::json!({"role": "admin"})).await?;
+/// assert!(layer.verify(&pair.access_token).await.is_ok());
+/// issuer.revoke(&pair.refresh_token).await?;
+/// assert!(layer.verify(&pair.access_token).await.is_err()); // refused at once
+/// # Ok(()) }
+/// ```
+pub struct TokenIssuer<S> {
+    inner: Arc<Inner<S>>,
+}
+
+#[derive(Clone)]
+struct Inner<S> {
+    access: AccessTokenIssuer,
+    store: S,
+    lifetime: Duration,
+    idle_timeout: Option<Duration>,
+    grace: Duration,
+    clock: fn() -> u64,
+}
+
+impl<S> Clone for TokenIssuer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("access", &self.inner.access)
+            .field("store", &self.inner.store)
+            .field("lifetime", &self.inner.lifetime)
+            .field("idle_timeout", &self.inner.idle_timeout)
+            .field("grace", &self.inner.grace)
+            .finish()
+    }
+}
+
+impl<S: RefreshStore> TokenIssuer<S> {
+    /// Mints access tokens with `access` and keeps families in `store`: a 7-day absolute
+    /// lifetime, no idle timeout, no grace window.
+    pub fn new(access: AccessTokenIssuer, store: S) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                access,
+                store,
+                lifetime: Duration::from_secs(7 * 24 * 3600),
+                idle_timeout: None,
+                grace: Duration::ZERO,
+                clock: super::auth::unix_time,
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Inner<S>)) -> Self
+    where
+        S: Clone,
+    {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// How long a family lives at most, however often it rotates (default 7 days).
+    #[must_use]
+    pub fn refresh_lifetime(self, lifetime: Duration) -> Self
+    where
+        S: Clone,
+    {
+        self.with(|i| i.lifetime = lifetime)
+    }
+
+    /// End a family that has not rotated for `timeout` (default: never).
+    #[must_use]
+    pub fn idle_timeout(self, timeout: Duration) -> Self
+    where
+        S: Clone,
+    {
+        self.with(|i| i.idle_timeout = Some(timeout))
+    }
+
+    /// How long after a rotation the previous token may be presented again, getting the same
+    /// successor (default 0; at most 60 s, longer values are cut to 60 s).
+    #[must_use]
+    pub fn grace_period(self, grace: Duration) -> Self
+    where
+        S: Clone,
+    {
+        self.with(|i| i.grace = grace.min(MAX_GRACE))
+    }
+
+    /// The source of Unix time in seconds (default: the system clock). For tests; give the
+    /// access-token issuer and the store the same one.
+    #[must_use]
+    pub fn clock(self, now: fn() -> u64) -> Self
+    where
+        S: Clone,
+    {
+        self.with(|i| i.clock = now)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The access-token issuer.
+    pub fn access_issuer(&self) -> &AccessTokenIssuer {
+        &self.inner.access
+    }
+
+    /// How long revocations are remembered: as long as an access token of the family may
+    /// still be valid (its lifetime plus a minute of verifier leeway).
+    fn tombstone_ttl(&self) -> u64 {
+        self.inner.access.lifetime().as_secs() + 60
+    }
+
+    /// Starts a family for `subject` whose access tokens carry `claims` (any value serializing
+    /// to a JSON object, or `()`), and returns its first pair.
+    pub async fn issue<C: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        claims: &C,
+    ) -> Result<TokenPair, RefreshError> {
+        let inner = &self.inner;
+        let family = rt::new_family()?;
+        // Mint first: it checks the claims before anything is recorded.
+        let access = inner.access.mint(subject, &family, claims)?;
+        let claims = serde_json::to_string(claims).map_err(IssueError::Claims)?;
+        let claims = if claims == "null" {
+            "{}".to_owned()
+        } else {
+            claims
+        };
+        let refresh = rt::format(&family, &rt::new_secret()?);
+        let now = (inner.clock)();
+        let hash = rt::hash(&refresh);
+        inner
+            .store
+            .create(NewFamily {
+                id: &family,
+                token_hash: &hash,
+                subject,
+                claims: &claims,
+                now,
+                expires_at: now.saturating_add(inner.lifetime.as_secs()),
+                idle_timeout: inner.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
+            })
+            .await?;
+        Ok(pair(access.token, access.expires_in, refresh))
+    }
+
+    /// Trades `refresh_token` for a new pair. Only a token the store recorded is ever
+    /// returned.
+    pub async fn rotate(&self, refresh_token: &str) -> Result<TokenPair, RefreshError> {
+        let inner = &self.inner;
+        let presented = RefreshToken::parse(refresh_token)
+            .ok_or(RefreshError::InvalidGrant(GrantError::Malformed))?;
+        let successor = rt::new_secret()?;
+        let successor_hash = rt::hash(&rt::format(presented.family, &successor));
+        let sealed = rt::seal(&successor, &presented.secret);
+        let presented_hash = rt::hash(refresh_token);
+        let outcome = inner
+            .store
+            .rotate(Rotation {
+                family: presented.family,
+                presented: &presented_hash,
+                successor: &successor_hash,
+                sealed_successor: &sealed,
+                now: (inner.clock)(),
+                grace: inner.grace.as_secs(),
+                tombstone_ttl: self.tombstone_ttl(),
+            })
+            .await?;
+        let (info, secret) = match outcome {
+            RotationOutcome::Rotated(info) => (info, successor),
+            RotationOutcome::Retried(info, sealed) => {
+                let secret = rt::open(&sealed, &presented.secret)
+                    .ok_or(RefreshError::InvalidGrant(GrantError::Unknown))?;
+                (info, secret)
+            }
+            RotationOutcome::Reused => {
+                tracing::warn!(
+                    family = presented.family,
+                    "refresh token reused; family revoked"
+                );
+                return Err(RefreshError::InvalidGrant(GrantError::Reused));
+            }
+            RotationOutcome::Expired => {
+                return Err(RefreshError::InvalidGrant(GrantError::Expired));
+            }
+            RotationOutcome::Revoked => {
+                return Err(RefreshError::InvalidGrant(GrantError::Revoked));
+            }
+            RotationOutcome::Unknown => {
+                return Err(RefreshError::InvalidGrant(GrantError::Unknown));
+            }
+        };
+        let claims: Value = serde_json::from_str(&info.claims).map_err(IssueError::Claims)?;
+        let access = inner
+            .access
+            .mint(&info.subject, presented.family, &claims)?;
+        Ok(pair(
+            access.token,
+            access.expires_in,
+            rt::format(presented.family, &secret),
+        ))
+    }
+
+    /// Ends the family of `refresh_token` (logout). Succeeds for unknown tokens too, as RFC
+    /// 7009 asks; returns whether a family was revoked.
+    pub async fn revoke(&self, refresh_token: &str) -> Result<bool, StoreError> {
+        let Some(token) = RefreshToken::parse(refresh_token) else {
+            return Ok(false);
+        };
+        let hash = rt::hash(refresh_token);
+        self.inner
+            .store
+            .revoke(token.family, Some(&hash), self.tombstone_ttl())
+            .await
+    }
+
+    /// Ends the session `sid` (an access token's `sid` claim) without its refresh token: for
+    /// "log out everywhere" and administrators.
+    pub async fn revoke_session(&self, sid: &str) -> Result<bool, StoreError> {
+        self.inner
+            .store
+            .revoke(sid, None, self.tombstone_ttl())
+            .await
+    }
+
+    /// The verifier hook that refuses access tokens of revoked families (by their `sid`).
+    pub fn revocation(&self) -> StoreRevocation<S> {
+        StoreRevocation {
+            issuer: self.clone(),
+        }
+    }
+}
+
+fn pair(access_token: String, expires_in: u64, refresh_token: String) -> TokenPair {
+    TokenPair {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in,
+        refresh_token,
+    }
+}
+
+/// The revocation hook of a [`TokenIssuer`]: refuses access tokens whose `sid` names a
+/// revoked family. Tokens without `sid` pass. Built by [`TokenIssuer::revocation`].
+pub struct StoreRevocation<S> {
+    issuer: TokenIssuer<S>,
+}
+
+impl<S> fmt::Debug for StoreRevocation<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreRevocation").finish_non_exhaustive()
+    }
+}
+
+impl<S: RefreshStore> Revocation for StoreRevocation<S> {
+    fn check(&self, claims: &RegisteredClaims) -> RevocationCheck {
+        match &claims.sid {
+            Some(sid) => self.issuer.inner.store.is_revoked(sid),
+            None => RevocationCheck::active(),
+        }
+    }
+}

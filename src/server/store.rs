@@ -1,0 +1,145 @@
+//! [`RefreshStore`]: where refresh-token families live.
+//!
+//! A family is one login session: the subject, the claims its access tokens carry, its
+//! lifetimes, and the SHA-256 of its tokens (the current one, the previous one for the grace
+//! window, and a short history for reuse detection). Every operation is atomic in the store,
+//! so two instances (or two tasks) racing on one token cannot both win.
+
+use std::fmt;
+use std::future::Future;
+
+use super::revoke::{BoxError, RevocationCheck};
+
+/// How many past token hashes a family remembers, for reuse detection. A token older than
+/// that is refused as unknown, without revoking the family.
+pub const REUSE_HISTORY: usize = 32;
+
+/// A new family, as [`RefreshStore::create`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewFamily<'a> {
+    /// The family id (the refresh token's prefix, the access tokens' `sid`).
+    pub id: &'a str,
+    /// The SHA-256 of the first refresh token.
+    pub token_hash: &'a str,
+    /// The subject.
+    pub subject: &'a str,
+    /// The custom claims of its access tokens, as a JSON object.
+    pub claims: &'a str,
+    /// When it was created, in Unix seconds.
+    pub now: u64,
+    /// When it ends whatever happens (the absolute lifetime), in Unix seconds.
+    pub expires_at: u64,
+    /// Seconds without a rotation after which it ends; `0` for no idle timeout.
+    pub idle_timeout: u64,
+}
+
+/// One rotation attempt, as [`RefreshStore::rotate`] applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rotation<'a> {
+    /// The family id from the presented token.
+    pub family: &'a str,
+    /// The SHA-256 of the presented token.
+    pub presented: &'a str,
+    /// The SHA-256 of the successor to install if `presented` is current.
+    pub successor: &'a str,
+    /// The successor, sealed for the holder of the presented token; kept for grace retries.
+    pub sealed_successor: &'a str,
+    /// The time, in Unix seconds.
+    pub now: u64,
+    /// Seconds after a rotation during which the previous token may be presented again.
+    pub grace: u64,
+    /// Seconds to remember a family revoked for reuse (so its access tokens are refused).
+    pub tombstone_ttl: u64,
+}
+
+/// What a family's access tokens are minted from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FamilyInfo {
+    /// The subject.
+    pub subject: String,
+    /// The custom claims, as a JSON object.
+    pub claims: String,
+}
+
+impl FamilyInfo {
+    /// Builds the info a store read back.
+    pub fn new(subject: String, claims: String) -> Self {
+        Self { subject, claims }
+    }
+}
+
+/// The outcome of a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationOutcome {
+    /// The presented token was current; the successor is now.
+    Rotated(FamilyInfo),
+    /// The presented token was the previous one, inside the grace window: here is the sealed
+    /// successor installed by that rotation.
+    Retried(FamilyInfo, String),
+    /// The presented token was rotated out earlier: the family is now revoked.
+    Reused,
+    /// The family's absolute lifetime or idle timeout has passed; it is gone.
+    Expired,
+    /// The family was revoked.
+    Revoked,
+    /// No such family, or a token it never issued.
+    Unknown,
+}
+
+/// The store could not answer (Redis down, say). Callers answer 503 and may retry.
+#[derive(Debug)]
+pub struct StoreError(BoxError);
+
+impl StoreError {
+    /// Wraps the backend's error.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(error.into())
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("refresh-token store unavailable")
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Where refresh-token families live. [`MemoryStore`](super::MemoryStore) and (feature
+/// `redis`) `RedisStore` implement it; its conformance suite runs against both.
+///
+/// Each operation must be atomic: a rotation reads and writes the family as one step.
+pub trait RefreshStore: Send + Sync + 'static {
+    /// Records a new family.
+    fn create(&self, family: NewFamily<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Rotates the token whose hash is `rotation.presented`, as [`RotationOutcome`] describes.
+    fn rotate(
+        &self,
+        rotation: Rotation<'_>,
+    ) -> impl Future<Output = Result<RotationOutcome, StoreError>> + Send;
+
+    /// Revokes family `family` and remembers it as revoked for `tombstone_ttl` seconds.
+    ///
+    /// With `token_hash`, only if that hash is one of the family's tokens (current, previous
+    /// or in its history), so that knowing a family id (an access token's `sid`) is not
+    /// enough to end someone's session. Returns whether a family was revoked.
+    fn revoke(
+        &self,
+        family: &str,
+        token_hash: Option<&str>,
+        tombstone_ttl: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether family `family` was revoked, for the verifier's revocation hook; called on
+    /// every request, so keep it cheap.
+    fn is_revoked(&self, family: &str) -> RevocationCheck;
+}

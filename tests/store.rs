@@ -1,0 +1,418 @@
+//! One conformance suite for every `RefreshStore`: rotation, reuse detection, the grace window,
+//! expiry, revocation, purging, concurrency, and (for Redis) two instances sharing one store.
+//!
+//! Time is controlled, never slept: the memory store runs on paused Tokio time, Redis on a
+//! manual offset (paused time would fire the Redis client's own timeouts). The Redis half
+//! needs `REDIS_URL` (`scripts/test` starts a server); under `CI=true` it fails without one.
+
+mod support;
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tower_jwt_refresh::server::{
+    AccessTokenIssuer, Algorithm, GrantError, JwtAuthLayer, MemoryStore, RefreshError,
+    RefreshStore, Rejection, SigningKey, TokenError, TokenIssuer,
+};
+
+const BASE: u64 = 1_900_000_000;
+
+thread_local! {
+    /// Seconds added by `advance` on top of Tokio's clock (for Redis).
+    static OFFSET: Cell<u64> = const { Cell::new(0) };
+    static START: tokio::time::Instant = tokio::time::Instant::now();
+}
+
+/// The tests' Unix clock: a fixed base, plus Tokio time elapsed (paused in memory-store tests),
+/// plus the manual offset. Each test runs on its own thread, so each has its own clock.
+fn clock() -> u64 {
+    let elapsed = START.with(|start| start.elapsed().as_secs());
+    BASE + elapsed + OFFSET.with(Cell::get)
+}
+
+/// How a store's tests move time forward.
+#[derive(Clone, Copy)]
+enum Time {
+    Paused,
+    Manual,
+}
+
+impl Time {
+    async fn advance(self, secs: u64) {
+        match self {
+            Time::Paused => tokio::time::advance(Duration::from_secs(secs)).await,
+            Time::Manual => OFFSET.with(|o| o.set(o.get() + secs)),
+        }
+    }
+}
+
+fn key() -> SigningKey {
+    SigningKey::hmac(Algorithm::HS256, [9u8; 32]).unwrap()
+}
+
+fn issuer<S: RefreshStore + Clone>(store: S, grace: u64) -> TokenIssuer<S> {
+    let access = AccessTokenIssuer::new(key())
+        .ttl(Duration::from_secs(300))
+        .clock(clock);
+    TokenIssuer::new(access, store)
+        .grace_period(Duration::from_secs(grace))
+        .refresh_lifetime(Duration::from_secs(7 * 24 * 3600))
+        .clock(clock)
+}
+
+fn grant_error(result: Result<impl std::fmt::Debug, RefreshError>) -> GrantError {
+    match result {
+        Err(RefreshError::InvalidGrant(e)) => e,
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+}
+
+/// Every semantic, for one store.
+async fn conformance<S: RefreshStore + Clone>(store: S, time: Time) {
+    rotation(store.clone()).await;
+    reuse_revokes_the_family_and_its_successor(store.clone()).await;
+    grace_window(store.clone(), time).await;
+    two_generations_back_is_reuse_even_in_grace(store.clone()).await;
+    absolute_and_idle_expiry(store.clone(), time).await;
+    revoke(store.clone()).await;
+    revoked_families_lose_their_access_tokens(store.clone()).await;
+    garbage_with_a_known_family_id_revokes_nothing(store.clone()).await;
+    concurrent_rotation_without_grace(store.clone()).await;
+    concurrent_rotation_with_grace(store).await;
+}
+
+async fn rotation<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 0);
+    let first = issuer
+        .issue("alice", &json!({"role": "admin"}))
+        .await
+        .unwrap();
+    assert_eq!(first.token_type, "Bearer");
+    assert_eq!(first.expires_in, 300);
+    let second = issuer.rotate(&first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    // The new access token carries the family's subject, claims and sid.
+    #[derive(Clone, serde::Deserialize)]
+    struct Role {
+        role: String,
+    }
+    let layer = JwtAuthLayer::<Role>::with_claims(key().verification_key()).clock(clock);
+    let claims = layer.verify(&second.access_token).await.unwrap();
+    assert_eq!(
+        (claims.subject(), claims.role.as_str()),
+        (Some("alice"), "admin")
+    );
+    let first_claims = layer.verify(&first.access_token).await.unwrap();
+    assert_eq!(claims.registered().sid, first_claims.registered().sid);
+    // A chain of rotations keeps working.
+    let mut token = second.refresh_token;
+    for _ in 0..5 {
+        token = issuer.rotate(&token).await.unwrap().refresh_token;
+    }
+}
+
+async fn reuse_revokes_the_family_and_its_successor<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 0);
+    let first = issuer.issue("alice", &()).await.unwrap();
+    let second = issuer.rotate(&first.refresh_token).await.unwrap();
+    assert_eq!(
+        grant_error(issuer.rotate(&first.refresh_token).await),
+        GrantError::Reused
+    );
+    // The successor dies with the family.
+    assert_eq!(
+        grant_error(issuer.rotate(&second.refresh_token).await),
+        GrantError::Revoked
+    );
+}
+
+async fn grace_window<S: RefreshStore + Clone>(store: S, time: Time) {
+    let issuer = issuer(store, 10);
+    let first = issuer.issue("alice", &()).await.unwrap();
+    let second = issuer.rotate(&first.refresh_token).await.unwrap();
+    time.advance(5).await;
+    // Inside the window: the same successor, which still works.
+    let retry = issuer.rotate(&first.refresh_token).await.unwrap();
+    assert_eq!(retry.refresh_token, second.refresh_token);
+    assert_ne!(retry.access_token, second.access_token);
+    time.advance(6).await;
+    // Outside it: reuse.
+    assert_eq!(
+        grant_error(issuer.rotate(&first.refresh_token).await),
+        GrantError::Reused
+    );
+    assert_eq!(
+        grant_error(issuer.rotate(&second.refresh_token).await),
+        GrantError::Revoked
+    );
+}
+
+async fn two_generations_back_is_reuse_even_in_grace<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 60);
+    let first = issuer.issue("alice", &()).await.unwrap();
+    let second = issuer.rotate(&first.refresh_token).await.unwrap();
+    let third = issuer.rotate(&second.refresh_token).await.unwrap();
+    assert_eq!(
+        grant_error(issuer.rotate(&first.refresh_token).await),
+        GrantError::Reused
+    );
+    assert_eq!(
+        grant_error(issuer.rotate(&third.refresh_token).await),
+        GrantError::Revoked
+    );
+}
+
+async fn absolute_and_idle_expiry<S: RefreshStore + Clone>(store: S, time: Time) {
+    let short = issuer(store.clone(), 0).refresh_lifetime(Duration::from_secs(100));
+    let pair = short.issue("alice", &()).await.unwrap();
+    time.advance(60).await;
+    let pair = short.rotate(&pair.refresh_token).await.unwrap();
+    time.advance(40).await;
+    // Rotation does not extend the absolute lifetime.
+    assert_eq!(
+        grant_error(short.rotate(&pair.refresh_token).await),
+        GrantError::Expired
+    );
+
+    let idle = issuer(store, 0).idle_timeout(Duration::from_secs(30));
+    let pair = idle.issue("bob", &()).await.unwrap();
+    time.advance(29).await;
+    let pair = idle.rotate(&pair.refresh_token).await.unwrap();
+    time.advance(29).await;
+    let pair = idle.rotate(&pair.refresh_token).await.unwrap();
+    time.advance(30).await;
+    assert_eq!(
+        grant_error(idle.rotate(&pair.refresh_token).await),
+        GrantError::Expired
+    );
+}
+
+async fn revoke<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 0);
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    assert!(!issuer.revoke("not a token").await.unwrap());
+    assert!(issuer.revoke(&pair.refresh_token).await.unwrap());
+    assert!(!issuer.revoke(&pair.refresh_token).await.unwrap());
+    assert_eq!(
+        grant_error(issuer.rotate(&pair.refresh_token).await),
+        GrantError::Revoked
+    );
+    // By session id, without the token.
+    let other = issuer.issue("bob", &()).await.unwrap();
+    let sid = other.refresh_token.split('.').next().unwrap();
+    assert!(issuer.revoke_session(sid).await.unwrap());
+    assert_eq!(
+        grant_error(issuer.rotate(&other.refresh_token).await),
+        GrantError::Revoked
+    );
+}
+
+async fn revoked_families_lose_their_access_tokens<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 0);
+    let layer = JwtAuthLayer::new(key().verification_key())
+        .clock(clock)
+        .revocation(issuer.revocation());
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    let other = issuer.issue("bob", &()).await.unwrap();
+    assert!(layer.verify(&pair.access_token).await.is_ok());
+    issuer.revoke(&pair.refresh_token).await.unwrap();
+    // Refused on the very next request, though cached and unexpired.
+    assert_eq!(
+        layer.verify(&pair.access_token).await.unwrap_err(),
+        Rejection::InvalidToken(TokenError::Revoked)
+    );
+    assert!(layer.verify(&other.access_token).await.is_ok());
+    // Reuse revokes the family's access tokens too.
+    let next = issuer.rotate(&other.refresh_token).await.unwrap();
+    let _ = issuer.rotate(&other.refresh_token).await;
+    assert!(layer.verify(&next.access_token).await.is_err());
+}
+
+async fn garbage_with_a_known_family_id_revokes_nothing<S: RefreshStore + Clone>(store: S) {
+    // The family id is public (it is the access tokens' `sid`): a forged secret under it must
+    // not end the session, neither by rotation nor by revocation.
+    let issuer = issuer(store, 0);
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    let family = pair.refresh_token.split('.').next().unwrap();
+    let forged = format!("{family}.{}", "A".repeat(43));
+    assert_eq!(
+        grant_error(issuer.rotate(&forged).await),
+        GrantError::Unknown
+    );
+    assert!(!issuer.revoke(&forged).await.unwrap());
+    assert!(issuer.rotate(&pair.refresh_token).await.is_ok());
+    // And an access token is never a refresh token.
+    assert_eq!(
+        grant_error(issuer.rotate(&pair.access_token).await),
+        GrantError::Malformed
+    );
+}
+
+async fn concurrent_rotation_without_grace<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 0);
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    let results = rotate_concurrently(&issuer, &pair.refresh_token, 100).await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    // Every loser saw reuse (or the family it revoked), and the family ends revoked.
+    for result in &results {
+        if let Err(e) = result {
+            assert!(
+                matches!(e, GrantError::Reused | GrantError::Revoked),
+                "{e:?}"
+            );
+        }
+    }
+    assert_eq!(
+        grant_error(issuer.rotate(winners[0]).await),
+        GrantError::Revoked
+    );
+}
+
+async fn concurrent_rotation_with_grace<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store, 30);
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    let results = rotate_concurrently(&issuer, &pair.refresh_token, 100).await;
+    let successors: HashSet<_> = results
+        .iter()
+        .map(|r| r.clone().expect("every task gets a pair"))
+        .collect();
+    assert_eq!(successors.len(), 1, "all the same successor");
+    let successor = successors.into_iter().next().unwrap();
+    assert!(issuer.rotate(&successor).await.is_ok(), "and it works");
+}
+
+/// Rotates `token` from `n` tasks at once; each result is the new refresh token or the error.
+async fn rotate_concurrently<S: RefreshStore + Clone>(
+    issuer: &TokenIssuer<S>,
+    token: &str,
+    n: usize,
+) -> Vec<Result<String, GrantError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (issuer, token) = (issuer.clone(), token.to_owned());
+            tokio::spawn(async move {
+                issuer
+                    .rotate(&token)
+                    .await
+                    .map(|p| p.refresh_token)
+                    .map_err(|e| match e {
+                        RefreshError::InvalidGrant(g) => g,
+                        other => panic!("{other}"),
+                    })
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_conforms() {
+    conformance(MemoryStore::new().clock(clock), Time::Paused).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_purges_expired_families() {
+    let store = MemoryStore::new().clock(clock);
+    let issuer = issuer(store.clone(), 0).refresh_lifetime(Duration::from_secs(60));
+    for _ in 0..500 {
+        issuer.issue("churn", &()).await.unwrap();
+    }
+    assert_eq!(store.len(), 500);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // Later traffic sweeps the expired families away; memory stays bounded under churn.
+    let unknown = format!("{}.{}", "A".repeat(22), "A".repeat(43));
+    for _ in 0..600 {
+        assert_eq!(
+            grant_error(issuer.rotate(&unknown).await),
+            GrantError::Unknown
+        );
+    }
+    assert!(store.len() < 10, "{} entries left", store.len());
+}
+
+/// The Redis store, or `None` (with a notice) when no server is configured outside CI.
+async fn redis_store() -> Option<tower_jwt_refresh::server::RedisStore> {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but REDIS_URL is not set"
+        );
+        eprintln!("REDIS_URL not set: skipping the Redis store tests (scripts/test sets it)");
+        return None;
+    };
+    match tower_jwt_refresh::server::RedisStore::connect(&url).await {
+        Ok(store) => Some(store),
+        Err(e) => panic!("REDIS_URL={url} is set but unreachable: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let Some(store) = redis_store().await else {
+        return;
+    };
+    conformance(store, Time::Manual).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_detect_reuse_across_them() {
+    let (Some(a), Some(b)) = (redis_store().await, redis_store().await) else {
+        return;
+    };
+    let (a, b) = (issuer(a, 0), issuer(b, 0));
+    let pair = a.issue("alice", &()).await.unwrap();
+    let next = a.rotate(&pair.refresh_token).await.unwrap();
+    // B sees A's rotation: the old token is reuse, which revokes the family for both.
+    assert_eq!(
+        grant_error(b.rotate(&pair.refresh_token).await),
+        GrantError::Reused
+    );
+    assert_eq!(
+        grant_error(a.rotate(&next.refresh_token).await),
+        GrantError::Revoked
+    );
+    // And B's verifier refuses the family's access tokens.
+    let layer = JwtAuthLayer::new(key().verification_key())
+        .clock(clock)
+        .revocation(b.revocation());
+    assert!(layer.verify(&next.access_token).await.is_err());
+}
+
+#[tokio::test]
+async fn redis_keys_expire_with_their_family() {
+    let Some(store) = redis_store().await else {
+        return;
+    };
+    let issuer = issuer(store, 0).refresh_lifetime(Duration::from_secs(120));
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    let family = pair.refresh_token.split('.').next().unwrap();
+    let url = std::env::var("REDIS_URL").unwrap();
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("tjr:{{{family}}}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!((120..=180).contains(&ttl), "ttl {ttl}");
+    issuer.revoke(&pair.refresh_token).await.unwrap();
+    let tombstone: i64 = redis::cmd("TTL")
+        .arg(format!("tjr:{{{family}}}:revoked"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        (300..=360).contains(&tombstone),
+        "tombstone ttl {tombstone}"
+    );
+}
