@@ -92,9 +92,10 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// through a reconnecting connection manager: while Redis is down operations fail fast with
 /// [`StoreError`] (the refresh endpoint answers 503), and it recovers by itself.
 ///
-/// While Redis is unreachable the revocation check lets access tokens through (it fails
-/// open, logging at debug level), so that verification keeps working; a revocation made
-/// before the outage is enforced again once Redis answers.
+/// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
+/// revocation check lets access tokens through (it fails open, logging at debug level), so
+/// that verification keeps working; a revocation made before the outage is enforced again once
+/// Redis answers.
 ///
 /// Times come from the issuer (its clock), so instances should keep their clocks in sync, as
 /// JWT expiry already requires.
@@ -103,6 +104,7 @@ pub struct RedisStore {
     connection: ConnectionManager,
     prefix: Arc<str>,
     scripts: Arc<[Script; 3]>,
+    check_timeout: Duration,
 }
 
 impl fmt::Debug for RedisStore {
@@ -140,6 +142,7 @@ impl RedisStore {
                 Script::new(ROTATE),
                 Script::new(REVOKE),
             ]),
+            check_timeout: Duration::from_millis(250),
         }
     }
 
@@ -147,6 +150,15 @@ impl RedisStore {
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// How long the per-request revocation check may wait for Redis before it lets the token
+    /// through (default 250 ms). Keep it well under the verifier's `io_timeout`, or an outage
+    /// turns into 503s on every request while the client reconnects.
+    #[must_use]
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.check_timeout = timeout;
         self
     }
 
@@ -239,12 +251,17 @@ impl RefreshStore for RedisStore {
     fn is_revoked(&self, family: &str) -> RevocationCheck {
         let (_, tombstone) = self.keys(family);
         let mut connection = self.connection.clone();
+        let bound = self.check_timeout;
         RevocationCheck::pending(async move {
-            match connection.exists::<_, bool>(tombstone).await {
-                Ok(true) => Ok(TokenStatus::Revoked),
-                Ok(false) => Ok(TokenStatus::Active),
-                Err(error) => {
+            match tokio::time::timeout(bound, connection.exists::<_, bool>(tombstone)).await {
+                Ok(Ok(true)) => Ok(TokenStatus::Revoked),
+                Ok(Ok(false)) => Ok(TokenStatus::Active),
+                Ok(Err(error)) => {
                     tracing::debug!(%error, "redis unreachable; revocation check fails open");
+                    Ok(TokenStatus::Active)
+                }
+                Err(_) => {
+                    tracing::debug!("redis slow; revocation check fails open");
                     Ok(TokenStatus::Active)
                 }
             }

@@ -1,0 +1,219 @@
+//! Redis going away mid-test, for real: the refresh endpoint answers 503 with `Retry-After`
+//! and hands out nothing, verification of access tokens keeps working, and once the same
+//! server is back (with its append-only file) refresh recovers without restarting anything,
+//! with no session lost and reuse detection intact.
+//!
+//! The test runs its own `redis-server` on a free loopback port, so stopping it disturbs no
+//! other test. Without the binary it is skipped with a notice, or fails under `CI=true`.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+use support::{HttpClient, Reply, client, get_bearer, send, serve};
+use tower_jwt_refresh::server::{
+    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, RedisStore, RefreshError, SigningKey,
+    TokenIssuer,
+};
+
+/// A redis-server of our own, killed (and its files removed) when dropped.
+struct Server {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start() -> Option<Self> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI=true but redis-server is not installed"
+            );
+            eprintln!(
+                "redis-server not found: skipping the Redis fault test (scripts/test installs it)"
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("tjr-fault-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server on the same port and directory, so its append-only file is replayed.
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits (bounded) until the server answers.
+    async fn ready(&self) {
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut connection) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "redis-server on port {} did not come up within 5 s",
+            self.port
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn refresh(client: &HttpClient, addr: std::net::SocketAddr, token: &str) -> Reply {
+    let req = Request::post(format!("http://{addr}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(format!(
+            "grant_type=refresh_token&refresh_token={token}"
+        ))))
+        .unwrap();
+    // The bound turns a hang into a failure; the store's own timeouts are far shorter.
+    tokio::time::timeout(Duration::from_secs(10), send(client, req))
+        .await
+        .expect("no hang")
+}
+
+#[tokio::test]
+async fn redis_outage_and_recovery() {
+    let Some(mut redis) = Server::start() else {
+        return;
+    };
+    redis.ready().await;
+    let key = SigningKey::hmac(Algorithm::HS256, [3u8; 32]).unwrap();
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let issuer = TokenIssuer::new(AccessTokenIssuer::new(key.clone()), store);
+    let auth = JwtAuthLayer::new(key.verification_key()).revocation(issuer.revocation());
+    let app = Router::new()
+        .route(
+            "/",
+            get(|c: Claims| async move { c.subject().unwrap_or_default().to_owned() }).layer(auth),
+        )
+        .route_service("/oauth/token", issuer.refresh_endpoint());
+    let addr = serve(app).await;
+    let client = client();
+
+    let first = issuer.issue("alice", &()).await.unwrap();
+    let reply = refresh(&client, addr, &first.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let pair: Value = serde_json::from_str(&reply.body).unwrap();
+    let (access, current) = (
+        pair["access_token"].as_str().unwrap(),
+        pair["refresh_token"].as_str().unwrap(),
+    );
+
+    redis.stop();
+    let reply = refresh(&client, addr, current).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(
+        !reply.body.contains("refresh_token\":"),
+        "nothing is handed out: {}",
+        reply.body
+    );
+    // Verification keeps working without the store.
+    let reply = get_bearer(&client, addr, access).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "alice")
+    );
+    // Nor is a new session started that the store did not record.
+    assert!(matches!(
+        issuer.issue("bob", &()).await,
+        Err(RefreshError::Unavailable(_))
+    ));
+
+    redis.spawn();
+    redis.ready().await;
+    // The client retries as Retry-After says; the connection comes back by itself.
+    let mut recovered = None;
+    for _ in 0..50 {
+        let reply = refresh(&client, addr, current).await;
+        if reply.status == StatusCode::OK {
+            recovered = Some(reply);
+            break;
+        }
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = recovered.expect("refresh recovers once redis is back");
+    let pair: Value = serde_json::from_str(&reply.body).unwrap();
+    // The session survived, and so did reuse detection: the first token is still rotated out.
+    let reply = get_bearer(&client, addr, pair["access_token"].as_str().unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = refresh(&client, addr, &first.refresh_token).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(reply.body.contains("reused"), "{}", reply.body);
+}
