@@ -2,7 +2,10 @@
 //! the client layer that refreshes them exactly once while holding concurrent requests.
 //!
 //! - [`server`]: [`JwtAuthLayer`](server::JwtAuthLayer) verifies access tokens in any tower
-//!   stack (axum, tonic, hyper) and answers failures per RFC 6750, or with gRPC statuses.
+//!   stack (axum, tonic, hyper) and answers failures per RFC 6750, or with gRPC statuses;
+//!   [`TokenIssuer`](server::TokenIssuer) issues access tokens and rotating refresh tokens on
+//!   a [`RefreshStore`](server::RefreshStore), and serves the refresh and revocation
+//!   endpoints.
 //!
 //! # Features
 //!
@@ -14,7 +17,7 @@
 //! | `rust-crypto` | no | pure-Rust crypto through jsonwebtoken's RustCrypto backend |
 //! | `axum` | no | the [`Claims`](server::Claims) extractor |
 //! | `jwks` | no | keys fetched from a remote JWKS URL and kept current (its TLS client uses aws-lc-rs) |
-//! | `redis` | no | a Redis refresh-token store (in progress: no API yet) |
+//! | `redis` | no | `RedisStore`: refresh-token families shared by several instances |
 //!
 //! One crypto backend is required; a build with neither fails with a message that says so.
 //! With both (as `--all-features` does), `aws-lc-rs` is used.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::revoke::{RevocationCheck, TokenStatus};
@@ -100,14 +100,14 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// Times come from the issuer (its clock), so instances should keep their clocks in sync, as
 /// JWT expiry already requires.
 #[derive(Clone)]
-pub struct RedisStore {
-    connection: ConnectionManager,
+pub struct RedisStore<C = ConnectionManager> {
+    connection: C,
     prefix: Arc<str>,
     scripts: Arc<[Script; 3]>,
     check_timeout: Duration,
 }
 
-impl fmt::Debug for RedisStore {
+impl<C> fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
@@ -130,10 +130,13 @@ impl RedisStore {
             .map_err(StoreError::new)?;
         Ok(Self::with_connection(connection))
     }
+}
 
-    /// Uses an existing connection manager (configure its timeouts: every wait of the store
-    /// is bounded by them).
-    pub fn with_connection(connection: ConnectionManager) -> Self {
+impl<C> RedisStore<C> {
+    /// Uses an existing connection: a configured `ConnectionManager`, or (with the `redis`
+    /// crate's `cluster-async` feature) a Redis Cluster connection. Configure its timeouts:
+    /// every wait of the store but the revocation check is bounded by them.
+    pub fn with_connection(connection: C) -> Self {
         Self {
             connection,
             prefix: Arc::from("tjr"),
@@ -170,7 +173,10 @@ impl RedisStore {
     }
 }
 
-impl RefreshStore for RedisStore {
+impl<C> RefreshStore for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     async fn create(&self, family: NewFamily<'_>) -> Result<(), StoreError> {
         let (key, _) = self.keys(family.id);
         let mut connection = self.connection.clone();
