@@ -160,6 +160,20 @@ async fn every_error_row() {
             "invalid_request",
         ),
         (
+            "an empty refresh_token",
+            form_type,
+            "grant_type=refresh_token&refresh_token=".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "an empty grant_type",
+            form_type,
+            format!("grant_type=&refresh_token={}", pair.refresh_token),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
             "no refresh_token",
             form_type,
             "grant_type=refresh_token".into(),
@@ -220,6 +234,15 @@ async fn every_error_row() {
         let reply = post(&client, url.clone(), content_type, body).await;
         assert_eq!(reply.status, status, "{label}: {}", reply.body);
         assert_error(&reply, status, code);
+        // Every refused grant reads the same: a family id is public, and must not tell a
+        // revoked session from a forgery.
+        if code == "invalid_grant" {
+            let body: Value = serde_json::from_str(&reply.body).unwrap();
+            assert_eq!(
+                body["error_description"], "refresh token is invalid, expired or revoked",
+                "{label}"
+            );
+        }
     }
     // A refresh token is never an access token.
     let fresh = issuer.issue("bob", &()).await.unwrap();
@@ -344,4 +367,57 @@ async fn a_store_outage_is_503_with_retry_after_and_hands_out_nothing() {
     }
     // Nothing is issued either when the store cannot record it.
     assert!(issuer.issue("alice", &()).await.is_err());
+}
+
+/// A store whose families carry claims that are not JSON: minting fails after the rotation.
+#[derive(Clone)]
+struct BrokenClaims(MemoryStore);
+
+impl RefreshStore for BrokenClaims {
+    async fn create(&self, mut family: NewFamily<'_>) -> Result<(), StoreError> {
+        family.claims = "not json";
+        self.0.create(family).await
+    }
+    async fn rotate(&self, rotation: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
+        self.0.rotate(rotation).await
+    }
+    async fn revoke(&self, family: &str, hash: Option<&str>, ttl: u64) -> Result<bool, StoreError> {
+        self.0.revoke(family, hash, ttl).await
+    }
+    fn is_revoked(&self, family: &str) -> RevocationCheck {
+        self.0.is_revoked(family)
+    }
+}
+
+#[tokio::test]
+async fn a_minting_failure_is_a_500_not_a_retryable_503() {
+    let issuer = TokenIssuer::new(
+        AccessTokenIssuer::new(key()),
+        BrokenClaims(MemoryStore::new()),
+    );
+    let addr = serve(app(&issuer)).await;
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    let reply = post(
+        &client(),
+        format!("http://{addr}/oauth/token"),
+        "application/x-www-form-urlencoded",
+        form(&pair.refresh_token),
+    )
+    .await;
+    assert_error(&reply, StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+    assert!(!reply.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_from_its_content_length() {
+    let (_, addr, client) = setup().await;
+    // Declares more than the cap but sends almost nothing: refused without waiting for it.
+    let req = Request::post(format!("http://{addr}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", "1000000")
+        .body(Full::new(Bytes::from_static(b"grant_type=refresh_token")))
+        .unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), send(&client, req)).await;
+    let reply = reply.expect("answered without reading a body that never comes");
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request");
 }

@@ -227,7 +227,19 @@ async fn revoked_families_lose_their_access_tokens<S: RefreshStore + Clone>(stor
     // Reuse revokes the family's access tokens too.
     let next = issuer.rotate(&other.refresh_token).await.unwrap();
     let _ = issuer.rotate(&other.refresh_token).await;
-    assert!(layer.verify(&next.access_token).await.is_err());
+    assert_eq!(
+        layer.verify(&next.access_token).await.unwrap_err(),
+        Rejection::InvalidToken(TokenError::Revoked)
+    );
+    // A logout with an older token of the family (a client that never got its successor)
+    // still ends it.
+    let third = issuer.issue("carol", &()).await.unwrap();
+    let fourth = issuer.rotate(&third.refresh_token).await.unwrap();
+    assert!(issuer.revoke(&third.refresh_token).await.unwrap());
+    assert_eq!(
+        layer.verify(&fourth.access_token).await.unwrap_err(),
+        Rejection::InvalidToken(TokenError::Revoked)
+    );
 }
 
 async fn garbage_with_a_known_family_id_revokes_nothing<S: RefreshStore + Clone>(store: S) {
@@ -318,23 +330,171 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn memory_store_purges_expired_families() {
+async fn memory_store_purges_ended_families_whatever_the_traffic() {
     let store = MemoryStore::new().clock(clock);
-    let issuer = issuer(store.clone(), 0).refresh_lifetime(Duration::from_secs(60));
+    let issuer = issuer(store.clone(), 0)
+        .refresh_lifetime(Duration::from_secs(60))
+        .revocation_ttl(Duration::from_secs(30));
     for _ in 0..500 {
         issuer.issue("churn", &()).await.unwrap();
     }
     assert_eq!(store.len(), 500);
-    tokio::time::advance(Duration::from_secs(61)).await;
-    // Later traffic sweeps the expired families away; memory stays bounded under churn.
-    let unknown = format!("{}.{}", "A".repeat(22), "A".repeat(43));
-    for _ in 0..600 {
-        assert_eq!(
-            grant_error(issuer.rotate(&unknown).await),
-            GrantError::Unknown
-        );
+    // Ended families are kept a revocation TTL longer (a late logout still works), then go.
+    tokio::time::advance(Duration::from_secs(91)).await;
+    // Logins alone keep memory bounded: they sweep as they go.
+    for _ in 0..2_000 {
+        issuer.issue("churn", &()).await.unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
     }
-    assert!(store.len() < 10, "{} entries left", store.len());
+    // Whatever is left is at most the families of the last 90 s (900 logins), plus slack.
+    assert!(store.len() <= 1_500, "{} entries left", store.len());
+    assert!(store.len() >= 900, "{} entries left", store.len());
+}
+
+/// The store-level guarantees no issuer call shows: an unchanged rotation sent twice is
+/// applied once, a grace retry needs a clock at or after the rotation, and only tokens of a
+/// family's recent history count as reuse.
+async fn store_level<S: RefreshStore + Clone>(store: S) {
+    use tower_jwt_refresh::server::{NewFamily, Rotation, RotationOutcome};
+    let family = format!("{:0>22}", OFFSET.with(Cell::get) + clock());
+    let hash = |n: usize| format!("{n:0>43}");
+    let mut create = NewFamily::default();
+    create.id = &family;
+    let first = hash(0);
+    create.token_hash = &first;
+    create.subject = "alice";
+    create.claims = "{}";
+    create.now = clock();
+    create.expires_at = clock() + 3600;
+    create.tombstone_ttl = 60;
+    store.create(create).await.unwrap();
+    let rotation =
+        |presented: usize, successor: usize, now: u64| (hash(presented), hash(successor), now);
+    let rotate = |(presented, successor, now): (String, String, u64), grace: u64| {
+        let store = store.clone();
+        let family = family.clone();
+        async move {
+            let mut r = Rotation::default();
+            r.family = &family;
+            r.presented = &presented;
+            r.successor = &successor;
+            r.sealed_successor = "sealed";
+            r.now = now;
+            r.grace = grace;
+            r.tombstone_ttl = 60;
+            store.rotate(r).await.unwrap()
+        }
+    };
+    let now = clock();
+    // 0 -> 1, then the same request again: applied once, answered twice.
+    assert!(matches!(
+        rotate(rotation(0, 1, now), 10).await,
+        RotationOutcome::Rotated(_)
+    ));
+    assert!(matches!(
+        rotate(rotation(0, 1, now), 10).await,
+        RotationOutcome::Rotated(_)
+    ));
+    for n in 1..40 {
+        assert!(matches!(
+            rotate(rotation(n, n + 1, now + n as u64), 0).await,
+            RotationOutcome::Rotated(_)
+        ));
+    }
+    // 33 generations back is past the history: unknown, the family lives on.
+    assert_eq!(
+        rotate(rotation(40 - 34, 99, now + 50), 0).await,
+        RotationOutcome::Unknown
+    );
+    // Within the history: reuse, the family dies.
+    assert_eq!(
+        rotate(rotation(40 - 5, 99, now + 50), 0).await,
+        RotationOutcome::Reused
+    );
+    assert_eq!(
+        rotate(rotation(40, 99, now + 50), 0).await,
+        RotationOutcome::Revoked
+    );
+
+    // A grace retry from a clock behind the rotation is not a retry but reuse.
+    let family = format!("{family:x<21}z");
+    let mut create = NewFamily::default();
+    create.id = &family;
+    create.token_hash = &first;
+    create.subject = "bob";
+    create.claims = "{}";
+    create.now = now;
+    create.expires_at = now + 3600;
+    create.tombstone_ttl = 60;
+    store.create(create).await.unwrap();
+    let rotate_at = |presented: String, successor: String, at: u64| {
+        let (store, family) = (store.clone(), family.clone());
+        async move {
+            let mut r = Rotation::default();
+            r.family = &family;
+            r.presented = &presented;
+            r.successor = &successor;
+            r.sealed_successor = "sealed";
+            r.now = at;
+            r.grace = 30;
+            r.tombstone_ttl = 60;
+            store.rotate(r).await.unwrap()
+        }
+    };
+    assert!(matches!(
+        rotate_at(hash(0), hash(1), now + 10).await,
+        RotationOutcome::Rotated(_)
+    ));
+    assert_eq!(
+        rotate_at(hash(0), hash(2), now + 9).await,
+        RotationOutcome::Reused
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_level_guarantees() {
+    store_level(MemoryStore::new().clock(clock)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn grace_is_capped_at_60_s_and_defaults_are_strict() {
+    let store = MemoryStore::new().clock(clock);
+    let access = AccessTokenIssuer::new(key()).clock(clock);
+    // Defaults: no grace, a 7-day lifetime.
+    let strict = TokenIssuer::new(access.clone(), store.clone()).clock(clock);
+    let pair = strict.issue("alice", &()).await.unwrap();
+    strict.rotate(&pair.refresh_token).await.unwrap();
+    assert_eq!(
+        grant_error(strict.rotate(&pair.refresh_token).await),
+        GrantError::Reused
+    );
+    let pair = strict.issue("alice", &()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(7 * 24 * 3600 - 1)).await;
+    let pair = strict.rotate(&pair.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        grant_error(strict.rotate(&pair.refresh_token).await),
+        GrantError::Expired
+    );
+    // An hour of grace is cut to 60 s.
+    let lenient = TokenIssuer::new(access, store)
+        .clock(clock)
+        .grace_period(Duration::from_secs(3600));
+    let pair = lenient.issue("bob", &()).await.unwrap();
+    lenient.rotate(&pair.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(lenient.rotate(&pair.refresh_token).await.is_ok());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        grant_error(lenient.rotate(&pair.refresh_token).await),
+        GrantError::Reused
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_concurrency_on_many_threads() {
+    concurrent_rotation_without_grace(MemoryStore::new().clock(clock)).await;
+    concurrent_rotation_with_grace(MemoryStore::new().clock(clock)).await;
 }
 
 /// The Redis store, or `None` (with a notice) when no server is configured outside CI.
@@ -359,6 +519,14 @@ async fn redis_store_conforms() {
         return;
     };
     conformance(store, Time::Manual).await;
+}
+
+#[tokio::test]
+async fn redis_store_level_guarantees() {
+    let Some(store) = redis_store().await else {
+        return;
+    };
+    store_level(store).await;
 }
 
 #[tokio::test]
@@ -404,7 +572,8 @@ async fn redis_keys_expire_with_their_family() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    assert!((120..=180).contains(&ttl), "ttl {ttl}");
+    // The family's end, plus the revocation TTL (300 s of access token + 60 s).
+    assert!((120 + 300..=120 + 360).contains(&ttl), "ttl {ttl}");
     issuer.revoke(&pair.refresh_token).await.unwrap();
     let tombstone: i64 = redis::cmd("TTL")
         .arg(format!("tjr:{{{family}}}:revoked"))
@@ -415,4 +584,62 @@ async fn redis_keys_expire_with_their_family() {
         (300..=360).contains(&tombstone),
         "tombstone ttl {tombstone}"
     );
+}
+
+/// A memory store whose next rotation is applied but whose reply is lost.
+#[derive(Clone)]
+struct LosesReply {
+    inner: MemoryStore,
+    lose: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RefreshStore for LosesReply {
+    async fn create(
+        &self,
+        family: tower_jwt_refresh::server::NewFamily<'_>,
+    ) -> Result<(), tower_jwt_refresh::server::StoreError> {
+        self.inner.create(family).await
+    }
+
+    async fn rotate(
+        &self,
+        rotation: tower_jwt_refresh::server::Rotation<'_>,
+    ) -> Result<tower_jwt_refresh::server::RotationOutcome, tower_jwt_refresh::server::StoreError>
+    {
+        let outcome = self.inner.rotate(rotation).await?;
+        if self.lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(tower_jwt_refresh::server::StoreError::ambiguous(
+                "reply lost",
+            ));
+        }
+        Ok(outcome)
+    }
+
+    async fn revoke(
+        &self,
+        family: &str,
+        hash: Option<&str>,
+        ttl: u64,
+    ) -> Result<bool, tower_jwt_refresh::server::StoreError> {
+        self.inner.revoke(family, hash, ttl).await
+    }
+
+    fn is_revoked(&self, family: &str) -> tower_jwt_refresh::server::RevocationCheck {
+        self.inner.is_revoked(family)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotation_whose_reply_was_lost_is_confirmed_not_lost() {
+    let store = LosesReply {
+        inner: MemoryStore::new().clock(clock),
+        lose: Default::default(),
+    };
+    let issuer = issuer(store.clone(), 0);
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    store.lose.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The store committed, the reply was lost; the issuer sends the same rotation again and
+    // gets the committed successor instead of an error (and, at grace 0, a lost session).
+    let next = issuer.rotate(&pair.refresh_token).await.unwrap();
+    assert!(issuer.rotate(&next.refresh_token).await.is_ok());
 }

@@ -158,10 +158,10 @@ impl AccessTokenIssuer {
         self
     }
 
-    /// How long tokens live (whole seconds; at least one).
+    /// How long tokens live (whole seconds; at least one, at most a year).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl.max(Duration::from_secs(1));
+        self.ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(366 * 24 * 3600));
         self
     }
 

@@ -69,6 +69,14 @@ impl OAuthError {
         }
     }
 
+    fn server_error() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "server_error",
+            description: "tokens could not be issued",
+        }
+    }
+
     fn unavailable() -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -147,34 +155,50 @@ where
         }
     };
     let too_large = OAuthError::bad_request("invalid_request", "request body too large");
+    let unreadable = OAuthError::bad_request("invalid_request", "request body could not be read");
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body as u64) {
+        return Err(too_large);
+    }
     let mut body = Box::pin(req.into_body());
     let mut buf = Vec::new();
     let read = async {
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame
-                .map_err(|_| ())
-                .and_then(|f| f.into_data().map_err(|_| ()))
-            else {
-                return false;
+            let Ok(frame) = frame else {
+                return Err(unreadable);
             };
-            buf.extend_from_slice(&data);
-            if buf.len() > limits.max_body {
-                return false;
+            // Trailers carry no parameters.
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limits.max_body {
+                    return Err(too_large);
+                }
+                buf.extend_from_slice(&data);
             }
         }
-        true
+        Ok(())
     };
-    match tokio::time::timeout(limits.read_timeout, read).await {
-        Ok(true) => {}
-        _ => return Err(too_large),
-    }
+    tokio::time::timeout(limits.read_timeout, read)
+        .await
+        .map_err(|_| {
+            OAuthError::bad_request("invalid_request", "request body not received in time")
+        })??;
     let malformed = OAuthError::bad_request("invalid_request", "malformed request parameters");
-    if json {
+    let params: Params = if json {
         // Derived deserialization refuses duplicate members and non-string values.
-        serde_json::from_slice(&buf).map_err(|_| malformed)
+        serde_json::from_slice(&buf).map_err(|_| malformed)?
     } else {
-        parse_form(&buf).ok_or(malformed)
-    }
+        parse_form(&buf).ok_or(malformed)?
+    };
+    // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
+    let present = |v: Option<String>| v.filter(|v| !v.is_empty());
+    Ok(Params {
+        grant_type: present(params.grant_type),
+        refresh_token: present(params.refresh_token),
+        token: present(params.token),
+    })
 }
 
 /// `application/x-www-form-urlencoded`; a parameter given twice is malformed (RFC 6749 §3.1).
@@ -208,7 +232,12 @@ type EndpointFuture =
 /// - 400 `invalid_request` for a missing parameter, another content type, a body over 16 KiB
 ///   or one not read within 10 s; 400 `unsupported_grant_type`;
 /// - 405 for methods other than `POST`;
-/// - 503 `temporarily_unavailable` with `Retry-After` when the store cannot answer.
+/// - 503 `temporarily_unavailable` with `Retry-After` when the store cannot answer;
+/// - 500 `server_error` when the access token cannot be minted.
+///
+/// Every `invalid_grant` carries the same description: a token's family id is public, so the
+/// answer must not tell a revoked session from a forged token. The reason is logged at debug
+/// level.
 ///
 /// Client authentication (for confidential clients) is not performed; put it in front.
 pub struct RefreshEndpoint<S> {
@@ -343,12 +372,22 @@ where
             let body = serde_json::to_vec(&pair).map_err(|_| OAuthError::unavailable())?;
             Ok(json_response(StatusCode::OK, Bytes::from(body)))
         }
-        Err(RefreshError::InvalidGrant(e)) => {
-            Err(OAuthError::bad_request("invalid_grant", e.description()))
+        // One description for every reason: the family id in a token is public (it is the
+        // access tokens' `sid`), so the answer must not tell a revoked session from a forgery.
+        Err(RefreshError::InvalidGrant(reason)) => {
+            tracing::debug!(reason = reason.description(), "refresh refused");
+            Err(OAuthError::bad_request(
+                "invalid_grant",
+                "refresh token is invalid, expired or revoked",
+            ))
         }
-        Err(error) => {
+        Err(RefreshError::Unavailable(error)) => {
             tracing::warn!(%error, "refresh failed");
             Err(OAuthError::unavailable())
+        }
+        Err(error) => {
+            tracing::error!(%error, "tokens could not be issued");
+            Err(OAuthError::server_error())
         }
     }
 }

@@ -16,6 +16,9 @@ use super::store::{NewFamily, RefreshStore, Rotation, RotationOutcome, StoreErro
 /// The longest grace window accepted.
 const MAX_GRACE: Duration = Duration::from_secs(60);
 
+/// The longest family lifetime or idle timeout accepted: ten years, far from any overflow.
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
 /// An RFC 6749 §5.1 token response.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -158,6 +161,7 @@ struct Inner<S> {
     lifetime: Duration,
     idle_timeout: Option<Duration>,
     grace: Duration,
+    revocation_ttl: Option<Duration>,
     clock: fn() -> u64,
 }
 
@@ -192,6 +196,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
                 lifetime: Duration::from_secs(7 * 24 * 3600),
                 idle_timeout: None,
                 grace: Duration::ZERO,
+                revocation_ttl: None,
                 clock: super::auth::unix_time,
             }),
         }
@@ -205,32 +210,51 @@ impl<S: RefreshStore> TokenIssuer<S> {
         self
     }
 
-    /// How long a family lives at most, however often it rotates (default 7 days).
+    /// How long a family lives at most, however often it rotates (default 7 days; at most ten
+    /// years).
     #[must_use]
     pub fn refresh_lifetime(self, lifetime: Duration) -> Self
     where
         S: Clone,
     {
-        self.with(|i| i.lifetime = lifetime)
+        self.with(|i| i.lifetime = lifetime.min(MAX_LIFETIME))
     }
 
-    /// End a family that has not rotated for `timeout` (default: never).
+    /// End a family that has not rotated for `timeout` (default: never; at most ten years).
     #[must_use]
     pub fn idle_timeout(self, timeout: Duration) -> Self
     where
         S: Clone,
     {
-        self.with(|i| i.idle_timeout = Some(timeout))
+        self.with(|i| i.idle_timeout = Some(timeout.min(MAX_LIFETIME)))
     }
 
     /// How long after a rotation the previous token may be presented again, getting the same
-    /// successor (default 0; at most 60 s, longer values are cut to 60 s).
+    /// successor (default 0). Counted in whole seconds, rounded up; at most 60 s, longer values
+    /// are cut to 60 s.
+    ///
+    /// With 0, a client whose refresh response was lost (a dropped connection, a 503 after the
+    /// store committed) retries with a token that is now rotated out, which counts as reuse and
+    /// ends the session. The issuer retries a rotation whose store reply was lost itself, but
+    /// only a few seconds of grace cover every case.
     #[must_use]
     pub fn grace_period(self, grace: Duration) -> Self
     where
         S: Clone,
     {
-        self.with(|i| i.grace = grace.min(MAX_GRACE))
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        self.with(|i| i.grace = Duration::from_secs(seconds).min(MAX_GRACE))
+    }
+
+    /// How long a revoked family is remembered, so its access tokens are refused (default: the
+    /// access tokens' lifetime plus 60 s). It must cover the verifier's leeway: raise it if
+    /// `JwtAuthLayer::leeway` is over 60 s.
+    #[must_use]
+    pub fn revocation_ttl(self, ttl: Duration) -> Self
+    where
+        S: Clone,
+    {
+        self.with(|i| i.revocation_ttl = Some(ttl.min(MAX_LIFETIME)))
     }
 
     /// The source of Unix time in seconds (default: the system clock). For tests; give the
@@ -254,9 +278,17 @@ impl<S: RefreshStore> TokenIssuer<S> {
     }
 
     /// How long revocations are remembered: as long as an access token of the family may
-    /// still be valid (its lifetime plus a minute of verifier leeway).
+    /// still be valid.
     fn tombstone_ttl(&self) -> u64 {
-        self.inner.access.lifetime().as_secs() + 60
+        let ttl = self.inner.revocation_ttl;
+        ttl.unwrap_or_else(|| {
+            self.inner
+                .access
+                .lifetime()
+                .saturating_add(Duration::from_secs(60))
+        })
+        .as_secs()
+        .max(1)
     }
 
     /// Starts a family for `subject` whose access tokens carry `claims` (any value serializing
@@ -289,6 +321,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
                 now,
                 expires_at: now.saturating_add(inner.lifetime.as_secs()),
                 idle_timeout: inner.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
+                tombstone_ttl: self.tombstone_ttl(),
             })
             .await?;
         Ok(pair(access.token, access.expires_in, refresh))
@@ -304,22 +337,31 @@ impl<S: RefreshStore> TokenIssuer<S> {
         let successor_hash = rt::hash(&rt::format(presented.family, &successor));
         let sealed = rt::seal(&successor, &presented.secret);
         let presented_hash = rt::hash(refresh_token);
-        let outcome = inner
-            .store
-            .rotate(Rotation {
-                family: presented.family,
-                presented: &presented_hash,
-                successor: &successor_hash,
-                sealed_successor: &sealed,
-                now: (inner.clock)(),
-                grace: inner.grace.as_secs(),
-                tombstone_ttl: self.tombstone_ttl(),
-            })
-            .await?;
+        let rotation = Rotation {
+            family: presented.family,
+            presented: &presented_hash,
+            successor: &successor_hash,
+            sealed_successor: &sealed,
+            now: (inner.clock)(),
+            grace: inner.grace.as_secs(),
+            tombstone_ttl: self.tombstone_ttl(),
+        };
+        let outcome = match inner.store.rotate(rotation.clone()).await {
+            // The reply was lost, the rotation may have happened: the same rotation again is
+            // either applied now or recognised as done.
+            Err(e) if e.is_ambiguous() => inner.store.rotate(rotation).await?,
+            other => other?,
+        };
         let (info, secret) = match outcome {
             RotationOutcome::Rotated(info) => (info, successor),
-            RotationOutcome::Retried(info, sealed) => {
+            RotationOutcome::Retried {
+                info,
+                sealed,
+                current,
+            } => {
+                // Only a token the store recorded is returned.
                 let secret = rt::open(&sealed, &presented.secret)
+                    .filter(|s| rt::hash(&rt::format(presented.family, s)) == current)
                     .ok_or(RefreshError::InvalidGrant(GrantError::Unknown))?;
                 (info, secret)
             }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::auth::unix_time;
 use super::revoke::RevocationCheck;
@@ -34,15 +34,16 @@ use super::store::{
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    state: Arc<Mutex<State>>,
+    families: Arc<Mutex<Families>>,
+    /// Revoked family ids, until when they are remembered. Apart from the families so that
+    /// the per-request check never waits behind a rotation or a sweep.
+    tombstones: Arc<RwLock<HashMap<String, u64>>>,
     clock: fn() -> u64,
 }
 
 #[derive(Default)]
-struct State {
-    families: HashMap<String, Family>,
-    /// Revoked family ids, until when they are remembered.
-    tombstones: HashMap<String, u64>,
+struct Families {
+    map: HashMap<String, Family>,
     /// Operations since the last sweep.
     since_sweep: usize,
 }
@@ -52,11 +53,19 @@ struct Family {
     expires_at: u64,
     idle_timeout: u64,
     last_used: u64,
+    /// How long past its end it is kept, so a late logout still revokes its access tokens.
+    retain: u64,
     current: String,
-    /// The previous token's hash, the successor sealed for it, and when it was rotated.
-    previous: Option<(String, String, u64)>,
+    previous: Option<Previous>,
     /// Older hashes, newest first.
     history: VecDeque<String>,
+}
+
+/// The token rotated out last, and the successor sealed for it during the grace window.
+struct Previous {
+    hash: String,
+    rotated_at: u64,
+    sealed: Option<(String, u64)>,
 }
 
 impl Family {
@@ -69,20 +78,16 @@ impl Family {
 
     fn knows(&self, hash: &str) -> bool {
         self.current == hash
-            || self.previous.as_ref().is_some_and(|(p, _, _)| p == hash)
+            || self.previous.as_ref().is_some_and(|p| p.hash == hash)
             || self.history.iter().any(|h| h == hash)
     }
 }
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (families, tombstones) = self
-            .state
-            .lock()
-            .map_or((0, 0), |s| (s.families.len(), s.tombstones.len()));
         f.debug_struct("MemoryStore")
-            .field("families", &families)
-            .field("tombstones", &tombstones)
+            .field("families", &self.families.lock().map_or(0, |f| f.map.len()))
+            .field("tombstones", &self.tombstones.read().map_or(0, |t| t.len()))
             .finish()
     }
 }
@@ -90,10 +95,15 @@ impl fmt::Debug for MemoryStore {
 impl Default for MemoryStore {
     fn default() -> Self {
         Self {
-            state: Arc::default(),
+            families: Arc::default(),
+            tombstones: Arc::default(),
             clock: unix_time,
         }
     }
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::new("memory store poisoned")
 }
 
 impl MemoryStore {
@@ -112,9 +122,8 @@ impl MemoryStore {
 
     /// How many families and tombstones are held, expired ones not yet purged included.
     pub fn len(&self) -> usize {
-        self.state
-            .lock()
-            .map_or(0, |s| s.families.len() + s.tombstones.len())
+        self.families.lock().map_or(0, |f| f.map.len())
+            + self.tombstones.read().map_or(0, |t| t.len())
     }
 
     /// Whether the store holds nothing.
@@ -122,38 +131,57 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Locks the state, sweeping expired entries once per as many operations as entries.
-    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
-        let mut state = self
-            .state
-            .lock()
-            .map_err(|_| StoreError::new("memory store poisoned"))?;
-        state.since_sweep += 1;
-        if state.since_sweep > state.families.len() + state.tombstones.len() + 64 {
+    /// Locks the families. Every operation counts; once they outnumber half the entries, a
+    /// sweep drops what has ended, so the cost per operation stays constant and memory stays
+    /// bounded whatever the mix (logins only included).
+    fn lock(&self) -> Result<MutexGuard<'_, Families>, StoreError> {
+        let mut families = self.families.lock().map_err(poisoned)?;
+        families.since_sweep += 1;
+        if families.since_sweep > families.map.len() / 2 + 64 {
             let now = (self.clock)();
-            state.families.retain(|_, f| f.ends_at() > now);
-            state.tombstones.retain(|_, until| *until > now);
-            state.since_sweep = 0;
+            families
+                .map
+                .retain(|_, f| f.ends_at().saturating_add(f.retain) > now);
+            self.tombstones
+                .write()
+                .map_err(poisoned)?
+                .retain(|_, until| *until > now);
+            families.since_sweep = 0;
         }
-        Ok(state)
+        Ok(families)
     }
 
-    fn tombstone(&self, state: &mut State, family: &str, ttl: u64) {
+    fn tombstone(&self, family: &str, ttl: u64) -> Result<(), StoreError> {
         let until = (self.clock)().saturating_add(ttl);
-        state.tombstones.insert(family.to_owned(), until);
+        self.tombstones
+            .write()
+            .map_err(poisoned)?
+            .insert(family.to_owned(), until);
+        Ok(())
+    }
+
+    fn is_tombstoned(&self, family: &str) -> Result<bool, StoreError> {
+        let now = (self.clock)();
+        Ok(self
+            .tombstones
+            .read()
+            .map_err(poisoned)?
+            .get(family)
+            .is_some_and(|&until| until > now))
     }
 }
 
 impl RefreshStore for MemoryStore {
     async fn create(&self, family: NewFamily<'_>) -> Result<(), StoreError> {
-        let mut state = self.lock()?;
-        state.families.insert(
+        let mut families = self.lock()?;
+        families.map.insert(
             family.id.to_owned(),
             Family {
                 info: FamilyInfo::new(family.subject.to_owned(), family.claims.to_owned()),
                 expires_at: family.expires_at,
                 idle_timeout: family.idle_timeout,
                 last_used: family.now,
+                retain: family.tombstone_ttl,
                 current: family.token_hash.to_owned(),
                 previous: None,
                 history: VecDeque::new(),
@@ -163,50 +191,65 @@ impl RefreshStore for MemoryStore {
     }
 
     async fn rotate(&self, r: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
-        let mut state = self.lock()?;
-        let state = &mut *state;
-        let Some(family) = state.families.get_mut(r.family) else {
-            let revoked = state
-                .tombstones
-                .get(r.family)
-                .is_some_and(|&until| until > r.now);
-            return Ok(if revoked {
+        let mut families = self.lock()?;
+        let Some(family) = families.map.get_mut(r.family) else {
+            return Ok(if self.is_tombstoned(r.family)? {
                 RotationOutcome::Revoked
             } else {
                 RotationOutcome::Unknown
             });
         };
+        // Only a token of the family may end it: a forged secret under a public family id
+        // changes nothing.
+        if !family.knows(r.presented) {
+            return Ok(RotationOutcome::Unknown);
+        }
         if family.ends_at() <= r.now {
-            state.families.remove(r.family);
+            families.map.remove(r.family);
+            self.tombstone(r.family, r.tombstone_ttl)?;
             return Ok(RotationOutcome::Expired);
         }
+        let previous = family.previous.as_ref();
+        // The same rotation sent again after a lost reply.
+        if previous.is_some_and(|p| p.hash == r.presented) && family.current == r.successor {
+            return Ok(RotationOutcome::Rotated(family.info.clone()));
+        }
         if family.current == r.presented {
-            if let Some((previous, _, _)) = family.previous.take() {
-                family.history.push_front(previous);
+            if let Some(previous) = family.previous.take() {
+                family.history.push_front(previous.hash);
                 family.history.truncate(REUSE_HISTORY);
             }
             let current = std::mem::replace(&mut family.current, r.successor.to_owned());
-            family.previous = Some((current, r.sealed_successor.to_owned(), r.now));
+            let sealed = (r.grace > 0)
+                .then(|| (r.sealed_successor.to_owned(), r.now.saturating_add(r.grace)));
+            family.previous = Some(Previous {
+                hash: current,
+                rotated_at: r.now,
+                sealed,
+            });
             family.last_used = r.now;
             return Ok(RotationOutcome::Rotated(family.info.clone()));
         }
         // The immediately previous token, inside the grace window: the same successor.
-        if let Some((previous, sealed, rotated_at)) = &family.previous
-            && *previous == r.presented
-            && r.grace > 0
-            && r.now.saturating_sub(*rotated_at) <= r.grace
+        if let Some(Previous {
+            hash,
+            rotated_at,
+            sealed: Some((sealed, until)),
+        }) = previous
+            && *hash == r.presented
+            && r.now >= *rotated_at
+            && r.now <= *until
         {
-            return Ok(RotationOutcome::Retried(
-                family.info.clone(),
-                sealed.clone(),
-            ));
+            return Ok(RotationOutcome::Retried {
+                info: family.info.clone(),
+                sealed: sealed.clone(),
+                current: family.current.clone(),
+            });
         }
-        if family.knows(r.presented) {
-            state.families.remove(r.family);
-            self.tombstone(state, r.family, r.tombstone_ttl);
-            return Ok(RotationOutcome::Reused);
-        }
-        Ok(RotationOutcome::Unknown)
+        // A token the family rotated out earlier: reuse.
+        self.tombstone(r.family, r.tombstone_ttl)?;
+        families.map.remove(r.family);
+        Ok(RotationOutcome::Reused)
     }
 
     async fn revoke(
@@ -215,27 +258,24 @@ impl RefreshStore for MemoryStore {
         token_hash: Option<&str>,
         tombstone_ttl: u64,
     ) -> Result<bool, StoreError> {
-        let mut state = self.lock()?;
-        let state = &mut *state;
-        let known = match (state.families.get(family), token_hash) {
+        let mut families = self.lock()?;
+        let known = match (families.map.get(family), token_hash) {
             (Some(f), Some(hash)) => f.knows(hash),
             (Some(_), None) => true,
             (None, _) => false,
         };
         if known {
-            state.families.remove(family);
-            self.tombstone(state, family, tombstone_ttl);
+            self.tombstone(family, tombstone_ttl)?;
+            families.map.remove(family);
         }
         Ok(known)
     }
 
     fn is_revoked(&self, family: &str) -> RevocationCheck {
-        match self.state.lock() {
-            Ok(state) => match state.tombstones.get(family) {
-                Some(&until) if until > (self.clock)() => RevocationCheck::revoked(),
-                _ => RevocationCheck::active(),
-            },
-            Err(_) => RevocationCheck::ready(Err("memory store poisoned".into())),
+        match self.is_tombstoned(family) {
+            Ok(true) => RevocationCheck::revoked(),
+            Ok(false) => RevocationCheck::active(),
+            Err(e) => RevocationCheck::ready(Err(e.into())),
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -12,60 +13,76 @@ use super::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 
-/// The family hash: its data, current/previous token hashes, and history. The key expires
-/// a minute after the family would.
+/// The family hash: its data, current/previous token hashes, and history. The key outlives
+/// the family by the tombstone TTL, so that a logout near its end still revokes it.
 const CREATE: &str = r"
-local now, exp, idle = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'sub', ARGV[2], 'claims', ARGV[3], 'exp', exp,
-  'idle', idle, 'used', now, 'prev', '', 'sealed', '', 'rotated', 0, 'hist', '')
+local now, exp, idle, keep = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local ends = exp
 if idle > 0 and now + idle < ends then ends = now + idle end
-redis.call('EXPIRE', KEYS[1], math.max(1, ends - now) + 60)
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'sub', ARGV[2], 'claims', ARGV[3], 'exp', exp,
+  'idle', idle, 'used', now, 'prev', '', 'rotated', 0, 'hist', '')
+redis.call('EXPIRE', KEYS[1], math.max(1, ends - now) + keep)
 return 1
 ";
 
-/// One atomic rotation: check, rotate, retry within grace, or detect reuse.
+/// One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
+/// successor hash, sealed successor, now, grace, tombstone TTL, history length in characters.
+/// Tombstones are written before anything is deleted, so an error half-way never leaves a
+/// family gone without its tombstone.
 const ROTATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
   return {'unknown'}
 end
 local f = redis.call('HMGET', KEYS[1], 'sub', 'claims', 'exp', 'idle', 'used', 'cur', 'prev',
-  'sealed', 'rotated', 'hist')
-local presented, now = ARGV[1], tonumber(ARGV[4])
+  'rotated', 'hist')
+local presented, now, grace, keep = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local in_history = string.find(' ' .. f[9] .. ' ', ' ' .. presented .. ' ', 1, true)
+if not (presented == f[6] or presented == f[7] or in_history) then
+  return {'unknown'}
+end
 local exp, idle, used = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
 local ends = exp
 if idle > 0 and used + idle < ends then ends = used + idle end
 if now >= ends then
-  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '1', 'EX', keep)
+  redis.call('DEL', KEYS[1], KEYS[3])
   return {'expired'}
 end
+if presented == f[7] and ARGV[2] == f[6] then
+  return {'rotated', f[1], f[2]}
+end
 if presented == f[6] then
-  local hist = f[10]
+  local hist = f[9]
   if f[7] ~= '' then
     if hist == '' then hist = f[7] else hist = f[7] .. ' ' .. hist end
     hist = string.sub(hist, 1, tonumber(ARGV[7]))
   end
-  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', presented, 'sealed', ARGV[3],
-    'rotated', now, 'used', now, 'hist', hist)
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', presented, 'rotated', now, 'used', now,
+    'hist', hist)
+  if grace > 0 then
+    redis.call('SET', KEYS[3], ARGV[3], 'EX', grace)
+  else
+    redis.call('DEL', KEYS[3])
+  end
   local next_end = exp
   if idle > 0 and now + idle < next_end then next_end = now + idle end
-  redis.call('EXPIRE', KEYS[1], math.max(1, next_end - now) + 60)
+  redis.call('EXPIRE', KEYS[1], math.max(1, next_end - now) + keep)
   return {'rotated', f[1], f[2]}
 end
-if presented == f[7] and tonumber(ARGV[5]) > 0 and now - tonumber(f[9]) <= tonumber(ARGV[5]) then
-  return {'retried', f[1], f[2], f[8]}
+local rotated = tonumber(f[8])
+if presented == f[7] and now >= rotated and now - rotated <= grace then
+  local sealed = redis.call('GET', KEYS[3])
+  if sealed then return {'retried', f[1], f[2], sealed, f[6]} end
 end
-if presented == f[7] or string.find(' ' .. f[10] .. ' ', ' ' .. presented .. ' ', 1, true) then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], '1', 'EX', ARGV[6])
-  return {'reused'}
-end
-return {'unknown'}
+redis.call('SET', KEYS[2], '1', 'EX', keep)
+redis.call('DEL', KEYS[1], KEYS[3])
+return {'reused'}
 ";
 
-/// Revokes a family, if the presented hash (when given) is one of its tokens.
+/// Revokes a family, if the presented hash (when given) is one of its tokens. KEYS: family,
+/// tombstone, sealed successor. ARGV: the hash or '', the tombstone TTL.
 const REVOKE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local h = ARGV[1]
@@ -75,8 +92,8 @@ if h ~= '' then
     return 0
   end
 end
-redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[3])
 return 1
 ";
 
@@ -86,16 +103,22 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// Refresh-token families in Redis, for several instances of a service.
 ///
 /// Every operation is one round trip: a server-side Lua script for create, rotate and revoke
-/// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for
-/// the per-request revocation check. Keys expire with their family. A family's keys share
-/// one hash tag (`<prefix>:{<family>}`), so the store works on Redis Cluster too. It talks
-/// through a reconnecting connection manager: while Redis is down operations fail fast with
-/// [`StoreError`] (the refresh endpoint answers 503), and it recovers by itself.
+/// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for the
+/// per-request revocation check. (After Redis restarts, a script's first call also loads it:
+/// two more round trips, once.) Keys expire a tombstone TTL after their family ends. A
+/// family's keys share one hash tag (`<prefix>:{<family>}`), so the store works on Redis
+/// Cluster too. It talks through a reconnecting connection manager: while Redis is down,
+/// operations fail within the connection's timeouts with [`StoreError`] (the refresh endpoint
+/// answers 503), and it recovers by itself.
 ///
 /// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
-/// revocation check lets access tokens through (it fails open, logging at debug level), so
-/// that verification keeps working; a revocation made before the outage is enforced again once
-/// Redis answers.
+/// revocation check lets access tokens through (it fails open), so that verification keeps
+/// working; revocations made before the outage are enforced again once Redis answers.
+///
+/// Run Redis with `maxmemory-policy noeviction`: an evicted tombstone would let a revoked
+/// session's access tokens through again, an evicted family would lose a session. With
+/// asynchronous replication, a failover can lose the last acknowledged rotation; the client
+/// then holds a token the new primary never saw, and must log in again.
 ///
 /// Times come from the issuer (its clock), so instances should keep their clocks in sync, as
 /// JWT expiry already requires.
@@ -105,6 +128,7 @@ pub struct RedisStore<C = ConnectionManager> {
     prefix: Arc<str>,
     scripts: Arc<[Script; 3]>,
     check_timeout: Duration,
+    breaker: Arc<Breaker>,
 }
 
 impl<C> fmt::Debug for RedisStore<C> {
@@ -146,6 +170,7 @@ impl<C> RedisStore<C> {
                 Script::new(REVOKE),
             ]),
             check_timeout: Duration::from_millis(250),
+            breaker: Arc::new(Breaker::default()),
         }
     }
 
@@ -157,19 +182,56 @@ impl<C> RedisStore<C> {
     }
 
     /// How long the per-request revocation check may wait for Redis before it lets the token
-    /// through (default 250 ms). Keep it well under the verifier's `io_timeout`, or an outage
-    /// turns into 503s on every request while the client reconnects.
+    /// through (default 250 ms). After a check fails, checks let tokens through without asking
+    /// Redis for one second, so an outage costs one bounded wait per second, not one per
+    /// request.
     #[must_use]
     pub fn check_timeout(mut self, timeout: Duration) -> Self {
         self.check_timeout = timeout;
         self
     }
 
-    /// The family's key and its tombstone's, sharing the hash tag `{family}`.
-    fn keys(&self, family: &str) -> (String, String) {
+    /// The family's key, its tombstone's and its sealed successor's, sharing the hash tag
+    /// `{family}`.
+    fn keys(&self, family: &str) -> [String; 3] {
         let key = format!("{}:{{{family}}}", self.prefix);
         let tombstone = format!("{key}:revoked");
-        (key, tombstone)
+        let sealed = format!("{key}:sealed");
+        [key, tombstone, sealed]
+    }
+}
+
+/// A Redis error as a store error: a timeout or a dropped connection may have happened after
+/// the script ran, so the outcome is unknown.
+fn store_error(error: redis::RedisError) -> StoreError {
+    if error.is_timeout() || error.is_connection_dropped() {
+        StoreError::ambiguous(error)
+    } else {
+        StoreError::new(error)
+    }
+}
+
+/// The revocation check's circuit breaker: while open, checks pass without asking Redis.
+#[derive(Default)]
+struct Breaker {
+    /// Milliseconds since `epoch` until which the breaker is open.
+    open_until: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_open(&self) -> bool {
+        self.now_ms() < self.open_until.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self) {
+        self.open_until
+            .store(self.now_ms() + 1000, Ordering::Relaxed);
     }
 }
 
@@ -178,7 +240,7 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn create(&self, family: NewFamily<'_>) -> Result<(), StoreError> {
-        let (key, _) = self.keys(family.id);
+        let [key, _, _] = self.keys(family.id);
         let mut connection = self.connection.clone();
         let _: i64 = self.scripts[0]
             .key(key)
@@ -188,18 +250,20 @@ where
             .arg(family.now)
             .arg(family.expires_at)
             .arg(family.idle_timeout)
+            .arg(family.tombstone_ttl.max(1))
             .invoke_async(&mut connection)
             .await
-            .map_err(StoreError::new)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
     async fn rotate(&self, r: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
-        let (key, tombstone) = self.keys(r.family);
+        let [key, tombstone, sealed] = self.keys(r.family);
         let mut connection = self.connection.clone();
         let reply: Vec<String> = self.scripts[1]
             .key(key)
             .key(tombstone)
+            .key(sealed)
             .arg(r.presented)
             .arg(r.successor)
             .arg(r.sealed_successor)
@@ -209,28 +273,33 @@ where
             .arg(HISTORY_CHARS)
             .invoke_async(&mut connection)
             .await
-            .map_err(StoreError::new)?;
+            .map_err(store_error)?;
+        let malformed = || StoreError::new("malformed rotate reply");
         let mut reply = reply.into_iter();
         let outcome = match reply.next().as_deref() {
             Some("rotated") => {
                 let (Some(subject), Some(claims)) = (reply.next(), reply.next()) else {
-                    return Err(StoreError::new("malformed rotate reply"));
+                    return Err(malformed());
                 };
                 RotationOutcome::Rotated(FamilyInfo::new(subject, claims))
             }
             Some("retried") => {
-                let (Some(subject), Some(claims), Some(sealed)) =
-                    (reply.next(), reply.next(), reply.next())
+                let (Some(subject), Some(claims), Some(sealed), Some(current)) =
+                    (reply.next(), reply.next(), reply.next(), reply.next())
                 else {
-                    return Err(StoreError::new("malformed rotate reply"));
+                    return Err(malformed());
                 };
-                RotationOutcome::Retried(FamilyInfo::new(subject, claims), sealed)
+                RotationOutcome::Retried {
+                    info: FamilyInfo::new(subject, claims),
+                    sealed,
+                    current,
+                }
             }
             Some("reused") => RotationOutcome::Reused,
             Some("expired") => RotationOutcome::Expired,
             Some("revoked") => RotationOutcome::Revoked,
             Some("unknown") => RotationOutcome::Unknown,
-            _ => return Err(StoreError::new("malformed rotate reply")),
+            _ => return Err(malformed()),
         };
         Ok(outcome)
     }
@@ -241,33 +310,39 @@ where
         token_hash: Option<&str>,
         tombstone_ttl: u64,
     ) -> Result<bool, StoreError> {
-        let (key, tombstone) = self.keys(family);
+        let [key, tombstone, sealed] = self.keys(family);
         let mut connection = self.connection.clone();
         let revoked: i64 = self.scripts[2]
             .key(key)
             .key(tombstone)
+            .key(sealed)
             .arg(token_hash.unwrap_or(""))
             .arg(tombstone_ttl.max(1))
             .invoke_async(&mut connection)
             .await
-            .map_err(StoreError::new)?;
+            .map_err(store_error)?;
         Ok(revoked == 1)
     }
 
     fn is_revoked(&self, family: &str) -> RevocationCheck {
-        let (_, tombstone) = self.keys(family);
+        if self.breaker.is_open() {
+            return RevocationCheck::active();
+        }
+        let [_, tombstone, _] = self.keys(family);
         let mut connection = self.connection.clone();
-        let bound = self.check_timeout;
+        let (bound, breaker) = (self.check_timeout, Arc::clone(&self.breaker));
         RevocationCheck::pending(async move {
             match tokio::time::timeout(bound, connection.exists::<_, bool>(tombstone)).await {
                 Ok(Ok(true)) => Ok(TokenStatus::Revoked),
                 Ok(Ok(false)) => Ok(TokenStatus::Active),
                 Ok(Err(error)) => {
-                    tracing::debug!(%error, "redis unreachable; revocation check fails open");
+                    tracing::warn!(%error, "redis unreachable; revocation checks fail open for 1 s");
+                    breaker.trip();
                     Ok(TokenStatus::Active)
                 }
                 Err(_) => {
-                    tracing::debug!("redis slow; revocation check fails open");
+                    tracing::warn!("redis slow; revocation checks fail open for 1 s");
+                    breaker.trip();
                     Ok(TokenStatus::Active)
                 }
             }

@@ -15,7 +15,7 @@ use super::revoke::{BoxError, RevocationCheck};
 pub const REUSE_HISTORY: usize = 32;
 
 /// A new family, as [`RefreshStore::create`] records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NewFamily<'a> {
     /// The family id (the refresh token's prefix, the access tokens' `sid`).
@@ -32,10 +32,13 @@ pub struct NewFamily<'a> {
     pub expires_at: u64,
     /// Seconds without a rotation after which it ends; `0` for no idle timeout.
     pub idle_timeout: u64,
+    /// Seconds to remember a revoked family (and to keep an ended one, so a logout near its
+    /// end still revokes its access tokens): as long as those may be valid.
+    pub tombstone_ttl: u64,
 }
 
 /// One rotation attempt, as [`RefreshStore::rotate`] applies it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rotation<'a> {
     /// The family id from the presented token.
@@ -44,13 +47,15 @@ pub struct Rotation<'a> {
     pub presented: &'a str,
     /// The SHA-256 of the successor to install if `presented` is current.
     pub successor: &'a str,
-    /// The successor, sealed for the holder of the presented token; kept for grace retries.
+    /// The successor, sealed for the holder of the presented token; kept for grace retries,
+    /// and only for the grace window (not at all with grace 0).
     pub sealed_successor: &'a str,
     /// The time, in Unix seconds.
     pub now: u64,
     /// Seconds after a rotation during which the previous token may be presented again.
     pub grace: u64,
-    /// Seconds to remember a family revoked for reuse (so its access tokens are refused).
+    /// Seconds to remember a family revoked for reuse (so its access tokens are refused), and
+    /// to keep it past its end.
     pub tombstone_ttl: u64,
 }
 
@@ -72,17 +77,28 @@ impl FamilyInfo {
 }
 
 /// The outcome of a rotation.
+///
+/// Presenting the previous token together with the successor already installed (the same
+/// rotation sent twice, after a lost reply) answers [`Rotated`](Self::Rotated) again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RotationOutcome {
     /// The presented token was current; the successor is now.
     Rotated(FamilyInfo),
-    /// The presented token was the previous one, inside the grace window: here is the sealed
-    /// successor installed by that rotation.
-    Retried(FamilyInfo, String),
+    /// The presented token was the previous one, inside the grace window: the successor that
+    /// rotation installed, sealed, with the hash of the current token to check it against.
+    Retried {
+        /// The family.
+        info: FamilyInfo,
+        /// The sealed successor.
+        sealed: String,
+        /// The SHA-256 of the current token.
+        current: String,
+    },
     /// The presented token was rotated out earlier: the family is now revoked.
     Reused,
-    /// The family's absolute lifetime or idle timeout has passed; it is gone.
+    /// The family's absolute lifetime or idle timeout has passed; it is revoked (its access
+    /// tokens with it).
     Expired,
     /// The family was revoked.
     Revoked,
@@ -92,12 +108,33 @@ pub enum RotationOutcome {
 
 /// The store could not answer (Redis down, say). Callers answer 503 and may retry.
 #[derive(Debug)]
-pub struct StoreError(BoxError);
+pub struct StoreError {
+    error: BoxError,
+    ambiguous: bool,
+}
 
 impl StoreError {
-    /// Wraps the backend's error.
+    /// Wraps the backend's error: the operation did not happen.
     pub fn new(error: impl Into<BoxError>) -> Self {
-        Self(error.into())
+        Self {
+            error: error.into(),
+            ambiguous: false,
+        }
+    }
+
+    /// Wraps the backend's error when the operation may have happened (the request was sent
+    /// but the reply was lost). A rotation is then sent once more, unchanged, which is safe:
+    /// the same rotation twice answers `Rotated` again.
+    pub fn ambiguous(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: error.into(),
+            ambiguous: true,
+        }
+    }
+
+    /// Whether the operation may have happened.
+    pub fn is_ambiguous(&self) -> bool {
+        self.ambiguous
     }
 }
 
@@ -109,7 +146,7 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
+        Some(&*self.error)
     }
 }
 

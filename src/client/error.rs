@@ -1,0 +1,84 @@
+//! The client side's one error type.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A boxed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request through [`Refresh`](super::Refresh) failed.
+///
+/// Cheap to clone: one refresh failure reaches every waiting request as the same value.
+/// `Display` is lower-case; [`source`](std::error::Error::source) gives the cause.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session holds no tokens: log in first.
+    NotAuthenticated,
+    /// The refresh token was refused for good (the endpoint said `invalid_grant`, 400 or
+    /// 401). Requests fail fast until the application logs in again.
+    SessionExpired,
+    /// The refresh failed for a reason that may pass (network, 5xx, timeout); the next request
+    /// may refresh again.
+    RefreshFailed(Arc<dyn std::error::Error + Send + Sync>),
+    /// The request waited for a refresh longer than the wait timeout.
+    WaitTimeout,
+    /// Too many requests were already waiting for the refresh.
+    Overloaded,
+    /// More refreshes than the loop guard allows in its window: the server seems to reject
+    /// every new token.
+    RefreshLoop,
+    /// The inner service failed.
+    Inner(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    pub(crate) fn refresh_failed(error: impl Into<BoxError>) -> Self {
+        Self::RefreshFailed(Arc::from(error.into()))
+    }
+
+    pub(crate) fn inner(error: impl Into<BoxError>) -> Self {
+        Self::Inner(Arc::from(error.into()))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotAuthenticated => "not authenticated: the session holds no tokens",
+            Self::SessionExpired => "session expired: the refresh token was refused; log in again",
+            Self::RefreshFailed(_) => "token refresh failed",
+            Self::WaitTimeout => "timed out waiting for a token refresh",
+            Self::Overloaded => "too many requests waiting for a token refresh",
+            Self::RefreshLoop => "refresh loop: the server rejects every new token",
+            Self::Inner(_) => "inner service failed",
+        })
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::RefreshFailed(e) | Self::Inner(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn display_is_lower_case_and_sources_chain() {
+        let e = Error::refresh_failed(std::io::Error::other("connection reset"));
+        assert_eq!(e.to_string(), "token refresh failed");
+        assert_eq!(e.source().unwrap().to_string(), "connection reset");
+        for e in [Error::NotAuthenticated, Error::SessionExpired, Error::WaitTimeout, Error::Overloaded, Error::RefreshLoop] {
+            let shown = e.to_string();
+            assert!(shown.starts_with(|c: char| c.is_lowercase()), "{shown}");
+            assert!(e.source().is_none());
+        }
+    }
+}

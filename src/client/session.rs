@@ -1,0 +1,577 @@
+//! [`Session`]: the tokens, and the one refresh in flight.
+//!
+//! Requests read the current tokens lock-free (an `ArcSwap`). Everything that changes them
+//! (login, logout, a finished refresh) and the start of a refresh take one short-held mutex,
+//! never across an `.await`. A refresh runs in a task of its own: the request that started it
+//! can give up without cancelling it for the others, and every waiter gets the same result.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::HeaderValue;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::error::Error;
+use super::refresher::{DynRefresher, RefreshFailure, RefreshedTokens};
+
+/// Tokens to log in with.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tokens {
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token; without one, an expired access token ends the session.
+    pub refresh_token: Option<String>,
+    /// The access token's lifetime, if the server said (`expires_in`); otherwise it is read
+    /// from the JWT's `exp` claim, without verification.
+    pub expires_in: Option<Duration>,
+}
+
+impl Tokens {
+    /// Tokens with an access token and a refresh token.
+    pub fn new(access_token: impl Into<String>, refresh_token: impl Into<String>) -> Self {
+        Self {
+            access_token: access_token.into(),
+            refresh_token: Some(refresh_token.into()),
+            expires_in: None,
+        }
+    }
+
+    /// Tokens with only an access token: nothing to refresh with.
+    pub fn access_only(access_token: impl Into<String>) -> Self {
+        Self { access_token: access_token.into(), refresh_token: None, expires_in: None }
+    }
+
+    /// Sets the access token's lifetime.
+    #[must_use]
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires_in = Some(lifetime);
+        self
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &"[redacted]")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// The access token cannot be sent: it has characters an HTTP header cannot carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidToken;
+
+impl fmt::Display for InvalidToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("access token has characters a header cannot carry")
+    }
+}
+
+impl std::error::Error for InvalidToken {}
+
+/// The session's current tokens, as the application reads them (to persist them, say).
+#[derive(Clone)]
+pub struct TokenSet(Arc<TokenState>);
+
+pub(crate) struct TokenState {
+    /// `Bearer <access token>`, built once and shared by every request.
+    pub(crate) header: HeaderValue,
+    access_token: String,
+    refresh_token: Option<String>,
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) lifetime: Option<Duration>,
+}
+
+impl TokenSet {
+    fn new(tokens: Tokens) -> Result<Self, InvalidToken> {
+        let mut header = HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {}", tokens.access_token)))
+            .map_err(|_| InvalidToken)?;
+        header.set_sensitive(true);
+        let lifetime = tokens.expires_in.or_else(|| jwt_lifetime(&tokens.access_token));
+        Ok(Self(Arc::new(TokenState {
+            header,
+            expires_at: lifetime.map(|l| Instant::now() + l),
+            lifetime,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+        })))
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &str {
+        &self.0.access_token
+    }
+
+    /// The refresh token, if any.
+    pub fn refresh_token(&self) -> Option<&str> {
+        self.0.refresh_token.as_deref()
+    }
+
+    /// When the access token expires, if known.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.0.expires_at
+    }
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"[redacted]")
+            .field("expires_at", &self.0.expires_at)
+            .finish()
+    }
+}
+
+/// Reads a JWT's `exp` without verifying anything, as the time left until it.
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: f64,
+    }
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > 16 * 1024 {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let exp = serde_json::from_slice::<Exp>(&json).ok()?.exp;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    (exp.is_finite() && exp > now).then(|| Duration::from_secs_f64((exp - now).min(1e9)))
+}
+
+/// What happened to a session, as [`Session::subscribe`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// No tokens yet, or logged out.
+    LoggedOut,
+    /// The application logged in.
+    LoggedIn,
+    /// A refresh installed new tokens.
+    Refreshed,
+    /// The refresh token was refused for good.
+    Expired,
+}
+
+/// Counters since the session was created, cheap to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Refreshes that installed new tokens.
+    pub refreshes: u64,
+    /// Refreshes that failed (transiently or for good).
+    pub refresh_failures: u64,
+    /// Requests sent again after a rejection.
+    pub replays: u64,
+    /// Of those, requests replayed at once because they had used tokens already replaced.
+    pub stale_replays: u64,
+    /// Requests that waited for a refresh.
+    pub waits: u64,
+    /// Their total waiting time.
+    pub wait_time: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+    replays: AtomicU64,
+    stale_replays: AtomicU64,
+    waits: AtomicU64,
+    wait_nanos: AtomicU64,
+}
+
+/// What requests read, swapped whole on every change.
+pub(crate) struct State {
+    pub(crate) tokens: Option<TokenSet>,
+    pub(crate) generation: u64,
+    pub(crate) expired: bool,
+}
+
+/// A shared handle on one user's tokens; clone it freely.
+///
+/// The application logs in with [`login`](Self::login), reads the tokens with
+/// [`tokens`](Self::tokens), logs out with [`logout`](Self::logout), and watches changes with
+/// [`subscribe`](Self::subscribe). A [`RefreshLayer`](super::RefreshLayer) refreshes them.
+/// Two sessions never share a refresh.
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_refresh::client::{Session, SessionEvent, Tokens};
+///
+/// let session = Session::new();
+/// let mut events = session.subscribe();
+/// session.login(Tokens::new("access", "refresh"))?;
+/// assert_eq!(*events.borrow_and_update(), SessionEvent::LoggedIn);
+/// assert_eq!(session.tokens().unwrap().refresh_token(), Some("refresh"));
+/// session.logout();
+/// assert!(session.tokens().is_none());
+/// # Ok::<_, tower_jwt_refresh::client::InvalidToken>(())
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: ArcSwap<State>,
+    control: Mutex<Control>,
+    events: watch::Sender<SessionEvent>,
+    counters: Counters,
+    /// Set when the session expires; the hook fires only for the flip.
+    expired_fired: AtomicBool,
+}
+
+#[derive(Default)]
+struct Control {
+    flight: Option<Flight>,
+    /// Start times of recent refreshes, for the loop guard.
+    recent: VecDeque<Instant>,
+    next_flight: u64,
+}
+
+struct Flight {
+    id: u64,
+    generation: u64,
+    outcome: watch::Receiver<Option<Result<(), Error>>>,
+    waiters: Arc<AtomicUsize>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state.load();
+        f.debug_struct("Session")
+            .field("logged_in", &state.tokens.is_some())
+            .field("generation", &state.generation)
+            .field("expired", &state.expired)
+            .finish()
+    }
+}
+
+/// How a refresh is run: the layer's settings.
+pub(crate) struct RefreshSettings {
+    pub(crate) refresher: Arc<dyn DynRefresher>,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) refresh_timeout: Duration,
+    pub(crate) max_waiters: usize,
+    pub(crate) loop_limit: usize,
+    pub(crate) loop_window: Duration,
+    pub(crate) on_refresh: Option<OnRefresh>,
+    pub(crate) on_session_expired: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// The `on_refresh` hook: awaited before waiters are released.
+pub(crate) type OnRefresh =
+    Arc<dyn Fn(TokenSet) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The result of asking for tokens newer than a generation.
+pub(crate) enum Joined {
+    /// Newer tokens are already installed.
+    Newer,
+    /// Wait for the refresh in flight.
+    Wait(Waiter),
+}
+
+/// A place among a refresh's waiters; leaving frees it.
+pub(crate) struct Waiter {
+    outcome: watch::Receiver<Option<Result<(), Error>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Session {
+    /// A session without tokens.
+    pub fn new() -> Self {
+        let state = State { tokens: None, generation: 0, expired: false };
+        Self {
+            shared: Arc::new(Shared {
+                state: ArcSwap::from_pointee(state),
+                control: Mutex::default(),
+                events: watch::channel(SessionEvent::LoggedOut).0,
+                counters: Counters::default(),
+                expired_fired: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Installs `tokens` (a login), ending any expiry; requests use them at once.
+    pub fn login(&self, tokens: Tokens) -> Result<(), InvalidToken> {
+        let set = TokenSet::new(tokens)?;
+        let _control = self.control();
+        let generation = self.shared.state.load().generation + 1;
+        self.shared.state.store(Arc::new(State { tokens: Some(set), generation, expired: false }));
+        self.shared.expired_fired.store(false, Ordering::Release);
+        self.shared.events.send_replace(SessionEvent::LoggedIn);
+        Ok(())
+    }
+
+    /// Forgets the tokens; requests fail with [`Error::NotAuthenticated`] until the next login.
+    pub fn logout(&self) {
+        let _control = self.control();
+        let generation = self.shared.state.load().generation + 1;
+        self.shared.state.store(Arc::new(State { tokens: None, generation, expired: false }));
+        self.shared.events.send_replace(SessionEvent::LoggedOut);
+    }
+
+    /// The current tokens.
+    pub fn tokens(&self) -> Option<TokenSet> {
+        self.shared.state.load().tokens.clone()
+    }
+
+    /// Whether the refresh token was refused for good (until the next login).
+    pub fn is_expired(&self) -> bool {
+        self.shared.state.load().expired
+    }
+
+    /// Changes to the session, as they happen.
+    pub fn subscribe(&self) -> watch::Receiver<SessionEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            refreshes: c.refreshes.load(Ordering::Relaxed),
+            refresh_failures: c.refresh_failures.load(Ordering::Relaxed),
+            replays: c.replays.load(Ordering::Relaxed),
+            stale_replays: c.stale_replays.load(Ordering::Relaxed),
+            waits: c.waits.load(Ordering::Relaxed),
+            wait_time: Duration::from_nanos(c.wait_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {
+        self.shared.state.load()
+    }
+
+    pub(crate) fn count_replay(&self, stale: bool) {
+        self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
+        if stale {
+            self.shared.counters.stale_replays.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn control(&self) -> MutexGuard<'_, Control> {
+        // Nothing panics while holding it; recover anyway rather than poison every request.
+        self.shared.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks for tokens newer than generation `seen`: at once if they exist, else by joining
+    /// the refresh in flight or starting one.
+    pub(crate) fn join(&self, seen: u64, settings: &Arc<RefreshSettings>) -> Result<Joined, Error> {
+        let mut control = self.control();
+        let state = self.shared.state.load();
+        if state.expired {
+            return Err(Error::SessionExpired);
+        }
+        if state.generation > seen {
+            return Ok(Joined::Newer);
+        }
+        let Some(tokens) = &state.tokens else { return Err(Error::NotAuthenticated) };
+        if let Some(flight) = control.flight.as_ref().filter(|f| f.generation == state.generation) {
+            if flight.waiters.fetch_add(1, Ordering::AcqRel) >= settings.max_waiters {
+                flight.waiters.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::Overloaded);
+            }
+            return Ok(Joined::Wait(Waiter {
+                outcome: flight.outcome.clone(),
+                count: Arc::clone(&flight.waiters),
+            }));
+        }
+        let Some(refresh_token) = tokens.refresh_token().map(str::to_owned) else {
+            drop(control);
+            self.expire(state.generation, settings);
+            return Err(Error::SessionExpired);
+        };
+        let now = Instant::now();
+        while control.recent.front().is_some_and(|t| now.duration_since(*t) >= settings.loop_window) {
+            control.recent.pop_front();
+        }
+        if control.recent.len() >= settings.loop_limit {
+            tracing::warn!(limit = settings.loop_limit, "refresh loop guard tripped");
+            return Err(Error::RefreshLoop);
+        }
+        control.recent.push_back(now);
+        let (tx, outcome) = watch::channel(None);
+        let waiters = Arc::new(AtomicUsize::new(1));
+        let id = control.next_flight;
+        control.next_flight += 1;
+        control.flight = Some(Flight {
+            id,
+            generation: state.generation,
+            outcome: outcome.clone(),
+            waiters: Arc::clone(&waiters),
+        });
+        tokio::spawn(self.clone().run_refresh(Arc::clone(settings), refresh_token, state.generation, id, tx));
+        Ok(Joined::Wait(Waiter { outcome, count: waiters }))
+    }
+
+    /// Waits for the refresh, bounded by the wait timeout.
+    pub(crate) async fn wait(&self, waiter: Waiter, settings: &RefreshSettings) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut outcome = waiter.outcome.clone();
+        let result = tokio::time::timeout(settings.wait_timeout, outcome.wait_for(Option::is_some)).await;
+        let counters = &self.shared.counters;
+        counters.waits.fetch_add(1, Ordering::Relaxed);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counters.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+        drop(waiter);
+        match result {
+            Err(_) => Err(Error::WaitTimeout),
+            Ok(Err(_)) => Err(Error::refresh_failed("refresh task ended without a result")),
+            Ok(Ok(outcome)) => outcome.clone().unwrap_or(Err(Error::WaitTimeout)),
+        }
+    }
+
+    /// The refresh task: refresh, run the hook, install, then release the waiters.
+    async fn run_refresh(
+        self,
+        settings: Arc<RefreshSettings>,
+        refresh_token: String,
+        generation: u64,
+        id: u64,
+        tx: watch::Sender<Option<Result<(), Error>>>,
+    ) {
+        let span = tracing::info_span!("token_refresh", generation);
+        let refresh = Arc::clone(&settings.refresher).refresh_owned(refresh_token.clone());
+        let result = tracing::Instrument::instrument(tokio::time::timeout(settings.refresh_timeout, refresh), span.clone()).await;
+        let counters = &self.shared.counters;
+        let outcome = match result {
+            Ok(Ok(new)) => match self.install(new, refresh_token, generation, &settings).await {
+                Ok(()) => {
+                    counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                    span.in_scope(|| tracing::debug!("tokens refreshed"));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Ok(Err(RefreshFailure::Permanent(error))) => {
+                span.in_scope(|| tracing::warn!(%error, "refresh token refused; session expired"));
+                self.expire(generation, &settings);
+                Err(Error::SessionExpired)
+            }
+            Ok(Err(RefreshFailure::Transient(error))) => {
+                span.in_scope(|| tracing::warn!(%error, "refresh failed"));
+                Err(Error::refresh_failed(error))
+            }
+            Err(_) => {
+                span.in_scope(|| tracing::warn!("refresh timed out"));
+                Err(Error::refresh_failed("refresh timed out"))
+            }
+        };
+        if outcome.is_err() {
+            counters.refresh_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut control = self.control();
+        if control.flight.as_ref().is_some_and(|f| f.id == id) {
+            control.flight = None;
+        }
+        drop(control);
+        tx.send_replace(Some(outcome));
+    }
+
+    /// Runs the hook, then installs the new tokens if the session has not moved on.
+    async fn install(
+        &self,
+        new: RefreshedTokens,
+        old_refresh: String,
+        generation: u64,
+        settings: &RefreshSettings,
+    ) -> Result<(), Error> {
+        let tokens = Tokens {
+            access_token: new.access_token,
+            refresh_token: Some(new.refresh_token.unwrap_or(old_refresh)),
+            expires_in: new.expires_in,
+        };
+        let set = TokenSet::new(tokens).map_err(Error::refresh_failed)?;
+        if let Some(hook) = &settings.on_refresh {
+            // Bounded like the refresh itself: a stuck hook must not hold every waiter.
+            if tokio::time::timeout(settings.refresh_timeout, hook(set.clone())).await.is_err() {
+                tracing::warn!("on_refresh hook timed out");
+            }
+        }
+        let _control = self.control();
+        let state = self.shared.state.load();
+        if state.generation == generation && !state.expired {
+            self.shared.state.store(Arc::new(State { tokens: Some(set), generation: generation + 1, expired: false }));
+            self.shared.events.send_replace(SessionEvent::Refreshed);
+        }
+        // Otherwise the application logged in or out meanwhile: its tokens win.
+        Ok(())
+    }
+
+    /// Marks the session expired (if still at `generation`) and fires the hook once.
+    fn expire(&self, generation: u64, settings: &RefreshSettings) {
+        let control = self.control();
+        let state = self.shared.state.load();
+        if state.generation != generation || state.expired {
+            return;
+        }
+        self.shared.state.store(Arc::new(State { tokens: state.tokens.clone(), generation, expired: true }));
+        self.shared.events.send_replace(SessionEvent::Expired);
+        drop(control);
+        if !self.shared.expired_fired.swap(true, Ordering::AcqRel) {
+            if let Some(hook) = &settings.on_session_expired {
+                hook();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(exp: u64) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+        format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig")
+    }
+
+    #[test]
+    fn lifetime_comes_from_expires_in_or_the_jwt() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let from_jwt = jwt_lifetime(&jwt(now + 100)).unwrap();
+        assert!((98..=100).contains(&from_jwt.as_secs()), "{from_jwt:?}");
+        assert_eq!(jwt_lifetime(&jwt(now - 5)), None);
+        assert_eq!(jwt_lifetime("opaque"), None);
+        assert_eq!(jwt_lifetime("a.!!!.c"), None);
+    }
+
+    #[tokio::test]
+    async fn login_and_logout_move_the_generation() {
+        let session = Session::new();
+        assert_eq!(session.load().generation, 0);
+        session.login(Tokens::new("a", "r")).unwrap();
+        assert_eq!(session.load().generation, 1);
+        assert_eq!(session.load().tokens.as_ref().unwrap().0.header, "Bearer a");
+        assert!(session.load().tokens.as_ref().unwrap().0.header.is_sensitive());
+        session.logout();
+        assert_eq!(session.load().generation, 2);
+        assert_eq!(session.login(Tokens::access_only("bad\ntoken")), Err(InvalidToken));
+    }
+}
