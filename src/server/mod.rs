@@ -12,6 +12,13 @@
 //! chosen by `kid`, each bound to one algorithm; `typ`, `exp`, `nbf`, `iat`, `iss`, `aud` and
 //! `crit` checked), ask the revocation hook, check required scopes, and insert the claims.
 //!
+//! The issuing half: [`TokenIssuer`] mints access tokens ([`AccessTokenIssuer`], with a
+//! [`SigningKey`]) and opaque, rotating refresh tokens kept in a [`RefreshStore`]
+//! ([`MemoryStore`], or `RedisStore` with the `redis` feature), and serves the RFC 6749 refresh
+//! endpoint and the RFC 7009 revocation endpoint as tower services. Its
+//! [`revocation`](TokenIssuer::revocation) hook makes this layer refuse a revoked session's
+//! access tokens from the next request on.
+//!
 //! The verified-token cache is keyed by the whole token. An entry weighs its token length
 //! plus its decoded payload length plus 192 bytes, and the total weight never exceeds the
 //! capacity (8 MiB by default), which bounds the cache's memory. An entry is dropped at the
