@@ -1,18 +1,21 @@
-//! Silent token refresh for tower: a server layer that verifies JWT bearer tokens, and (soon)
-//! the client layer that refreshes them exactly once while holding concurrent requests.
+//! Silent token refresh for tower: a server layer that verifies JWT bearer tokens and issues
+//! rotating refresh tokens, and a client layer that refreshes exactly once while holding
+//! concurrent requests, then replays them.
 //!
 //! - [`server`]: [`JwtAuthLayer`](server::JwtAuthLayer) verifies access tokens in any tower
 //!   stack (axum, tonic, hyper) and answers failures per RFC 6750, or with gRPC statuses;
 //!   [`TokenIssuer`](server::TokenIssuer) issues access tokens and rotating refresh tokens on
 //!   a [`RefreshStore`](server::RefreshStore), and serves the refresh and revocation
 //!   endpoints.
+//! - [`client`]: [`RefreshLayer`](client::RefreshLayer) attaches the access token to every
+//!   request of a [`Session`](client::Session) and refreshes it silently.
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `server` | yes | the verification layer |
-//! | `client` | yes | the refreshing client layer (in progress: no API yet) |
+//! | `client` | yes | the refreshing client layer |
 //! | `aws-lc-rs` | yes | crypto through aws-lc-rs, keys parsed once |
 //! | `rust-crypto` | no | pure-Rust crypto through jsonwebtoken's RustCrypto backend |
 //! | `axum` | no | the [`Claims`](server::Claims) extractor |
@@ -24,6 +27,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "server")]
 pub mod server;
 

@@ -75,7 +75,13 @@ mod tests {
         let e = Error::refresh_failed(std::io::Error::other("connection reset"));
         assert_eq!(e.to_string(), "token refresh failed");
         assert_eq!(e.source().unwrap().to_string(), "connection reset");
-        for e in [Error::NotAuthenticated, Error::SessionExpired, Error::WaitTimeout, Error::Overloaded, Error::RefreshLoop] {
+        for e in [
+            Error::NotAuthenticated,
+            Error::SessionExpired,
+            Error::WaitTimeout,
+            Error::Overloaded,
+            Error::RefreshLoop,
+        ] {
             let shown = e.to_string();
             assert!(shown.starts_with(|c: char| c.is_lowercase()), "{shown}");
             assert!(e.source().is_none());

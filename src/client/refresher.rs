@@ -32,7 +32,11 @@ pub struct RefreshedTokens {
 impl RefreshedTokens {
     /// New tokens with only an access token.
     pub fn new(access_token: impl Into<String>) -> Self {
-        Self { access_token: access_token.into(), refresh_token: None, expires_in: None }
+        Self {
+            access_token: access_token.into(),
+            refresh_token: None,
+            expires_in: None,
+        }
     }
 
     /// Adds the rotated refresh token.
@@ -54,7 +58,10 @@ impl fmt::Debug for RefreshedTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshedTokens")
             .field("access_token", &"[redacted]")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("expires_in", &self.expires_in)
             .finish()
     }
@@ -210,7 +217,11 @@ impl<S> fmt::Debug for OAuthRefresher<S> {
 impl<S> OAuthRefresher<S> {
     /// Refreshes at `token_url` through `client`.
     pub fn new(client: S, token_url: Uri) -> Self {
-        Self { client, token_url, client_id: None }
+        Self {
+            client,
+            token_url,
+            client_id: None,
+        }
     }
 
     /// Sends `client_id` with each refresh, as public clients do.
@@ -240,7 +251,10 @@ where
     B::Error: Into<BoxError>,
 {
     async fn refresh(&self, refresh_token: &str) -> Result<RefreshedTokens, RefreshFailure> {
-        let mut form = form_urlencoded(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]);
+        let mut form = form_urlencoded(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ]);
         if let Some(id) = &self.client_id {
             form.push('&');
             form.push_str(&form_urlencoded(&[("client_id", id)]));
@@ -249,7 +263,10 @@ where
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.token_url.clone();
         let headers = request.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let response = self
             .client
@@ -265,18 +282,24 @@ where
             .to_bytes();
         match status {
             StatusCode::OK => {
-                let parsed: TokenResponse = serde_json::from_slice(&body)
-                    .map_err(|e| RefreshFailure::transient(format!("malformed token response: {e}")))?;
+                let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+                    RefreshFailure::transient(format!("malformed token response: {e}"))
+                })?;
                 Ok(RefreshedTokens {
                     access_token: parsed.access_token,
                     refresh_token: parsed.refresh_token,
                     expires_in: parsed.expires_in.map(Duration::from_secs),
                 })
             }
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => Err(RefreshFailure::permanent(
-                format!("refresh refused with {status}: {}", String::from_utf8_lossy(&body)),
-            )),
-            _ => Err(RefreshFailure::transient(format!("refresh answered {status}"))),
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => {
+                Err(RefreshFailure::permanent(format!(
+                    "refresh refused with {status}: {}",
+                    String::from_utf8_lossy(&body)
+                )))
+            }
+            _ => Err(RefreshFailure::transient(format!(
+                "refresh answered {status}"
+            ))),
         }
     }
 }
@@ -284,11 +307,20 @@ where
 /// `application/x-www-form-urlencoded` pairs.
 fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
     use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-    const SAFE: &percent_encoding::AsciiSet =
-        &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const SAFE: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, SAFE), utf8_percent_encode(v, SAFE)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, SAFE),
+                utf8_percent_encode(v, SAFE)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -299,7 +331,10 @@ mod tests {
 
     #[test]
     fn form_encoding_escapes_everything_but_unreserved() {
-        assert_eq!(form_urlencoded(&[("a", "b c+d/e=f&g.h~i")]), "a=b%20c%2Bd%2Fe%3Df%26g.h~i");
+        assert_eq!(
+            form_urlencoded(&[("a", "b c+d/e=f&g.h~i")]),
+            "a=b%20c%2Bd%2Fe%3Df%26g.h~i"
+        );
     }
 
     #[test]

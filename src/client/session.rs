@@ -49,7 +49,11 @@ impl Tokens {
 
     /// Tokens with only an access token: nothing to refresh with.
     pub fn access_only(access_token: impl Into<String>) -> Self {
-        Self { access_token: access_token.into(), refresh_token: None, expires_in: None }
+        Self {
+            access_token: access_token.into(),
+            refresh_token: None,
+            expires_in: None,
+        }
     }
 
     /// Sets the access token's lifetime.
@@ -64,7 +68,10 @@ impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokens")
             .field("access_token", &"[redacted]")
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .field("expires_in", &self.expires_in)
             .finish()
     }
@@ -84,7 +91,7 @@ impl std::error::Error for InvalidToken {}
 
 /// The session's current tokens, as the application reads them (to persist them, say).
 #[derive(Clone)]
-pub struct TokenSet(Arc<TokenState>);
+pub struct TokenSet(pub(crate) Arc<TokenState>);
 
 pub(crate) struct TokenState {
     /// `Bearer <access token>`, built once and shared by every request.
@@ -97,10 +104,13 @@ pub(crate) struct TokenState {
 
 impl TokenSet {
     fn new(tokens: Tokens) -> Result<Self, InvalidToken> {
-        let mut header = HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {}", tokens.access_token)))
-            .map_err(|_| InvalidToken)?;
+        let mut header =
+            HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {}", tokens.access_token)))
+                .map_err(|_| InvalidToken)?;
         header.set_sensitive(true);
-        let lifetime = tokens.expires_in.or_else(|| jwt_lifetime(&tokens.access_token));
+        let lifetime = tokens
+            .expires_in
+            .or_else(|| jwt_lifetime(&tokens.access_token));
         Ok(Self(Arc::new(TokenState {
             header,
             expires_at: lifetime.map(|l| Instant::now() + l),
@@ -147,7 +157,10 @@ fn jwt_lifetime(token: &str) -> Option<Duration> {
     }
     let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let exp = serde_json::from_slice::<Exp>(&json).ok()?.exp;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
     (exp.is_finite() && exp > now).then(|| Duration::from_secs_f64((exp - now).min(1e9)))
 }
 
@@ -268,6 +281,7 @@ impl fmt::Debug for Session {
 }
 
 /// How a refresh is run: the layer's settings.
+#[derive(Clone)]
 pub(crate) struct RefreshSettings {
     pub(crate) refresher: Arc<dyn DynRefresher>,
     pub(crate) wait_timeout: Duration,
@@ -306,7 +320,11 @@ impl Drop for Waiter {
 impl Session {
     /// A session without tokens.
     pub fn new() -> Self {
-        let state = State { tokens: None, generation: 0, expired: false };
+        let state = State {
+            tokens: None,
+            generation: 0,
+            expired: false,
+        };
         Self {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),
@@ -323,7 +341,11 @@ impl Session {
         let set = TokenSet::new(tokens)?;
         let _control = self.control();
         let generation = self.shared.state.load().generation + 1;
-        self.shared.state.store(Arc::new(State { tokens: Some(set), generation, expired: false }));
+        self.shared.state.store(Arc::new(State {
+            tokens: Some(set),
+            generation,
+            expired: false,
+        }));
         self.shared.expired_fired.store(false, Ordering::Release);
         self.shared.events.send_replace(SessionEvent::LoggedIn);
         Ok(())
@@ -333,7 +355,11 @@ impl Session {
     pub fn logout(&self) {
         let _control = self.control();
         let generation = self.shared.state.load().generation + 1;
-        self.shared.state.store(Arc::new(State { tokens: None, generation, expired: false }));
+        self.shared.state.store(Arc::new(State {
+            tokens: None,
+            generation,
+            expired: false,
+        }));
         self.shared.events.send_replace(SessionEvent::LoggedOut);
     }
 
@@ -372,13 +398,19 @@ impl Session {
     pub(crate) fn count_replay(&self, stale: bool) {
         self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
         if stale {
-            self.shared.counters.stale_replays.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .stale_replays
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
         // Nothing panics while holding it; recover anyway rather than poison every request.
-        self.shared.control.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Asks for tokens newer than generation `seen`: at once if they exist, else by joining
@@ -392,8 +424,14 @@ impl Session {
         if state.generation > seen {
             return Ok(Joined::Newer);
         }
-        let Some(tokens) = &state.tokens else { return Err(Error::NotAuthenticated) };
-        if let Some(flight) = control.flight.as_ref().filter(|f| f.generation == state.generation) {
+        let Some(tokens) = &state.tokens else {
+            return Err(Error::NotAuthenticated);
+        };
+        if let Some(flight) = control
+            .flight
+            .as_ref()
+            .filter(|f| f.generation == state.generation)
+        {
             if flight.waiters.fetch_add(1, Ordering::AcqRel) >= settings.max_waiters {
                 flight.waiters.fetch_sub(1, Ordering::AcqRel);
                 return Err(Error::Overloaded);
@@ -409,7 +447,11 @@ impl Session {
             return Err(Error::SessionExpired);
         };
         let now = Instant::now();
-        while control.recent.front().is_some_and(|t| now.duration_since(*t) >= settings.loop_window) {
+        while control
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= settings.loop_window)
+        {
             control.recent.pop_front();
         }
         if control.recent.len() >= settings.loop_limit {
@@ -427,15 +469,29 @@ impl Session {
             outcome: outcome.clone(),
             waiters: Arc::clone(&waiters),
         });
-        tokio::spawn(self.clone().run_refresh(Arc::clone(settings), refresh_token, state.generation, id, tx));
-        Ok(Joined::Wait(Waiter { outcome, count: waiters }))
+        tokio::spawn(self.clone().run_refresh(
+            Arc::clone(settings),
+            refresh_token,
+            state.generation,
+            id,
+            tx,
+        ));
+        Ok(Joined::Wait(Waiter {
+            outcome,
+            count: waiters,
+        }))
     }
 
     /// Waits for the refresh, bounded by the wait timeout.
-    pub(crate) async fn wait(&self, waiter: Waiter, settings: &RefreshSettings) -> Result<(), Error> {
+    pub(crate) async fn wait(
+        &self,
+        waiter: Waiter,
+        settings: &RefreshSettings,
+    ) -> Result<(), Error> {
         let started = Instant::now();
         let mut outcome = waiter.outcome.clone();
-        let result = tokio::time::timeout(settings.wait_timeout, outcome.wait_for(Option::is_some)).await;
+        let result =
+            tokio::time::timeout(settings.wait_timeout, outcome.wait_for(Option::is_some)).await;
         let counters = &self.shared.counters;
         counters.waits.fetch_add(1, Ordering::Relaxed);
         let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -459,10 +515,17 @@ impl Session {
     ) {
         let span = tracing::info_span!("token_refresh", generation);
         let refresh = Arc::clone(&settings.refresher).refresh_owned(refresh_token.clone());
-        let result = tracing::Instrument::instrument(tokio::time::timeout(settings.refresh_timeout, refresh), span.clone()).await;
+        let result = tracing::Instrument::instrument(
+            tokio::time::timeout(settings.refresh_timeout, refresh),
+            span.clone(),
+        )
+        .await;
         let counters = &self.shared.counters;
         let outcome = match result {
-            Ok(Ok(new)) => match self.install(new, refresh_token, generation, &settings).await {
+            Ok(Ok(new)) => match self
+                .install(new, refresh_token, generation, &settings)
+                .await
+            {
                 Ok(()) => {
                     counters.refreshes.fetch_add(1, Ordering::Relaxed);
                     span.in_scope(|| tracing::debug!("tokens refreshed"));
@@ -511,14 +574,21 @@ impl Session {
         let set = TokenSet::new(tokens).map_err(Error::refresh_failed)?;
         if let Some(hook) = &settings.on_refresh {
             // Bounded like the refresh itself: a stuck hook must not hold every waiter.
-            if tokio::time::timeout(settings.refresh_timeout, hook(set.clone())).await.is_err() {
+            if tokio::time::timeout(settings.refresh_timeout, hook(set.clone()))
+                .await
+                .is_err()
+            {
                 tracing::warn!("on_refresh hook timed out");
             }
         }
         let _control = self.control();
         let state = self.shared.state.load();
         if state.generation == generation && !state.expired {
-            self.shared.state.store(Arc::new(State { tokens: Some(set), generation: generation + 1, expired: false }));
+            self.shared.state.store(Arc::new(State {
+                tokens: Some(set),
+                generation: generation + 1,
+                expired: false,
+            }));
             self.shared.events.send_replace(SessionEvent::Refreshed);
         }
         // Otherwise the application logged in or out meanwhile: its tokens win.
@@ -532,13 +602,17 @@ impl Session {
         if state.generation != generation || state.expired {
             return;
         }
-        self.shared.state.store(Arc::new(State { tokens: state.tokens.clone(), generation, expired: true }));
+        self.shared.state.store(Arc::new(State {
+            tokens: state.tokens.clone(),
+            generation,
+            expired: true,
+        }));
         self.shared.events.send_replace(SessionEvent::Expired);
         drop(control);
-        if !self.shared.expired_fired.swap(true, Ordering::AcqRel) {
-            if let Some(hook) = &settings.on_session_expired {
-                hook();
-            }
+        if !self.shared.expired_fired.swap(true, Ordering::AcqRel)
+            && let Some(hook) = &settings.on_session_expired
+        {
+            hook();
         }
     }
 }
@@ -554,7 +628,10 @@ mod tests {
 
     #[test]
     fn lifetime_comes_from_expires_in_or_the_jwt() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let from_jwt = jwt_lifetime(&jwt(now + 100)).unwrap();
         assert!((98..=100).contains(&from_jwt.as_secs()), "{from_jwt:?}");
         assert_eq!(jwt_lifetime(&jwt(now - 5)), None);
@@ -569,9 +646,21 @@ mod tests {
         session.login(Tokens::new("a", "r")).unwrap();
         assert_eq!(session.load().generation, 1);
         assert_eq!(session.load().tokens.as_ref().unwrap().0.header, "Bearer a");
-        assert!(session.load().tokens.as_ref().unwrap().0.header.is_sensitive());
+        assert!(
+            session
+                .load()
+                .tokens
+                .as_ref()
+                .unwrap()
+                .0
+                .header
+                .is_sensitive()
+        );
         session.logout();
         assert_eq!(session.load().generation, 2);
-        assert_eq!(session.login(Tokens::access_only("bad\ntoken")), Err(InvalidToken));
+        assert_eq!(
+            session.login(Tokens::access_only("bad\ntoken")),
+            Err(InvalidToken)
+        );
     }
 }

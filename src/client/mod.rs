@@ -1,0 +1,87 @@
+//! The client side: attach the access token to every request and refresh it silently.
+//!
+//! [`RefreshLayer`] wraps any `Service<http::Request<B>>`: a hyper-util client, a tonic
+//! `Channel`, a mock. Where tower's `Retry` replays a request on its own, this layer
+//! coordinates every request of a [`Session`]: when the token is rejected (or about to
+//! expire) exactly one refresh runs, every request that needs it waits for that one refresh
+//! (bounded in time and number), and each is replayed with the new token. The application
+//! never sees the 401.
+//!
+//! Per request:
+//! 1. no tokens: fail with [`Error::NotAuthenticated`] (or pass through, if configured);
+//! 2. the token expires within the early window: join or start a refresh first;
+//! 3. attach `Authorization: Bearer …` and remember the tokens' generation;
+//! 4. a rejection (401, or gRPC `UNAUTHENTICATED`) of a request that used an older
+//!    generation is replayed at once with the current token, without a refresh: this stale
+//!    rule is what keeps a storm at exactly one refresh. Otherwise it joins or starts the
+//!    refresh for its generation, then replays, at most once by default;
+//! 5. bodies are kept for the replay by a [`ReplayPolicy`]: [`CloneBodies`] (default),
+//!    [`TeeBodies`] for streaming bodies, [`NoReplay`].
+//!
+//! A refresh runs in a task of its own, so a caller that gives up cancels nothing for the
+//! others. A permanent failure (`invalid_grant`) expires the session: every waiter gets
+//! [`Error::SessionExpired`], `on_session_expired` fires once, and requests fail fast until the
+//! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`] and the
+//! next request may refresh again.
+//!
+//! # Example: hyper-util
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_jwt_refresh::client::{OAuthRefresher, RefreshLayer, Session, Tokens};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let session = Session::new();
+//! let refresher = OAuthRefresher::new(http.clone(), "http://127.0.0.1:3000/oauth/token".parse()?);
+//! let client = ServiceBuilder::new()
+//!     .layer(RefreshLayer::new(session.clone(), refresher))
+//!     .service(http);
+//!
+//! session.login(Tokens::new("access token from login", "refresh token from login"))?;
+//! let request = http::Request::get("http://127.0.0.1:3000/aaa").body(Full::default())?;
+//! let response = client.oneshot(request).await?; // refreshed and replayed if needed
+//! # let _ = response; Ok(()) }
+//! ```
+//!
+//! # Example: tonic
+//!
+//! ```
+//! use tonic::transport::Channel;
+//! use tower::ServiceBuilder;
+//! use tower_jwt_refresh::client::{RefreshLayer, RefreshedTokens, Session, refresher_fn};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let channel = Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let session = Session::new();
+//! let refresher = refresher_fn(|refresh_token: String| async move {
+//!     // Call your auth service here.
+//!     Ok(RefreshedTokens::new("new access").refresh_token(refresh_token))
+//! });
+//! let channel = ServiceBuilder::new()
+//!     .layer(RefreshLayer::new(session, refresher).tee_bodies(64 * 1024, tonic::body::Body::new))
+//!     .service(channel);
+//! // Hand `channel` to a generated client: `MyServiceClient::new(channel)`.
+//! # let _ = channel; Ok(()) }
+//! ```
+
+mod error;
+mod future;
+mod layer;
+mod refresher;
+mod replay;
+mod service;
+mod session;
+
+pub use error::{BoxError, Error};
+pub use future::ResponseFuture;
+pub use layer::RefreshLayer;
+pub use refresher::{
+    OAuthRefresher, RefreshFailure, RefreshedTokens, Refresher, RefresherFn, refresher_fn,
+};
+pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, Tee, TeeBodies};
+pub use service::Refresh;
+pub use session::{InvalidToken, Session, SessionEvent, Stats, TokenSet, Tokens};

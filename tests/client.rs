@@ -1,0 +1,559 @@
+//! The client layer's required scenarios, each deterministic: paused Tokio time, a mock inner
+//! service whose accepted tokens the test controls, and a refresher whose outcome it scripts.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::Semaphore;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower_jwt_refresh::client::{
+    Error, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
+};
+
+/// What the mock server saw and accepts.
+#[derive(Clone)]
+struct Server {
+    valid: Arc<Mutex<HashSet<String>>>,
+    /// Every token seen, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+    /// Requests to `/slow` wait for a permit before answering.
+    slow_gate: Arc<Semaphore>,
+    slow_arrived: Arc<AtomicUsize>,
+    /// A log shared with hooks, for ordering checks.
+    log: Arc<Mutex<Vec<String>>>,
+    /// When set, every token is rejected.
+    reject_all: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            valid: Arc::default(),
+            seen: Arc::default(),
+            slow_gate: Arc::new(Semaphore::new(0)),
+            slow_arrived: Arc::default(),
+            log: Arc::default(),
+            reject_all: Arc::default(),
+        }
+    }
+}
+
+impl Server {
+    fn accept(&self, token: &str) {
+        self.valid.lock().unwrap().insert(token.to_owned());
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Answers 200 with the request body for a valid token, else 401 `invalid_token`. The
+    /// body is read first, as a server that parses it would.
+    async fn handle<B>(self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Debug,
+    {
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_owned();
+        self.seen.lock().unwrap().push(token.clone());
+        self.log.lock().unwrap().push(format!("request {token}"));
+        if req.uri().path() == "/slow" {
+            self.slow_arrived.fetch_add(1, Ordering::SeqCst);
+            self.slow_gate.acquire().await.unwrap().forget();
+        }
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let ok =
+            !self.reject_all.load(Ordering::SeqCst) && self.valid.lock().unwrap().contains(&token);
+        let mut response = Response::new(Full::new(if ok { body } else { Bytes::new() }));
+        if !ok {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(
+                "www-authenticate",
+                r#"Bearer realm="api", error="invalid_token", error_description="token expired""#
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// A scripted refresher: `t1`, `t2`, … each made valid on `server` as it is issued, unless the
+/// script says otherwise for that call.
+#[derive(Clone)]
+struct Script {
+    calls: Arc<AtomicUsize>,
+    outcome: Arc<dyn Fn(usize) -> Outcome + Send + Sync>,
+    /// Refreshes wait for a permit when set.
+    gate: Option<Arc<Semaphore>>,
+    delay: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok,
+    Permanent,
+    Transient,
+    Hang,
+}
+
+impl Script {
+    fn ok() -> Self {
+        Self::with(|_| Outcome::Ok)
+    }
+
+    fn with(f: impl Fn(usize) -> Outcome + Send + Sync + 'static) -> Self {
+        Self {
+            calls: Arc::default(),
+            outcome: Arc::new(f),
+            gate: None,
+            delay: Duration::from_millis(10),
+        }
+    }
+
+    fn gated(mut self) -> (Self, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        self.gate = Some(Arc::clone(&gate));
+        (self, gate)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn layer(&self, session: &Session, server: &Server) -> RefreshLayer {
+        let (script, server) = (self.clone(), server.clone());
+        let refresher = refresher_fn(move |_refresh: String| {
+            let (script, server) = (script.clone(), server.clone());
+            async move {
+                let n = script.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if let Some(gate) = &script.gate {
+                    gate.acquire().await.unwrap().forget();
+                }
+                tokio::time::sleep(script.delay).await;
+                match (script.outcome)(n) {
+                    Outcome::Ok => {
+                        let token = format!("t{n}");
+                        server.accept(&token);
+                        Ok(RefreshedTokens::new(token).refresh_token(format!("r{n}")))
+                    }
+                    Outcome::Permanent => Err(RefreshFailure::permanent("invalid_grant")),
+                    Outcome::Transient => {
+                        Err(RefreshFailure::transient("503 from the auth server"))
+                    }
+                    Outcome::Hang => std::future::pending().await,
+                }
+            }
+        });
+        RefreshLayer::new(session.clone(), refresher)
+    }
+}
+
+type Client = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, Error>;
+
+fn client<P>(layer: RefreshLayer<P>, server: &Server) -> Client
+where
+    P: tower_jwt_refresh::client::ReplayPolicy<Full<Bytes>>,
+{
+    let server = server.clone();
+    let inner = tower::service_fn(move |req: Request<Full<Bytes>>| server.clone().handle(req));
+    tower::util::BoxCloneService::new(ServiceBuilder::new().layer(layer).service(inner))
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::default()).unwrap()
+}
+
+fn logged_in(token: &str) -> Session {
+    let session = Session::new();
+    session.login(Tokens::new(token, "r0")).unwrap();
+    session
+}
+
+async fn status(client: &Client, path: &str) -> Result<StatusCode, Error> {
+    let request = get(path);
+    client.clone().oneshot(request).await.map(|r| r.status())
+}
+
+/// Spawns `n` requests to `path` and returns their handles.
+fn spawn_many(
+    client: &Client,
+    path: &'static str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<StatusCode, Error>>> {
+    (0..n)
+        .map(|_| {
+            let request = client.clone().oneshot(get(path));
+            tokio::spawn(async move { request.await.map(|r| r.status()) })
+        })
+        .collect()
+}
+
+async fn wait_until(mut condition: impl FnMut() -> bool) {
+    while !condition() {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn s01_a_401_is_refreshed_once_and_replayed() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+    assert_eq!(server.seen(), ["t0", "t1"]);
+    assert_eq!((session.stats().refreshes, session.stats().replays), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s02_a_storm_of_1000_gets_exactly_one_refresh() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    for task in spawn_many(&client, "/", 1000) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(script.calls(), 1);
+    assert_eq!(session.stats().refreshes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s03_401s_arriving_during_the_refresh_join_it() {
+    let server = Server::default();
+    let (script, refresh_gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    // B is in flight with t0; its answer is held.
+    let b = spawn_many(&client, "/slow", 1).remove(0);
+    wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
+    // A gets its 401 and starts the refresh, which is held too.
+    let a = spawn_many(&client, "/", 1).remove(0);
+    wait_until(|| script.calls() == 1).await;
+    // B's 401 arrives during the refresh: it joins, it does not fail.
+    server.slow_gate.add_permits(10);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!b.is_finished());
+    refresh_gate.add_permits(1);
+    assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(b.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s04_a_stale_401_after_the_refresh_is_replayed_without_another() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    let b = spawn_many(&client, "/slow", 1).remove(0);
+    wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+    // B's 401 (for t0) arrives after the refresh finished.
+    server.slow_gate.add_permits(10);
+    assert_eq!(b.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1, "no second refresh");
+    assert_eq!(session.stats().stale_replays, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s05_a_token_in_the_early_window_is_refreshed_before_sending() {
+    let server = Server::default();
+    server.accept("t0");
+    let script = Script::ok();
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
+        .unwrap();
+    let client = client(script.layer(&session, &server), &server);
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    // 300 s tokens refresh 30 s early.
+    tokio::time::advance(Duration::from_secs(271)).await;
+    for task in spawn_many(&client, "/", 100) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(script.calls(), 1);
+    // No request ever went out with a token about to expire, and none was rejected.
+    assert_eq!(server.seen().iter().filter(|t| *t == "t0").count(), 1);
+    assert_eq!(session.stats().replays, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s06_a_permanent_failure_expires_the_session_once() {
+    let server = Server::default();
+    let script = Script::with(|_| Outcome::Permanent);
+    let session = logged_in("t0");
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fired);
+    let layer = script.layer(&session, &server).on_session_expired(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let client = client(layer, &server);
+    for task in spawn_many(&client, "/", 50) {
+        assert!(matches!(task.await.unwrap(), Err(Error::SessionExpired)));
+    }
+    assert_eq!((fired.load(Ordering::SeqCst), script.calls()), (1, 1));
+    assert!(session.is_expired());
+    // Later requests fail fast, without reaching the server.
+    let sent = server.seen().len();
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::SessionExpired)
+    ));
+    assert_eq!(server.seen().len(), sent);
+    // A new login makes requests work again.
+    server.accept("fresh");
+    session.login(Tokens::new("fresh", "r-fresh")).unwrap();
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s07_a_transient_failure_lets_the_next_request_refresh_again() {
+    let server = Server::default();
+    let script = Script::with(|n| {
+        if n == 1 {
+            Outcome::Transient
+        } else {
+            Outcome::Ok
+        }
+    });
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    let err = status(&client, "/").await.unwrap_err();
+    assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
+    assert!(!session.is_expired());
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s08_a_hung_refresh_ends_every_waiter_at_the_bound() {
+    let server = Server::default();
+    let script = Script::with(|n| if n == 1 { Outcome::Hang } else { Outcome::Ok });
+    let session = logged_in("t0");
+    let layer = script
+        .layer(&session, &server)
+        .wait_timeout(Duration::from_secs(1))
+        .refresh_timeout(Duration::from_secs(5));
+    let client = client(layer, &server);
+    let started = tokio::time::Instant::now();
+    for task in spawn_many(&client, "/", 20) {
+        assert!(matches!(task.await.unwrap(), Err(Error::WaitTimeout)));
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // Once the refresh itself times out, a later request refreshes again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s09_the_initiator_giving_up_cancels_nothing() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    let initiator = spawn_many(&client, "/", 1).remove(0);
+    wait_until(|| script.calls() == 1).await;
+    let others = spawn_many(&client, "/", 10);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    initiator.abort();
+    assert!(initiator.await.unwrap_err().is_cancelled());
+    gate.add_permits(1);
+    for task in others {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(script.calls(), 1);
+    assert_eq!(session.tokens().unwrap().access_token(), "t1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn s10_a_replay_rejected_again_returns_its_401_and_the_loop_guard_trips() {
+    let server = Server::default();
+    server.reject_all.store(true, Ordering::SeqCst);
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    assert_eq!(
+        status(&client, "/").await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(script.calls(), 1, "no second refresh for one request");
+    // The default guard allows 4 refreshes in 2 s; the next request's refresh is refused.
+    for _ in 0..3 {
+        assert_eq!(
+            status(&client, "/").await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::RefreshLoop)
+    ));
+    assert_eq!(script.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s11_a_body_that_cannot_be_kept_gets_its_401_after_the_refresh() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server).no_replay(), &server);
+    assert_eq!(
+        status(&client, "/").await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(script.calls(), 1);
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+}
+
+type Streaming = UnsyncBoxBody<Bytes, BoxError>;
+
+#[tokio::test(start_paused = true)]
+async fn s12_streaming_bodies_are_replayed_byte_identical_under_the_cap() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let layer = script
+        .layer(&session, &server)
+        .tee_bodies(64, Streaming::new);
+    let inner = {
+        let server = server.clone();
+        tower::service_fn(move |req: Request<Streaming>| server.clone().handle(req))
+    };
+    let mut client = ServiceBuilder::new().layer(layer).service(inner);
+    let body = |parts: &[&'static str]| -> Streaming {
+        let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        Streaming::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+    };
+    let parts = ["chunk one, ", "chunk two, ", "three"];
+    let request = Request::post("/").body(body(&parts)).unwrap();
+    let response = client.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        parts.concat()
+    );
+    assert_eq!(script.calls(), 1);
+
+    // Over the cap: the first attempt read it all, so there is nothing to replay.
+    session.login(Tokens::new("t0", "r0")).unwrap();
+    let big = ["x".repeat(40).leak() as &'static str, "y".repeat(40).leak()];
+    let request = Request::post("/").body(body(&big)).unwrap();
+    let response = client.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(script.calls(), 2, "the refresh still happened");
+}
+
+#[tokio::test(start_paused = true)]
+async fn s13_on_refresh_completes_before_any_waiter_goes_on() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let log = Arc::clone(&server.log);
+    let layer = script.layer(&session, &server).on_refresh(move |tokens| {
+        let log = Arc::clone(&log);
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            log.lock()
+                .unwrap()
+                .push(format!("persisted {}", tokens.access_token()));
+        }
+    });
+    let client = client(layer, &server);
+    for task in spawn_many(&client, "/", 20) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    let log = server.log.lock().unwrap().clone();
+    let persisted = log.iter().position(|l| l == "persisted t1").unwrap();
+    let first_replay = log.iter().position(|l| l == "request t1").unwrap();
+    assert!(persisted < first_replay, "{log:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn s14_waiters_beyond_the_maximum_are_overloaded() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server).max_waiters(5), &server);
+    let tasks = spawn_many(&client, "/", 12);
+    wait_until(|| server.seen().len() == 12).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    gate.add_permits(1);
+    let mut results = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(StatusCode::OK) => results.0 += 1,
+            Err(Error::Overloaded) => results.1 += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(results, (5, 7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn s15_the_inner_service_is_driven_to_readiness_for_every_send() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let server_for_inner = server.clone();
+    // ConcurrencyLimit panics if called without poll_ready, and Buffer is never ready
+    // without it either.
+    let inner = ServiceBuilder::new()
+        .buffer(4)
+        .concurrency_limit(2)
+        .service(tower::service_fn(move |req: Request<Full<Bytes>>| {
+            server_for_inner.clone().handle(req)
+        }));
+    let client = tower::util::BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(script.layer(&session, &server))
+            .service(inner),
+    );
+    for task in spawn_many(&client, "/", 100) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(script.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn s16_two_sessions_never_share_a_refresh() {
+    let server = Server::default();
+    let script = Script::ok();
+    let (alice, bob) = (logged_in("t0"), logged_in("t0"));
+    let a = client(script.layer(&alice, &server), &server);
+    let b = client(script.layer(&bob, &server), &server);
+    let mut tasks = spawn_many(&a, "/", 50);
+    tasks.extend(spawn_many(&b, "/", 50));
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(script.calls(), 2);
+    let tokens: HashSet<_> = [alice.tokens().unwrap(), bob.tokens().unwrap()]
+        .iter()
+        .map(|t| t.access_token().to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 2, "each session got its own tokens");
+}
