@@ -33,6 +33,6 @@ pub mod client;
 pub mod server;
 
 /// The README's examples, compiled as doctests.
-#[cfg(all(doctest, feature = "axum"))]
+#[cfg(all(doctest, feature = "axum", feature = "client", feature = "server"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,6 +1,8 @@
 //! Shared test scaffolding: token minting, an axum app on a loopback port, a hyper client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod echo;
+
 use std::net::SocketAddr;
 
 use axum::Router;
