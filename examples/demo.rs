@@ -1,100 +1,57 @@
 //! The README's first command: `cargo run --example demo`.
 //!
-//! Starts an axum server behind `JwtAuthLayer` on an ephemeral loopback port and walks
-//! through what the layer answers: no token, a valid token, an expired one (told apart so a
-//! client knows to refresh), a forged one, and a gRPC caller. The client side (silent
-//! refresh) joins this demo when it lands.
+//! Starts the example server in-process on an ephemeral port (2 s access tokens, the memory
+//! store), logs in, lets the access token expire, storms the server with requests, and prints
+//! the timeline: the requests are held while exactly one refresh runs, then all succeed.
 
-use std::time::Duration;
+mod common;
 
-use axum::{Extension, Router, routing::get};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, SigningKey, unix_time,
-};
+use std::time::{Duration, Instant};
 
-const SECRET: &[u8] = b"demo-secret-demo-secret-demo-secret!";
-
-/// An hour ago, to mint a token that has already expired.
-fn an_hour_ago() -> u64 {
-    unix_time() - 3600
-}
+use common::client::{Options, RefreshStyle};
+use common::server::Config;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let key = SigningKey::hmac(Algorithm::HS256, SECRET)?;
-    let issuer = AccessTokenIssuer::new(key.clone())
-        .issuer("demo")
-        .audience("api");
-    let auth = JwtAuthLayer::new(key.verification_key())
-        .issuer("demo")
-        .audience("api")
-        .leeway(Duration::ZERO);
-    let app = Router::new()
-        .route(
-            "/aaa",
-            get(|Extension(c): Extension<Claims>| async move {
-                format!("aaa for {}", c.subject().unwrap_or("?"))
-            }),
-        )
-        .layer(auth);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("server listening on http://{addr}\n");
+    let started = Instant::now();
+    let config = Config {
+        addr: "127.0.0.1:0".parse()?,
+        secret: Some(b"demo-secret-demo-secret-demo-secret!".to_vec()),
+        access_ttl: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let server = common::server::bind(config).await?;
+    let addr = server.listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(common::server::serve(server, async {
+        let _ = stopped.await;
+    }));
+    let at = move || format!("[{:>5.2} s]", started.elapsed().as_secs_f64());
+    println!(
+        "{} server listening on http://{addr} (access tokens live 2 s)",
+        at()
+    );
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let valid = issuer.mint("zhangsan", "session-1", &())?.token;
-    let expired = issuer
-        .clone()
-        .clock(an_hour_ago)
-        .mint("zhangsan", "session-1", &())?
-        .token;
-    let forger = SigningKey::hmac(Algorithm::HS256, b"another-secret-another-secret-12345")?;
-    let forged = AccessTokenIssuer::new(forger)
-        .issuer("demo")
-        .audience("api");
-    let forged = forged.mint("zhangsan", "session-1", &())?.token;
-    let cases = [
-        ("no token", None, false),
-        ("valid token", Some(valid), false),
-        ("expired token", Some(expired.clone()), false),
-        ("forged signature", Some(forged), false),
-        ("gRPC caller, expired token", Some(expired), true),
-    ];
-    for (label, bearer, grpc) in cases {
-        let mut req = http::Request::get(format!("http://{addr}/aaa"));
-        if let Some(t) = &bearer {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if grpc {
-            req = req.header("content-type", "application/grpc");
-        }
-        let res = client.request(req.body(Empty::new())?).await?;
-        let status = res.status();
-        let challenge = res.headers().get("www-authenticate").cloned();
-        let grpc_status = res.headers().get("grpc-status").cloned();
-        let grpc_message = res.headers().get("grpc-message").cloned();
-        let body = res.into_body().collect().await?.to_bytes();
-        println!("{label:>28}: {status}");
-        if let Some(c) = challenge {
-            println!("{:>28}  WWW-Authenticate: {}", "", c.to_str()?);
-        }
-        if let (Some(s), Some(m)) = (grpc_status, grpc_message) {
-            println!(
-                "{:>28}  grpc-status: {} grpc-message: {}",
-                "",
-                s.to_str()?,
-                m.to_str()?
-            );
-        }
-        if !body.is_empty() {
-            println!("{:>28}  {}", "", String::from_utf8_lossy(&body));
-        }
+    let options = Options {
+        base_url: format!("http://{addr}"),
+        requests: 200,
+        refresh_style: RefreshStyle::OAuth,
+        // Let the requests meet the expiry: their 401s are held and replayed.
+        early_refresh: false,
+        ..Options::default()
+    };
+    let summary = common::client::run(&options, |event| println!("{} {event}", at())).await?;
+    println!("{} all done: {}", at(), summary.json());
+    println!(
+        "\n{} requests crossed the expiry; {} refresh served them all, and the caller saw no 401.",
+        summary.ok + summary.failed,
+        summary.refreshes
+    );
+
+    let _ = stop.send(());
+    serving.await??;
+    if summary.failed > 0 || summary.refreshes != 1 {
+        return Err("the demo expected every request to succeed with exactly one refresh".into());
     }
-    println!("\nAn expired token says \"token expired\", so a client refreshes exactly then.");
     Ok(())
 }

@@ -253,7 +253,7 @@ where
                 return Err(Error::NotAuthenticated);
             };
             seen = state.generation;
-            tokens.0.header.clone()
+            tokens.0.header(shared.raw_authorization).clone()
         };
         let next_body = if replay + 1 < shared.max_replays {
             let (send, keep) = shared.policy.keep(next_body);
@@ -312,9 +312,10 @@ where
         let Some(tokens) = &state.tokens else {
             return Err(Error::NotAuthenticated);
         };
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, tokens.0.header.clone());
+        request.headers_mut().insert(
+            AUTHORIZATION,
+            tokens.0.header(shared.raw_authorization).clone(),
+        );
         state.generation
     };
     let (parts, body) = request.into_parts();

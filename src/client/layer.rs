@@ -38,6 +38,7 @@ pub(crate) struct Shared<P> {
     grpc: bool,
     predicate: Option<Predicate>,
     pub(crate) pass_through: bool,
+    pub(crate) raw_authorization: bool,
 }
 
 impl<P: Clone> Clone for Shared<P> {
@@ -52,6 +53,7 @@ impl<P: Clone> Clone for Shared<P> {
             grpc: self.grpc,
             predicate: self.predicate.clone(),
             pass_through: self.pass_through,
+            raw_authorization: self.raw_authorization,
         }
     }
 }
@@ -155,6 +157,7 @@ impl RefreshLayer {
                 grpc: true,
                 predicate: None,
                 pass_through: false,
+                raw_authorization: false,
             }),
         }
     }
@@ -254,6 +257,13 @@ impl<P: Clone> RefreshLayer<P> {
         self.with(|s| s.pass_through = true)
     }
 
+    /// Send the bare token as `Authorization: <token>`, without the `Bearer` scheme, for
+    /// legacy servers that expect it (the original NestJS backend, for one).
+    #[must_use]
+    pub fn raw_authorization(self) -> Self {
+        self.with(|s| s.raw_authorization = true)
+    }
+
     /// Awaits `hook` with the new tokens after each refresh, before any waiting request goes
     /// on: persist them here. It is bounded by the refresh timeout.
     #[must_use]
@@ -289,6 +299,7 @@ impl<P: Clone> RefreshLayer<P> {
                 grpc: shared.grpc,
                 predicate: shared.predicate,
                 pass_through: shared.pass_through,
+                raw_authorization: shared.raw_authorization,
             }),
         }
     }

@@ -102,8 +102,10 @@ where
                 generation,
             )));
         }
-        req.headers_mut()
-            .insert(AUTHORIZATION, tokens.0.header.clone());
+        req.headers_mut().insert(
+            AUTHORIZATION,
+            tokens.0.header(shared.raw_authorization).clone(),
+        );
         drop(state);
         let (parts, body) = req.into_parts();
         let (body, kept) = shared.policy.keep(body);

@@ -95,24 +95,37 @@ pub struct TokenSet(pub(crate) Arc<TokenState>);
 
 pub(crate) struct TokenState {
     /// `Bearer <access token>`, built once and shared by every request.
-    pub(crate) header: HeaderValue,
+    bearer: HeaderValue,
+    /// The bare token, for legacy servers (a slice of the same bytes).
+    raw: HeaderValue,
     access_token: String,
     refresh_token: Option<String>,
     pub(crate) expires_at: Option<Instant>,
     pub(crate) lifetime: Option<Duration>,
 }
 
+impl TokenState {
+    /// The `Authorization` value: `Bearer <token>`, or the bare token.
+    pub(crate) fn header(&self, raw: bool) -> &HeaderValue {
+        if raw { &self.raw } else { &self.bearer }
+    }
+}
+
 impl TokenSet {
     fn new(tokens: Tokens) -> Result<Self, InvalidToken> {
-        let mut header =
-            HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {}", tokens.access_token)))
-                .map_err(|_| InvalidToken)?;
-        header.set_sensitive(true);
+        let bytes = Bytes::from(format!("Bearer {}", tokens.access_token));
+        let value = |bytes: Bytes| {
+            let mut value = HeaderValue::from_maybe_shared(bytes).map_err(|_| InvalidToken)?;
+            value.set_sensitive(true);
+            Ok::<_, InvalidToken>(value)
+        };
+        let (bearer, raw) = (value(bytes.slice(..))?, value(bytes.slice(7..))?);
         let lifetime = tokens
             .expires_in
             .or_else(|| jwt_lifetime(&tokens.access_token));
         Ok(Self(Arc::new(TokenState {
-            header,
+            bearer,
+            raw,
             expires_at: lifetime.map(|l| Instant::now() + l),
             lifetime,
             access_token: tokens.access_token,
@@ -645,17 +658,12 @@ mod tests {
         assert_eq!(session.load().generation, 0);
         session.login(Tokens::new("a", "r")).unwrap();
         assert_eq!(session.load().generation, 1);
-        assert_eq!(session.load().tokens.as_ref().unwrap().0.header, "Bearer a");
-        assert!(
-            session
-                .load()
-                .tokens
-                .as_ref()
-                .unwrap()
-                .0
-                .header
-                .is_sensitive()
-        );
+        let state = session.load();
+        let tokens = &state.tokens.as_ref().unwrap().0;
+        assert_eq!(tokens.header(false), "Bearer a");
+        assert_eq!(tokens.header(true), "a");
+        assert!(tokens.header(false).is_sensitive() && tokens.header(true).is_sensitive());
+        drop(state);
         session.logout();
         assert_eq!(session.load().generation, 2);
         assert_eq!(

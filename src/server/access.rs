@@ -158,10 +158,13 @@ impl AccessTokenIssuer {
         self
     }
 
-    /// How long tokens live (whole seconds; at least one, at most a year).
+    /// How long tokens live: whole seconds, as `exp` is (a fraction rounds up); at least one,
+    /// at most a year.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(366 * 24 * 3600));
+        let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        self.ttl = Duration::from_secs(seconds)
+            .clamp(Duration::from_secs(1), Duration::from_secs(366 * 24 * 3600));
         self
     }
 

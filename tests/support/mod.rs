@@ -1,6 +1,7 @@
 //! Shared test scaffolding: token minting, an axum app on a loopback port, a hyper client.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../examples/common/echo.rs"]
 pub mod echo;
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! A hand-written tonic unary service, `/test.Echo/Say`, with a UTF-8 string codec: no
+//! A hand-written tonic unary service (tonic's manual codegen), `/test.Echo/Say`, with a UTF-8 string codec: no
 //! protoc, no build script. It answers `"<sub>: <message>"`, the `sub` from the claims the
 //! server layer verified.
 

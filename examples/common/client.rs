@@ -1,0 +1,325 @@
+//! The example client: a hyper-util client behind `RefreshLayer` that logs in, waits for the
+//! access token to expire, and fires concurrent requests across the expiry.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_jwt_refresh::client::{
+    OAuthRefresher, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// How the backend refreshes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshStyle {
+    /// RFC 6749: `POST /oauth/token`.
+    OAuth,
+    /// The original write-up: `GET /refresh?token=…`.
+    SeedGet,
+    /// `POST /refresh` with `{refreshToken}`.
+    SeedPost,
+}
+
+/// The client's options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub base_url: String,
+    pub user: String,
+    pub password: String,
+    pub requests: usize,
+    pub refresh_style: RefreshStyle,
+    /// Send the bare token instead of `Bearer <token>`.
+    pub raw_auth: bool,
+    /// Show a progress bar (when stdout is a terminal).
+    pub progress: bool,
+    /// Refresh before the token expires (the default); off, requests go out with the expired
+    /// token and are held and replayed after their 401s.
+    pub early_refresh: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:3000".into(),
+            user: "admin".into(),
+            password: "admin".into(),
+            requests: 50,
+            refresh_style: RefreshStyle::SeedPost,
+            raw_auth: false,
+            progress: false,
+            early_refresh: true,
+        }
+    }
+}
+
+impl Options {
+    /// Parses `--base-url`, `--user`, `--password`, `-n`, `--refresh-style
+    /// oauth|seed-get|seed-post` and `--auth bearer|raw`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--base-url" => options.base_url = value()?.trim_end_matches('/').to_owned(),
+                "--user" => options.user = value()?,
+                "--password" => options.password = value()?,
+                "-n" => options.requests = value()?.parse().map_err(|e| format!("-n: {e}"))?,
+                "--refresh-style" => {
+                    options.refresh_style = match value()?.as_str() {
+                        "oauth" => RefreshStyle::OAuth,
+                        "seed-get" => RefreshStyle::SeedGet,
+                        "seed-post" => RefreshStyle::SeedPost,
+                        other => return Err(format!("unknown refresh style {other}")),
+                    }
+                }
+                "--auth" => {
+                    options.raw_auth = match value()?.as_str() {
+                        "bearer" => false,
+                        "raw" => true,
+                        other => return Err(format!("unknown auth style {other}")),
+                    }
+                }
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other}\n{USAGE}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub const USAGE: &str = "usage: client [--base-url URL] [--user NAME] [--password PASSWORD] [-n N] \
+                         [--refresh-style oauth|seed-get|seed-post] [--auth bearer|raw]";
+
+/// What a run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub ok: usize,
+    pub failed: usize,
+    pub refreshes: u64,
+    pub ms: u128,
+}
+
+impl Summary {
+    /// `{"ok":…,"failed":…,"refreshes":…,"ms":…}`.
+    pub fn json(&self) -> String {
+        json!({"ok": self.ok, "failed": self.failed, "refreshes": self.refreshes, "ms": self.ms})
+            .to_string()
+    }
+}
+
+async fn send_json(
+    http: &Http,
+    method: Method,
+    url: String,
+    body: Value,
+) -> Result<(StatusCode, Value), BoxError> {
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    let response = http.request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// The pair of a `{accessToken, refreshToken}` answer.
+fn pair(body: &Value) -> Result<(String, String), RefreshFailure> {
+    match (body["accessToken"].as_str(), body["refreshToken"].as_str()) {
+        (Some(a), Some(r)) => Ok((a.to_owned(), r.to_owned())),
+        _ => Err(RefreshFailure::transient(format!(
+            "unexpected answer: {body}"
+        ))),
+    }
+}
+
+/// The refresher for `style`, as a layer on `session`.
+fn refresh_layer(
+    http: &Http,
+    options: &Options,
+    session: &Session,
+) -> Result<RefreshLayer, BoxError> {
+    let base = options.base_url.clone();
+    let layer = match options.refresh_style {
+        RefreshStyle::OAuth => {
+            let url = format!("{base}/oauth/token").parse()?;
+            RefreshLayer::new(session.clone(), OAuthRefresher::new(http.clone(), url))
+        }
+        RefreshStyle::SeedGet | RefreshStyle::SeedPost => {
+            let (http, style) = (http.clone(), options.refresh_style);
+            RefreshLayer::new(
+                session.clone(),
+                refresher_fn(move |token: String| {
+                    let (http, base) = (http.clone(), base.clone());
+                    async move {
+                        let answer = if style == RefreshStyle::SeedGet {
+                            let token = percent_encoding::utf8_percent_encode(
+                                &token,
+                                percent_encoding::NON_ALPHANUMERIC,
+                            );
+                            let request = Request::get(format!("{base}/refresh?token={token}"))
+                                .body(Full::default());
+                            let request = request.map_err(RefreshFailure::transient)?;
+                            let response = http
+                                .request(request)
+                                .await
+                                .map_err(RefreshFailure::transient)?;
+                            let status = response.status();
+                            let bytes = response
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(RefreshFailure::transient)?;
+                            (
+                                status,
+                                serde_json::from_slice(&bytes.to_bytes()).unwrap_or(Value::Null),
+                            )
+                        } else {
+                            let body = json!({"refreshToken": token});
+                            send_json(&http, Method::POST, format!("{base}/refresh"), body)
+                                .await
+                                .map_err(RefreshFailure::transient)?
+                        };
+                        match answer {
+                            (StatusCode::OK, body) => {
+                                let (access, refresh) = pair(&body)?;
+                                Ok(RefreshedTokens::new(access).refresh_token(refresh))
+                            }
+                            (status, body) if status.is_client_error() => {
+                                Err(RefreshFailure::permanent(format!(
+                                    "refresh refused ({status}): {body}"
+                                )))
+                            }
+                            (status, _) => Err(RefreshFailure::transient(format!(
+                                "refresh answered {status}"
+                            ))),
+                        }
+                    }
+                }),
+            )
+        }
+    };
+    let layer = if options.raw_auth {
+        layer.raw_authorization()
+    } else {
+        layer
+    };
+    Ok(if options.early_refresh {
+        layer
+    } else {
+        layer.no_early_refresh()
+    })
+}
+
+/// Logs in, waits for the access token to expire, fires the requests, and sums them up.
+/// `on_event` hears about each step, for a timeline.
+pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Summary, BoxError> {
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let login = json!({"username": options.user, "password": options.password});
+    let (status, body) = send_json(
+        &http,
+        Method::POST,
+        format!("{}/login", options.base_url),
+        login,
+    )
+    .await?;
+    if status != StatusCode::OK {
+        return Err(format!("login failed with {status}: {body}").into());
+    }
+    let (access, refresh) = pair(&body).map_err(|e| format!("{e:?}"))?;
+    let session = Session::new();
+    session.login(Tokens::new(access, refresh))?;
+    let layer = refresh_layer(&http, options, &session)?;
+    let client = ServiceBuilder::new().layer(layer).service(http);
+
+    match session.tokens().and_then(|t| t.expires_at()) {
+        Some(expires_at) => {
+            let left = expires_at.saturating_duration_since(tokio::time::Instant::now());
+            on_event(&format!(
+                "logged in as {}; the access token expires in {:.1} s",
+                options.user,
+                left.as_secs_f64()
+            ));
+            tokio::time::sleep_until(expires_at + Duration::from_millis(50)).await;
+            on_event("the access token has expired");
+        }
+        None => on_event(&format!(
+            "logged in as {}; the access token's expiry is unknown",
+            options.user
+        )),
+    }
+
+    let progress = options.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(options.requests as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    on_event(&format!(
+        "sending {} requests with the expired token",
+        options.requests
+    ));
+    let started = Instant::now();
+    let requests: Vec<_> = (0..options.requests)
+        .map(|i| {
+            let path = if i % 2 == 0 { "aaa" } else { "bbb" };
+            let request =
+                Request::get(format!("{}/{path}", options.base_url)).body(Full::default());
+            let client = client.clone();
+            tokio::spawn(async move {
+                let response = client.oneshot(request?).await?;
+                let ok = response.status() == StatusCode::OK;
+                let body = response.into_body().collect().await?.to_bytes();
+                Ok::<_, BoxError>(ok && body == path.as_bytes())
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for request in requests {
+        match request.await {
+            Ok(Ok(true)) => ok += 1,
+            Ok(Ok(false)) => failed += 1,
+            Ok(Err(error)) => {
+                failed += 1;
+                on_event(&format!("request failed: {error}"));
+            }
+            Err(error) => {
+                failed += 1;
+                on_event(&format!("request task failed: {error}"));
+            }
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let stats = session.stats();
+    on_event(&format!(
+        "{} requests held for the refresh, {} refresh, {} replayed ({} of them with no wait); {ok} ok, {failed} failed",
+        stats.waits, stats.refreshes, stats.replays, stats.stale_replays
+    ));
+    Ok(Summary {
+        ok,
+        failed,
+        refreshes: stats.refreshes,
+        ms: started.elapsed().as_millis(),
+    })
+}

@@ -1,0 +1,299 @@
+//! The example backend: a drop-in for the original NestJS backend, built only from this
+//! crate's public API.
+//!
+//! - `POST /login` `{username, password}`: users `admin`/`admin` and `zhangsan`/`123`;
+//!   answers `{userInfo:{username}, accessToken, refreshToken}`, or 400 "用户不存在" /
+//!   "密码错误" in NestJS's error shape.
+//! - `GET /aaa`, `GET /bbb` behind `JwtAuthLayer`: `Bearer <token>` or the raw token.
+//! - `GET /refresh?token=…` and `POST /refresh` `{refreshToken}`: `{accessToken,
+//!   refreshToken}`, rotating with reuse detection; 401 when refused.
+//! - `POST /oauth/token`: the RFC 6749 refresh endpoint; `POST /logout` `{refreshToken}`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_jwt_refresh::server::{
+    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, KeySet, MemoryStore, RefreshError,
+    RefreshStore, SigningKey, TokenIssuer,
+};
+
+/// The users of the original write-up.
+const USERS: [(&str, &str); 2] = [("admin", "admin"), ("zhangsan", "123")];
+
+/// What the server is configured with (the example reads it from the environment).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    /// The HS256 secret; `None` draws a random one.
+    pub secret: Option<Vec<u8>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// A JWKS document of extra public keys to accept.
+    pub jwks: Option<String>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub redis_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            secret: None,
+            issuer: None,
+            audience: None,
+            jwks: None,
+            access_ttl: Duration::from_millis(3600),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            redis_url: None,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Config {
+    /// Reads `ADDR`, `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS` (a file),
+    /// `ACCESS_TTL` and `REFRESH_TTL` (seconds) and `REDIS_URL`.
+    pub fn from_env() -> Result<Self, BoxError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let seconds = |name: &str, default: Duration| -> Result<Duration, BoxError> {
+            match var(name) {
+                Some(v) => Ok(Duration::try_from_secs_f64(
+                    v.parse::<f64>().map_err(|e| format!("{name}: {e}"))?,
+                )
+                .map_err(|e| format!("{name}: {e}"))?),
+                None => Ok(default),
+            }
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            addr: match var("ADDR") {
+                Some(addr) => addr.parse().map_err(|e| format!("ADDR: {e}"))?,
+                None => defaults.addr,
+            },
+            secret: var("JWT_SECRET").map(String::into_bytes),
+            issuer: var("JWT_ISSUER"),
+            audience: var("JWT_AUDIENCE"),
+            jwks: match var("JWT_JWKS") {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path).map_err(|e| format!("JWT_JWKS {path}: {e}"))?,
+                ),
+                None => None,
+            },
+            access_ttl: seconds("ACCESS_TTL", defaults.access_ttl)?,
+            refresh_ttl: seconds("REFRESH_TTL", defaults.refresh_ttl)?,
+            redis_url: var("REDIS_URL"),
+        })
+    }
+}
+
+/// A bound server, not yet serving.
+pub struct Server {
+    pub listener: tokio::net::TcpListener,
+    pub router: Router,
+    /// Messages for the operator (a random secret, the store in use).
+    pub notices: Vec<String>,
+}
+
+/// Binds `config.addr` and builds the router, with the store `REDIS_URL` names.
+pub async fn bind(config: Config) -> Result<Server, BoxError> {
+    match &config.redis_url {
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let store = tower_jwt_refresh::server::RedisStore::connect(url).await?;
+            let mut server = bind_with(config.clone(), store).await?;
+            server
+                .notices
+                .push(format!("refresh tokens in Redis at {url}"));
+            Ok(server)
+        }
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err(
+            "REDIS_URL is set, but this build lacks the `redis` feature: \
+                        run with `--features redis`"
+                .into(),
+        ),
+        None => {
+            let mut server = bind_with(config, MemoryStore::new()).await?;
+            server
+                .notices
+                .push("refresh tokens in memory: they are lost on restart".into());
+            Ok(server)
+        }
+    }
+}
+
+/// Binds `config.addr` and builds the router around `store`.
+pub async fn bind_with<S: RefreshStore + Clone>(
+    config: Config,
+    store: S,
+) -> Result<Server, BoxError> {
+    let mut notices = Vec::new();
+    let secret = match config.secret {
+        Some(secret) => secret,
+        None => {
+            let mut secret = vec![0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| format!("random secret: {e}"))?;
+            notices.push("JWT_SECRET not set: using a random secret for this run".into());
+            secret
+        }
+    };
+    let key = SigningKey::hmac(Algorithm::HS256, &secret)?;
+    let mut access = AccessTokenIssuer::new(key.clone()).ttl(config.access_ttl);
+    if let Some(iss) = &config.issuer {
+        access = access.issuer(iss.clone());
+    }
+    if let Some(aud) = &config.audience {
+        access = access.audience(aud.clone());
+    }
+    // A client that lost a refresh response may retry for a few seconds.
+    let issuer = TokenIssuer::new(access, store)
+        .refresh_lifetime(config.refresh_ttl)
+        .grace_period(Duration::from_secs(5));
+
+    let mut keys = vec![key.verification_key()];
+    if let Some(jwks) = &config.jwks {
+        keys.extend(KeySet::from_jwks(jwks)?.iter().cloned());
+    }
+    // Tokens that live seconds make no sense with the default 30 s of leeway.
+    let mut auth = JwtAuthLayer::new(KeySet::try_from_keys(keys)?)
+        .leeway(Duration::ZERO)
+        .allow_raw_authorization()
+        .revocation(issuer.revocation());
+    if let Some(iss) = &config.issuer {
+        auth = auth.issuer(iss.clone());
+    }
+    if let Some(aud) = &config.audience {
+        auth = auth.audience(aud.clone());
+    }
+    let protected = Router::new()
+        .route("/aaa", get(|| async { "aaa" }))
+        .route("/bbb", get(|| async { "bbb" }))
+        .route("/logout", post(logout::<S>))
+        .layer(auth)
+        .with_state(issuer.clone());
+    let router = Router::new()
+        .route("/login", post(login::<S>))
+        .route("/refresh", get(refresh_get::<S>).post(refresh_post::<S>))
+        .route_service("/oauth/token", issuer.refresh_endpoint())
+        .with_state(issuer)
+        .merge(protected);
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    Ok(Server {
+        listener,
+        router,
+        notices,
+    })
+}
+
+/// NestJS's error shape: `{statusCode, message}`.
+fn nest_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"statusCode": status.as_u16(), "message": message})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+async fn login<S: RefreshStore + Clone>(
+    State(issuer): State<TokenIssuer<S>>,
+    Json(login): Json<Login>,
+) -> Response {
+    let Some((_, password)) = USERS.iter().find(|(name, _)| *name == login.username) else {
+        return nest_error(StatusCode::BAD_REQUEST, "用户不存在");
+    };
+    if *password != login.password {
+        return nest_error(StatusCode::BAD_REQUEST, "密码错误");
+    }
+    match issuer
+        .issue(&login.username, &json!({"username": login.username}))
+        .await
+    {
+        Ok(pair) => Json(json!({
+            "userInfo": {"username": login.username},
+            "accessToken": pair.access_token,
+            "refreshToken": pair.refresh_token,
+        }))
+        .into_response(),
+        Err(e) => nest_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn rotate<S: RefreshStore + Clone>(issuer: &TokenIssuer<S>, token: &str) -> Response {
+    match issuer.rotate(token).await {
+        Ok(pair) => {
+            Json(json!({"accessToken": pair.access_token, "refreshToken": pair.refresh_token}))
+                .into_response()
+        }
+        Err(RefreshError::InvalidGrant(_)) => {
+            nest_error(StatusCode::UNAUTHORIZED, "token 已失效，请重新登录")
+        }
+        Err(e) => nest_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: String,
+}
+
+async fn refresh_get<S: RefreshStore + Clone>(
+    State(issuer): State<TokenIssuer<S>>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    rotate(&issuer, &query.token).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh_post<S: RefreshStore + Clone>(
+    State(issuer): State<TokenIssuer<S>>,
+    Json(body): Json<RefreshBody>,
+) -> Response {
+    rotate(&issuer, &body.refresh_token).await
+}
+
+/// Ends the session: of the refresh token sent, or else of the access token's `sid`.
+async fn logout<S: RefreshStore + Clone>(
+    State(issuer): State<TokenIssuer<S>>,
+    Extension(claims): Extension<Claims>,
+    body: Option<Json<RefreshBody>>,
+) -> Response {
+    let result = match (body, claims.registered().sid.as_deref()) {
+        (Some(Json(body)), _) => issuer.revoke(&body.refresh_token).await,
+        (None, Some(sid)) => issuer.revoke_session(sid).await,
+        (None, None) => Ok(false),
+    };
+    match result {
+        Ok(revoked) => Json(json!({"loggedOut": revoked})).into_response(),
+        Err(e) => nest_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// Serves `server` until `shutdown` resolves.
+pub async fn serve(
+    server: Server,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(server.listener, server.router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

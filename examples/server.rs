@@ -1,0 +1,23 @@
+//! `cargo run --example server`: a drop-in for the original NestJS backend, built from this
+//! crate. See `examples/common/server.rs` for the routes; settings come from the environment:
+//! `ADDR` (default 127.0.0.1:3000), `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS`,
+//! `ACCESS_TTL` (default 3.6 s), `REFRESH_TTL` (default 7 days), `REDIS_URL` (with
+//! `--features redis`).
+
+mod common;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = common::server::Config::from_env()?;
+    let server = common::server::bind(config).await?;
+    for notice in &server.notices {
+        eprintln!("note: {notice}");
+    }
+    println!("listening on http://{}", server.listener.local_addr()?);
+    common::server::serve(server, async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("shutting down");
+    })
+    .await?;
+    Ok(())
+}
