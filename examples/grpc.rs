@@ -4,90 +4,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::echo::{connect, say_via, serve_echo};
-use tower::ServiceBuilder;
-use tower_jwt_refresh::client::{
-    RefreshFailure, RefreshLayer, RefreshedTokens, Session, SessionEvent, Tokens, refresher_fn,
-};
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, JwtAuthLayer, MemoryStore, SigningKey, TokenIssuer,
-};
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let started = Instant::now();
-    let at = move || format!("[{:>5.2} s]", started.elapsed().as_secs_f64());
-
-    // The server: 2 s access tokens, refused the moment they expire.
-    let key = SigningKey::hmac(Algorithm::HS256, b"grpc-demo-secret-grpc-demo-secret!")?;
-    let issuer = TokenIssuer::new(
-        AccessTokenIssuer::new(key.clone()).ttl(Duration::from_secs(2)),
-        MemoryStore::new(),
-    );
-    let addr = serve_echo(JwtAuthLayer::new(key.verification_key()).leeway(Duration::ZERO)).await;
-    println!("{} gRPC server on {addr}", at());
-
-    // The client: a session, a refresher (the issuer itself, standing in for an auth service),
-    // and the channel behind RefreshLayer. Streaming request bodies are teed for replays.
-    let session = Session::new();
-    let pair = issuer.issue("alice", &()).await?;
-    session.login(Tokens::new(pair.access_token, pair.refresh_token))?;
-    let refresher = refresher_fn(move |refresh: String| {
-        let issuer = issuer.clone();
-        async move {
-            let pair = issuer
-                .rotate(&refresh)
-                .await
-                .map_err(RefreshFailure::permanent)?;
-            Ok(RefreshedTokens::new(pair.access_token).refresh_token(pair.refresh_token))
-        }
-    });
-    let layer = RefreshLayer::new(session.clone(), refresher)
-        .no_early_refresh()
-        .tee_bodies(64 * 1024, tonic::body::Body::new);
-    let channel = ServiceBuilder::new()
-        .layer(layer)
-        .service(connect(addr).await);
-
-    let mut events = session.subscribe();
-    let (mut ok, mut calls) = (0, 0);
-    let mut refreshed_at = None;
-    // Calls every 100 ms until half a second after the first expiry was survived.
-    while refreshed_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_millis(500)) {
-        calls += 1;
-        match say_via(channel.clone(), None, &format!("call {calls}")).await {
-            Ok(reply) => {
-                ok += 1;
-                if calls % 5 == 1 {
-                    println!("{} {reply}", at());
-                }
-            }
-            Err(status) => println!("{} call {calls} failed: {status}", at()),
-        }
-        if events.has_changed().unwrap_or(false)
-            && *events.borrow_and_update() == SessionEvent::Refreshed
-        {
-            println!(
-                "{} the access token expired: refreshed once, the rejected call replayed",
-                at()
-            );
-            refreshed_at = Some(Instant::now());
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err("no expiry within 10 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stats = session.stats();
+    let outcome = common::grpc::run(|line| println!("{line}")).await?;
     println!(
-        "{} {ok}/{calls} calls ok, {} refreshes, {} replays",
-        at(),
-        stats.refreshes,
-        stats.replays
+        "{}/{} calls ok, {} refresh, {} replay",
+        outcome.ok, outcome.calls, outcome.refreshes, outcome.replays
     );
-    if ok != calls {
+    if outcome.ok != outcome.calls {
         return Err("some calls failed".into());
     }
     Ok(())

@@ -3,4 +3,5 @@
 
 pub mod client;
 pub mod echo;
+pub mod grpc;
 pub mod server;

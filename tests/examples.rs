@@ -1,0 +1,238 @@
+//! The examples' code paths, run for real: the example server against the example client's
+//! storm in every refresh style, the client against a backend shaped like the original NestJS
+//! one, and the gRPC example.
+
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, response::IntoResponse};
+use common::client::{Options, RefreshStyle};
+use common::server::Config;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+
+/// The example server on an ephemeral port with 2 s access tokens.
+async fn example_server() -> String {
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        secret: Some(b"example-test-secret-example-test!".to_vec()),
+        access_ttl: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let server = common::server::bind(config).await.unwrap();
+    let addr = server.listener.local_addr().unwrap();
+    tokio::spawn(common::server::serve(server, std::future::pending()));
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn the_example_client_storms_the_example_server_in_every_style() {
+    let base_url = example_server().await;
+    for (style, raw_auth) in [
+        (RefreshStyle::SeedPost, false),
+        (RefreshStyle::SeedGet, true),
+        (RefreshStyle::OAuth, false),
+    ] {
+        for early_refresh in [true, false] {
+            let options = Options {
+                base_url: base_url.clone(),
+                requests: 200,
+                refresh_style: style,
+                raw_auth,
+                early_refresh,
+                ..Options::default()
+            };
+            let summary = common::client::run(&options, |_| {}).await.unwrap();
+            assert_eq!(
+                (summary.ok, summary.failed, summary.refreshes),
+                (200, 0, 1),
+                "{style:?}, early {early_refresh}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_example_server_answers_logins_as_the_original_did() {
+    let base_url = example_server().await;
+    let http = reqwest_like();
+    for (user, password, message) in [
+        ("nobody", "x", "用户不存在"),
+        ("admin", "wrong", "密码错误"),
+    ] {
+        let (status, body) = http
+            .post_json(
+                &format!("{base_url}/login"),
+                json!({"username": user, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(message))
+        );
+    }
+    let (status, body) = http
+        .post_json(
+            &format!("{base_url}/login"),
+            json!({"username": "zhangsan", "password": "123"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["userInfo"]["username"], "zhangsan");
+    assert!(body["accessToken"].is_string() && body["refreshToken"].is_string());
+}
+
+/// A tiny JSON-over-HTTP helper for these tests.
+struct JsonClient(
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+);
+
+fn reqwest_like() -> JsonClient {
+    JsonClient(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http(),
+    )
+}
+
+impl JsonClient {
+    async fn post_json(&self, url: &str, body: Value) -> (StatusCode, Value) {
+        use http_body_util::BodyExt;
+        let request = http::Request::post(url)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let response = self.0.request(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// A backend shaped like the original NestJS one: the refresh token is a JWT signed with the
+/// same key, `/aaa` reads the raw `authorization` header, `GET /refresh?token=` answers a new
+/// pair. Written here with plain jsonwebtoken, as a stranger's server would be.
+mod seed {
+    use super::*;
+
+    const SECRET: &[u8] = b"the original backend's secret";
+
+    fn sign(claims: Value) -> String {
+        tower_jwt_refresh::server::install_crypto_provider();
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn pair(username: &str) -> Value {
+        json!({
+            "accessToken": sign(json!({"username": username, "exp": now() + 2})),
+            "refreshToken": sign(json!({"userId": 1, "exp": now() + 3600})),
+        })
+    }
+
+    fn verify(token: &str) -> Option<Value> {
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(SECRET), &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+
+    pub(super) fn app() -> Router {
+        async fn login(Json(body): Json<Value>) -> impl IntoResponse {
+            let mut answer = pair(body["username"].as_str().unwrap_or_default());
+            answer["userInfo"] = json!({"username": body["username"]});
+            Json(answer)
+        }
+        async fn guarded(headers: HeaderMap) -> impl IntoResponse {
+            // The original guard: the header is the token itself, no scheme.
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            match verify(token) {
+                Some(claims) if claims.get("username").is_some() => {
+                    (StatusCode::OK, "aaa").into_response()
+                }
+                _ => (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"statusCode": 401, "message": "token 失效，请重新登录"})),
+                )
+                    .into_response(),
+            }
+        }
+        async fn refresh(
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> impl IntoResponse {
+            match query.get("token").and_then(|t| verify(t)) {
+                Some(_) => Json(pair("admin")).into_response(),
+                None => (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"statusCode": 401, "message": "token 已失效，请重新登录"})),
+                )
+                    .into_response(),
+            }
+        }
+        Router::new()
+            .route("/login", post(login))
+            .route("/aaa", get(guarded))
+            .route(
+                "/bbb",
+                get(|h: HeaderMap| async move {
+                    let response = guarded(h).await.into_response();
+                    if response.status() == StatusCode::OK {
+                        (StatusCode::OK, "bbb").into_response()
+                    } else {
+                        response
+                    }
+                }),
+            )
+            .route("/refresh", get(refresh))
+    }
+}
+
+#[tokio::test]
+async fn the_example_client_works_unchanged_against_the_original_backend_shape() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, seed::app()).await.unwrap() });
+    let options = Options {
+        base_url: format!("http://{addr}"),
+        requests: 200,
+        refresh_style: RefreshStyle::SeedGet,
+        raw_auth: true,
+        ..Options::default()
+    };
+    let summary = common::client::run(&options, |_| {}).await.unwrap();
+    assert_eq!((summary.ok, summary.failed, summary.refreshes), (200, 0, 1));
+}
+
+#[tokio::test]
+async fn the_grpc_example_survives_an_expiry_with_one_refresh() {
+    let outcome = common::grpc::run(|_| {}).await.unwrap();
+    assert_eq!(outcome.ok, outcome.calls);
+    assert_eq!(outcome.refreshes, 1);
+    assert!(outcome.replays >= 1, "the expiry was met, not avoided");
+}
