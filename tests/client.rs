@@ -519,8 +519,8 @@ async fn s15_the_inner_service_is_driven_to_readiness_for_every_send() {
     let script = Script::ok();
     let session = logged_in("t0");
     let server_for_inner = server.clone();
-    // ConcurrencyLimit panics if called without poll_ready, and Buffer is never ready
-    // without it either.
+    // Buffer panics when called without poll_ready, so every send and replay must drive it.
+    // (The early-refresh path is covered by `an_early_refresh_holds_one_unit_of_capacity`.)
     let inner = ServiceBuilder::new()
         .buffer(4)
         .concurrency_limit(2)
@@ -556,4 +556,191 @@ async fn s16_two_sessions_never_share_a_refresh() {
         .map(|t| t.access_token().to_owned())
         .collect();
     assert_eq!(tokens.len(), 2, "each session got its own tokens");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_again() {
+    let server = Server::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (counter, accept) = (Arc::clone(&calls), server.clone());
+    let refresher = refresher_fn(move |_: String| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let server = accept.clone();
+        async move {
+            assert!(n > 1, "the first refresh panics");
+            server.accept("t2");
+            Ok(RefreshedTokens::new("t2").refresh_token("r2"))
+        }
+    });
+    let session = logged_in("t0");
+    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::RefreshFailed(_))
+    ));
+    // The dead flight was cleared: the next request starts a new refresh.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_during_a_refresh_wins_and_its_waiters_use_it() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let persisted = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&persisted);
+    let layer = script.layer(&session, &server).on_refresh(move |tokens| {
+        log.lock().unwrap().push(tokens.access_token().to_owned());
+        async {}
+    });
+    let client = client(layer, &server);
+    let waiting = spawn_many(&client, "/", 5);
+    wait_until(|| script.calls() == 1).await;
+    server.accept("fresh");
+    session.login(Tokens::new("fresh", "r-fresh")).unwrap();
+    gate.add_permits(1);
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    // The refreshed tokens were thrown away, not installed nor persisted.
+    assert_eq!(session.tokens().unwrap().access_token(), "fresh");
+    assert!(persisted.lock().unwrap().is_empty());
+    assert_eq!(server.seen().iter().filter(|t| *t == "fresh").count(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_expiry_fires_the_hook_once() {
+    let server = Server::default();
+    let script = Script::with(|_| Outcome::Permanent);
+    let session = logged_in("t0");
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&fired);
+    let layer = script.layer(&session, &server).on_session_expired(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let client = client(layer, &server);
+    for expiry in 1..=3 {
+        for task in spawn_many(&client, "/", 10) {
+            assert!(matches!(task.await.unwrap(), Err(Error::SessionExpired)));
+        }
+        assert_eq!(fired.load(Ordering::SeqCst), expiry);
+        session.login(Tokens::new("t0", "r0")).unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_access_only_session_uses_its_token_until_rejected() {
+    let server = Server::default();
+    server.accept("t0");
+    let script = Script::ok();
+    let session = Session::new();
+    session
+        .login(Tokens::access_only("t0").expires_in(Duration::from_secs(60)))
+        .unwrap();
+    let client = client(script.layer(&session, &server), &server);
+    // Inside the early window, but nothing to refresh with: sent as it is.
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert!(!session.is_expired());
+    // Rejected, with nothing to refresh with: the session is over.
+    server.valid.lock().unwrap().clear();
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::SessionExpired)
+    ));
+    assert_eq!(script.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pass_through_and_raw_authorization() {
+    let server = Server::default();
+    let script = Script::ok();
+    let anonymous = Session::new();
+    let strict = client(script.layer(&anonymous, &server), &server);
+    assert!(matches!(
+        status(&strict, "/").await,
+        Err(Error::NotAuthenticated)
+    ));
+    let open = client(
+        script
+            .layer(&anonymous, &server)
+            .pass_through_without_token(),
+        &server,
+    );
+    assert_eq!(status(&open, "/").await.unwrap(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.seen(), [""], "sent without a token");
+
+    let raw = Server::default();
+    raw.accept("t0");
+    let inner = {
+        let raw = raw.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| {
+            let header = req.headers().get("authorization").cloned();
+            let raw = raw.clone();
+            async move {
+                assert_eq!(header.unwrap(), "t0", "no scheme");
+                let mut req = req;
+                req.headers_mut()
+                    .insert("authorization", "Bearer t0".parse().unwrap());
+                raw.handle(req).await
+            }
+        })
+    };
+    let layer = script.layer(&logged_in("t0"), &raw).raw_authorization();
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service(inner)
+        .oneshot(get("/"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_refresh_holds_one_unit_of_capacity_not_two() {
+    let server = Server::default();
+    server.accept("t0");
+    let script = Script::ok();
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(60)))
+        .unwrap();
+    let inner = {
+        let server = server.clone();
+        ServiceBuilder::new()
+            .concurrency_limit(1)
+            .service(tower::service_fn(move |req: Request<Full<Bytes>>| {
+                server.clone().handle(req)
+            }))
+    };
+    let mut client = ServiceBuilder::new()
+        .layer(script.layer(&session, &server))
+        .service(inner);
+    tokio::time::advance(Duration::from_secs(45)).await;
+    // One caller, one service, each request awaited: the early refresh must not need a
+    // second permit of the limit.
+    for _ in 0..3 {
+        let response = tokio::time::timeout(Duration::from_secs(60), async {
+            client.ready().await.unwrap().call(get("/")).await.unwrap()
+        })
+        .await
+        .expect("no deadlock");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(script.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_replays_returns_the_401_after_refreshing() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server).max_replays(0), &server);
+    assert_eq!(
+        status(&client, "/").await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(script.calls(), 1);
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }

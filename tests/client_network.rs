@@ -91,8 +91,8 @@ async fn grpc_calls_across_an_expiry_all_succeed_with_one_refresh() {
     );
 }
 
-#[tokio::test]
-async fn an_http_storm_across_an_expiry_gets_one_refresh_and_200_successes() {
+/// 200 requests across an expiry, refreshed early or (`early = false`) after their 401s.
+async fn http_storm(early: bool) {
     // `exp` is whole seconds, so a fresh token lives between one and two seconds: long enough
     // to outlive the storm.
     let (key, issuer) = issuer(Duration::from_secs(2));
@@ -118,6 +118,11 @@ async fn an_http_storm_across_an_expiry_gets_one_refresh_and_200_successes() {
         session.clone(),
         OAuthRefresher::new(http.clone(), token_url),
     );
+    let layer = if early {
+        layer
+    } else {
+        layer.no_early_refresh()
+    };
     let client = ServiceBuilder::new().layer(layer).service(http);
 
     // Let the access token expire, then storm.
@@ -136,10 +141,24 @@ async fn an_http_storm_across_an_expiry_gets_one_refresh_and_200_successes() {
         assert_eq!(response.await.unwrap().unwrap().status(), StatusCode::OK);
     }
     assert_eq!(session.stats().refreshes, 1);
+    if !early {
+        // The requests met the expiry: their 401s were held and replayed over hyper-util.
+        assert!(session.stats().replays >= 1, "{:?}", session.stats());
+    }
     // The refresh went through the real endpoint, which rotated the refresh token.
     let current = session.tokens().unwrap();
     assert_ne!(current.refresh_token(), Some(original_refresh.as_str()));
     assert!(current.expires_at().unwrap() > expires_at);
+}
+
+#[tokio::test]
+async fn an_http_storm_across_an_expiry_gets_one_refresh_and_200_successes() {
+    http_storm(true).await;
+}
+
+#[tokio::test]
+async fn an_http_storm_meeting_the_expiry_is_replayed_with_one_refresh() {
+    http_storm(false).await;
 }
 
 #[tokio::test]

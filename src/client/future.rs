@@ -240,10 +240,14 @@ where
     let mut body = Some(body);
     for replay in 0..shared.max_replays {
         let stale = shared.session.load().generation > seen;
-        refresh_after(&shared, seen).await?;
         let Some(next_body) = body.take().and_then(|kept| shared.policy.rebuild(kept)) else {
+            // Nothing to replay: still refresh, so the next request succeeds.
+            refresh_after(&shared, seen).await?;
             return Ok(rejected);
         };
+        // The rejection will not be returned: let its connection go before waiting.
+        drop(rejected);
+        refresh_after(&shared, seen).await?;
         let header = {
             let state = shared.session.load();
             if state.expired {
@@ -273,6 +277,9 @@ where
             return Ok(response);
         }
         rejected = response;
+    }
+    if shared.max_replays == 0 {
+        refresh_after(&shared, seen).await?;
     }
     Ok(rejected)
 }

@@ -59,8 +59,10 @@ impl<P: Clone> Clone for Shared<P> {
 }
 
 impl<P> Shared<P> {
-    /// Whether `tokens` are inside the early window at `now`.
-    pub(crate) fn needs_refresh(&self, tokens: &TokenState, now: Instant) -> bool {
+    /// Whether `tokens` should be refreshed before sending: inside the early window, and with
+    /// a refresh token to refresh with (an access-only session just uses its token until it
+    /// expires). Reads the clock only when the answer depends on it.
+    pub(crate) fn needs_refresh(&self, tokens: &TokenState) -> bool {
         let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
             return false;
         };
@@ -69,9 +71,12 @@ impl<P> Shared<P> {
             Early::Auto => Duration::from_secs(30).max(lifetime / 10),
             Early::Fixed(early) => early,
         };
+        if !tokens.can_refresh() {
+            return false;
+        }
         // Never more than half the lifetime, so short-lived tokens are not refreshed on every
         // request.
-        now + early.min(lifetime / 2) >= expires_at
+        Instant::now() + early.min(lifetime / 2) >= expires_at
     }
 
     /// Whether `response` says the token was rejected.
@@ -82,14 +87,41 @@ impl<P> Shared<P> {
         }
         if status == StatusCode::UNAUTHORIZED {
             return !self.require_invalid_token
-                || headers.get_all(WWW_AUTHENTICATE).iter().any(|v| {
-                    v.to_str()
-                        .is_ok_and(|v| v.contains("error=\"invalid_token\""))
-                });
+                || headers
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .any(|v| says_invalid_token(v.as_bytes()));
         }
         // A trailers-only gRPC answer carries its status in the headers.
         self.grpc && headers.get("grpc-status").is_some_and(|s| s == "16")
     }
+}
+
+/// Whether a `WWW-Authenticate` value carries `error="invalid_token"` (quoted or not, any
+/// case: RFC 7235 auth-params), whatever else it holds.
+fn says_invalid_token(value: &[u8]) -> bool {
+    let value = value.to_ascii_lowercase();
+    let mut at = 0;
+    while let Some(found) = value[at..].windows(5).position(|w| w == b"error") {
+        let start = at + found;
+        at = start + 5;
+        let boundary = start == 0 || matches!(value[start - 1], b' ' | b',' | b'\t');
+        let rest = value[at..].trim_ascii_start();
+        let Some(rest) = rest.strip_prefix(b"=") else {
+            continue;
+        };
+        let rest = rest.trim_ascii_start();
+        let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
+        if boundary
+            && rest.starts_with(b"invalid_token")
+            && rest
+                .get(13)
+                .is_none_or(|c| matches!(c, b'"' | b',' | b' ' | b'\t'))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Attaches the session's access token to every request, refreshing it silently.
@@ -97,8 +129,8 @@ impl<P> Shared<P> {
 /// Layers [`Refresh`]. See the [module docs](super) for the algorithm and examples.
 ///
 /// Defaults: refresh early when the token is within the larger of 30 s and a tenth of its
-/// lifetime (at most half of it) of expiry; replay a rejected request once; wait at most 10 s
-/// for a refresh, which itself may take 10 s; at most 65,536 waiting requests; at most 4
+/// lifetime (at most half of it) of expiry; replay a rejected request once; wait at most 15 s
+/// for a refresh, which itself (with the `on_refresh` hook) may take 10 s; at most 65,536 waiting requests; at most 4
 /// refreshes in 2 s (the loop guard); "rejected" is a 401 or a gRPC `UNAUTHENTICATED`; a
 /// request without tokens fails with `NotAuthenticated`; `Clone` bodies are replayed.
 pub struct RefreshLayer<P = CloneBodies> {
@@ -138,7 +170,7 @@ impl RefreshLayer {
     pub fn new(session: Session, refresher: impl Refresher) -> Self {
         let settings = RefreshSettings {
             refresher: Arc::new(refresher),
-            wait_timeout: Duration::from_secs(10),
+            wait_timeout: Duration::from_secs(15),
             refresh_timeout: Duration::from_secs(10),
             max_waiters: 65_536,
             loop_limit: 4,
@@ -198,14 +230,14 @@ impl<P: Clone> RefreshLayer<P> {
     }
 
     /// How long a request waits for a refresh before failing with `WaitTimeout` (default
-    /// 10 s).
+    /// 15 s). Keep it above the refresh timeout.
     #[must_use]
     pub fn wait_timeout(self, timeout: Duration) -> Self {
         self.settings(|s| s.wait_timeout = timeout)
     }
 
-    /// How long a refresh (and the `on_refresh` hook) may take before it counts as failed
-    /// (default 10 s).
+    /// How long a refresh and its `on_refresh` hook may take together before the refresh
+    /// counts as failed (default 10 s).
     #[must_use]
     pub fn refresh_timeout(self, timeout: Duration) -> Self {
         self.settings(|s| s.refresh_timeout = timeout)
@@ -264,8 +296,11 @@ impl<P: Clone> RefreshLayer<P> {
         self.with(|s| s.raw_authorization = true)
     }
 
-    /// Awaits `hook` with the new tokens after each refresh, before any waiting request goes
-    /// on: persist them here. It is bounded by the refresh timeout.
+    /// Awaits `hook` with the new tokens after each refresh that installed them, before any
+    /// waiting request goes on: persist them here. It is bounded by the refresh timeout.
+    ///
+    /// Hooks belong to this layer while refreshes belong to the session: give every layer
+    /// over one `Session` the same hooks.
     #[must_use]
     pub fn on_refresh<F, Fut>(self, hook: F) -> Self
     where
@@ -276,7 +311,8 @@ impl<P: Clone> RefreshLayer<P> {
     }
 
     /// Calls `hook` once each time the session expires (the refresh token refused for good):
-    /// show the login screen here.
+    /// show the login screen here. Like `on_refresh`, give every layer over one `Session` the
+    /// same hook; `Session::subscribe` reports expiry whichever layer saw it.
     #[must_use]
     pub fn on_session_expired<F>(self, hook: F) -> Self
     where
@@ -316,5 +352,76 @@ impl<P: Clone> RefreshLayer<P> {
     /// Keeps no bodies: a rejected request gets its 401 back after the refresh.
     pub fn no_replay(self) -> RefreshLayer<NoReplay> {
         self.replay(NoReplay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::refresher_fn;
+
+    fn shared(layer: RefreshLayer) -> Arc<Shared<CloneBodies>> {
+        layer.shared
+    }
+
+    fn layer() -> RefreshLayer {
+        let refresher =
+            refresher_fn(|_| async { Err(crate::client::RefreshFailure::transient("unused")) });
+        RefreshLayer::new(Session::new(), refresher)
+    }
+
+    fn response(status: u16, headers: &[(&'static str, &[u8])]) -> Response<()> {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (name, value) in headers {
+            response
+                .headers_mut()
+                .append(*name, http::HeaderValue::from_bytes(value).unwrap());
+        }
+        response
+    }
+
+    #[test]
+    fn a_401_is_a_rejection_unless_invalid_token_is_required() {
+        let any = shared(layer());
+        assert!(any.rejects(&response(401, &[])));
+        assert!(!any.rejects(&response(403, &[])));
+        assert!(!any.rejects(&response(200, &[])));
+        let strict = shared(layer().require_invalid_token());
+        assert!(!strict.rejects(&response(401, &[])));
+        for challenge in [
+            &b"Bearer realm=\"api\", error=\"invalid_token\""[..],
+            b"Bearer error=invalid_token",
+            b"BEARER ERROR = \"INVALID_TOKEN\"",
+            b"Bearer error=\"invalid_token\", error_description=\"\xe4\xbb\xa4\xe7\x89\x8c\"",
+        ] {
+            assert!(
+                strict.rejects(&response(401, &[("www-authenticate", challenge)])),
+                "{challenge:?}"
+            );
+        }
+        for challenge in [
+            &b"Bearer error=\"invalid_request\""[..],
+            b"Bearer error_description=\"invalid_token\"",
+            b"Bearer error=\"invalid_token_type\"",
+            b"Bearer realm=\"myerror=invalid_token\"",
+        ] {
+            assert!(
+                !strict.rejects(&response(401, &[("www-authenticate", challenge)])),
+                "{challenge:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_unauthenticated_in_headers_and_the_predicate() {
+        let layer = shared(layer());
+        assert!(layer.rejects(&response(200, &[("grpc-status", b"16")])));
+        assert!(!layer.rejects(&response(200, &[("grpc-status", b"7")])));
+        let deaf = shared(self::layer().ignore_grpc_status());
+        assert!(!deaf.rejects(&response(200, &[("grpc-status", b"16")])));
+        let custom =
+            shared(self::layer().rejected_when(|status, _| status == StatusCode::FORBIDDEN));
+        assert!(custom.rejects(&response(403, &[])));
     }
 }

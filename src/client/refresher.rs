@@ -182,8 +182,9 @@ where
 /// An RFC 6749 §6 refresh over any tower HTTP service: `POST` with
 /// `grant_type=refresh_token`, an RFC 6749 §5.1 response back.
 ///
-/// 400 and 401 answers are permanent (the session expires); anything else that is not 200,
-/// and every transport error, is transient. Response bodies over 64 KiB are refused.
+/// An `invalid_grant` answer is permanent (the session expires); any other refusal, and
+/// every transport error, is transient. A 200 that cannot be read is permanent, since the
+/// server has consumed the refresh token. Response bodies over 64 KiB are refused.
 ///
 /// # Example
 ///
@@ -237,7 +238,30 @@ impl<S> OAuthRefresher<S> {
 struct TokenResponse {
     access_token: String,
     refresh_token: Option<String>,
-    expires_in: Option<u64>,
+    expires_in: Option<Seconds>,
+}
+
+/// `expires_in`: a number, or (as some servers send it) a string of digits.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(u64),
+    Text(String),
+}
+
+impl Seconds {
+    fn duration(&self) -> Option<Duration> {
+        match self {
+            Self::Number(n) => Some(Duration::from_secs(*n)),
+            Self::Text(s) => s.trim().parse().ok().map(Duration::from_secs),
+        }
+    }
+}
+
+/// The RFC 6749 §5.2 error code of a refusal.
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: String,
 }
 
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -282,24 +306,33 @@ where
             .to_bytes();
         match status {
             StatusCode::OK => {
+                // The server has consumed the refresh token: an answer we cannot read leaves
+                // nothing to retry with, so the session is over.
                 let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                    RefreshFailure::transient(format!("malformed token response: {e}"))
+                    RefreshFailure::permanent(format!("unreadable token response: {e}"))
                 })?;
                 Ok(RefreshedTokens {
                     access_token: parsed.access_token,
                     refresh_token: parsed.refresh_token,
-                    expires_in: parsed.expires_in.map(Duration::from_secs),
+                    expires_in: parsed.expires_in.as_ref().and_then(Seconds::duration),
                 })
             }
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => {
-                Err(RefreshFailure::permanent(format!(
-                    "refresh refused with {status}: {}",
-                    String::from_utf8_lossy(&body)
-                )))
+            _ => {
+                let code = serde_json::from_slice::<ErrorResponse>(&body)
+                    .map(|e| e.error)
+                    .ok();
+                let message = format!(
+                    "refresh answered {status} ({})",
+                    code.as_deref().unwrap_or("no error code")
+                );
+                // Only `invalid_grant` says the refresh token itself is dead; anything else (a
+                // misconfigured client, a proxy, a 5xx) may pass and must not end sessions.
+                if code.as_deref() == Some("invalid_grant") {
+                    Err(RefreshFailure::permanent(message))
+                } else {
+                    Err(RefreshFailure::transient(message))
+                }
             }
-            _ => Err(RefreshFailure::transient(format!(
-                "refresh answered {status}"
-            ))),
         }
     }
 }

@@ -101,26 +101,27 @@ where
             recorded: 0,
             cap: self.cap,
             overflowed: false,
+            failed: false,
             trailers: None,
             ended: false,
+            epoch: 0,
         }));
-        let first = (self.rebuild)(ReplayBody {
-            tee: Arc::clone(&tee),
-            cursor: 0,
-            trailers_sent: false,
-        });
+        let first = (self.rebuild)(ReplayBody::reader(Arc::clone(&tee), 0));
         (first, Some(tee))
     }
 
     fn rebuild(&self, tee: Self::Kept) -> Option<B> {
-        let overflowed = tee.lock().map_or(true, |t| t.overflowed);
-        (!overflowed).then(|| {
-            (self.rebuild)(ReplayBody {
-                tee,
-                cursor: 0,
-                trailers_sent: false,
-            })
-        })
+        let epoch = {
+            let mut state = tee.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.overflowed || state.failed {
+                return None;
+            }
+            // The attempt being replaced is detached: from now on it reads nothing more, so
+            // exactly one reader pulls from the stream and no chunk is lost to it.
+            state.epoch += 1;
+            state.epoch
+        };
+        Some((self.rebuild)(ReplayBody::reader(tee, epoch)))
     }
 }
 
@@ -131,8 +132,11 @@ pub struct Tee<B> {
     recorded: usize,
     cap: usize,
     overflowed: bool,
+    failed: bool,
     trailers: Option<HeaderMap>,
     ended: bool,
+    /// The live reader's epoch; older readers are detached.
+    epoch: u64,
 }
 
 impl<B> fmt::Debug for Tee<B> {
@@ -140,6 +144,7 @@ impl<B> fmt::Debug for Tee<B> {
         f.debug_struct("Tee")
             .field("recorded", &self.recorded)
             .field("overflowed", &self.overflowed)
+            .field("failed", &self.failed)
             .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
@@ -147,12 +152,24 @@ impl<B> fmt::Debug for Tee<B> {
 
 /// A body read through a tee: recorded chunks first, then the rest of the original stream.
 ///
-/// Every reader of one tee (the first attempt, then the replay) sees the whole body, in
-/// order, whoever pulled each chunk from the stream.
+/// Each attempt reads the whole body in order. Only the latest attempt reads at all: when a
+/// replay is built, the attempt it replaces ends (its request was answered already).
 pub struct ReplayBody<B> {
     tee: Arc<Mutex<Tee<B>>>,
     cursor: usize,
     trailers_sent: bool,
+    epoch: u64,
+}
+
+impl<B> ReplayBody<B> {
+    fn reader(tee: Arc<Mutex<Tee<B>>>, epoch: u64) -> Self {
+        Self {
+            tee,
+            cursor: 0,
+            trailers_sent: false,
+            epoch,
+        }
+    }
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
@@ -177,6 +194,9 @@ where
         let this = &mut *self;
         // The lock is held for one poll, never across an await.
         let mut tee = this.tee.lock().unwrap_or_else(PoisonError::into_inner);
+        if this.epoch != tee.epoch || tee.failed {
+            return Poll::Ready(None);
+        }
         if let Some(chunk) = tee.chunks.get(this.cursor) {
             this.cursor += 1;
             return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
@@ -190,8 +210,6 @@ where
             }
             return Poll::Ready(None);
         }
-        // Behind the recording only after an overflow; then this reader streams on alone.
-        let overflowed = tee.overflowed;
         let Some(stream) = tee.stream.as_mut() else {
             return Poll::Ready(None);
         };
@@ -199,14 +217,15 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 let frame = match frame.into_data() {
                     Ok(data) => {
-                        if !overflowed {
+                        if !tee.overflowed {
                             tee.recorded += data.len();
                             if tee.recorded > tee.cap {
+                                // Too big to replay: stop recording and free what was kept.
                                 tee.overflowed = true;
                                 tee.chunks = Vec::new();
                             } else {
                                 tee.chunks.push(data.clone());
-                                this.cursor += 1;
+                                this.cursor = tee.chunks.len();
                             }
                         }
                         Frame::data(data)
@@ -215,6 +234,7 @@ where
                         Ok(trailers) => {
                             tee.trailers = Some(trailers.clone());
                             tee.ended = true;
+                            tee.stream = None;
                             this.trailers_sent = true;
                             Frame::trailers(trailers)
                         }
@@ -228,35 +248,50 @@ where
                 tee.stream = None;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                // Never polled again: a replay of a broken body would send it truncated.
+                tee.failed = true;
+                tee.stream = None;
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
         let tee = self.tee.lock().unwrap_or_else(PoisonError::into_inner);
-        tee.ended
-            && self.cursor >= tee.chunks.len()
-            && (self.trailers_sent || tee.trailers.is_none())
+        if self.epoch != tee.epoch || tee.failed {
+            return true;
+        }
+        let recorded_left = self.cursor < tee.chunks.len();
+        let trailers_left = !self.trailers_sent && tee.trailers.is_some();
+        match &tee.stream {
+            _ if recorded_left || trailers_left => false,
+            Some(stream) => stream.is_end_stream(),
+            None => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         let tee = self.tee.lock().unwrap_or_else(PoisonError::into_inner);
-        let recorded: usize = tee.chunks[self.cursor.min(tee.chunks.len())..]
+        let recorded: u64 = tee
+            .chunks
+            .get(self.cursor..)
+            .unwrap_or_default()
             .iter()
-            .map(Bytes::len)
+            .map(|c| c.len() as u64)
             .sum();
         match &tee.stream {
             Some(stream) => {
                 let rest = stream.size_hint();
                 let mut hint = SizeHint::new();
-                hint.set_lower(rest.lower() + recorded as u64);
+                hint.set_lower(rest.lower() + recorded);
                 if let Some(upper) = rest.upper() {
-                    hint.set_upper(upper + recorded as u64);
+                    hint.set_upper(upper + recorded);
                 }
                 hint
             }
-            None => SizeHint::with_exact(recorded as u64),
+            None => SizeHint::with_exact(recorded),
         }
     }
 }
@@ -308,6 +343,54 @@ mod tests {
         drop(first);
         let replay = policy.rebuild(kept.unwrap()).unwrap();
         assert_eq!(read(replay).await, "abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_replay_detaches_the_attempt_it_replaces() {
+        let policy = tee(64);
+        let (mut first, kept) = policy.keep(chunked(&["ab", "cd", "ef"]).boxed_unsync());
+        assert_eq!(
+            first.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ab"
+        );
+        let replay = policy.rebuild(kept.unwrap()).unwrap();
+        // A connection still pumping the first attempt gets nothing more, and takes nothing
+        // from the replay.
+        assert!(first.frame().await.is_none());
+        assert!(first.is_end_stream());
+        assert_eq!(read(replay).await, "abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_failed_is_not_replayed() {
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("reset")),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let policy = TeeBodies::new(
+            64,
+            http_body_util::combinators::UnsyncBoxBody::<Bytes, std::io::Error>::new,
+        );
+        let (mut first, kept) = policy.keep(body.boxed_unsync());
+        assert!(first.frame().await.unwrap().is_ok());
+        assert!(first.frame().await.unwrap().is_err());
+        assert!(
+            first.frame().await.is_none(),
+            "the broken source is not polled again"
+        );
+        assert!(policy.rebuild(kept.unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_ends_at_once() {
+        let policy = tee(64);
+        let (first, _) = policy.keep(
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        );
+        assert!(first.is_end_stream());
     }
 
     #[tokio::test]

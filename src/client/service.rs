@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::error::{BoxError, Error};
@@ -91,10 +90,11 @@ where
             return ResponseFuture::failed(Error::SessionExpired);
         }
         let generation = state.generation;
-        if tokens.0.expires_at.is_some() && shared.needs_refresh(&tokens.0, Instant::now()) {
-            // Refresh first, then send through an unready clone: `self.inner` stays ready for
-            // the next call, and waiting holds none of its capacity.
-            let service = self.inner.clone();
+        if shared.needs_refresh(&tokens.0) {
+            // Refresh first, then send. The ready instance moves into the future (one unit of
+            // capacity held while waiting, never two); `self` keeps a fresh clone.
+            let clone = self.inner.clone();
+            let service = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::slow(Box::pin(proactive(
                 Arc::clone(shared),
                 service,

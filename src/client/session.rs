@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::error::Error;
-use super::refresher::{DynRefresher, RefreshFailure, RefreshedTokens};
+use super::refresher::{DynRefresher, RefreshFailure};
 
 /// Tokens to log in with.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,6 +105,11 @@ pub(crate) struct TokenState {
 }
 
 impl TokenState {
+    /// Whether there is a refresh token to refresh with.
+    pub(crate) fn can_refresh(&self) -> bool {
+        self.refresh_token.is_some()
+    }
+
     /// The `Authorization` value: `Bearer <token>`, or the bare token.
     pub(crate) fn header(&self, raw: bool) -> &HeaderValue {
         if raw { &self.raw } else { &self.bearer }
@@ -257,8 +262,6 @@ struct Shared {
     control: Mutex<Control>,
     events: watch::Sender<SessionEvent>,
     counters: Counters,
-    /// Set when the session expires; the hook fires only for the flip.
-    expired_fired: AtomicBool,
 }
 
 #[derive(Default)]
@@ -344,7 +347,6 @@ impl Session {
                 control: Mutex::default(),
                 events: watch::channel(SessionEvent::LoggedOut).0,
                 counters: Counters::default(),
-                expired_fired: AtomicBool::new(false),
             }),
         }
     }
@@ -359,7 +361,6 @@ impl Session {
             generation,
             expired: false,
         }));
-        self.shared.expired_fired.store(false, Ordering::Release);
         self.shared.events.send_replace(SessionEvent::LoggedIn);
         Ok(())
     }
@@ -476,18 +477,32 @@ impl Session {
         let waiters = Arc::new(AtomicUsize::new(1));
         let id = control.next_flight;
         control.next_flight += 1;
+        let generation = state.generation;
         control.flight = Some(Flight {
             id,
-            generation: state.generation,
+            generation,
             outcome: outcome.clone(),
             waiters: Arc::clone(&waiters),
         });
+        drop(control);
+        drop(state);
+        // Outside the lock: a task dropped at once (a runtime shutting down) ends the flight
+        // through `Finish`, which takes the lock.
+        let finish = Finish {
+            session: self.clone(),
+            id,
+            tx: Some(tx),
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            let error = Error::refresh_failed("refreshing needs a Tokio runtime");
+            finish.send(Err(error.clone()));
+            return Err(error);
+        }
         tokio::spawn(self.clone().run_refresh(
             Arc::clone(settings),
             refresh_token,
-            state.generation,
-            id,
-            tx,
+            generation,
+            finish,
         ));
         Ok(Joined::Wait(Waiter {
             outcome,
@@ -517,35 +532,50 @@ impl Session {
         }
     }
 
-    /// The refresh task: refresh, run the hook, install, then release the waiters.
+    /// The refresh task: refresh, install, run the hook, then release the waiters, all within
+    /// the refresh timeout.
     async fn run_refresh(
         self,
         settings: Arc<RefreshSettings>,
         refresh_token: String,
         generation: u64,
-        id: u64,
-        tx: watch::Sender<Option<Result<(), Error>>>,
+        finish: Finish,
     ) {
         let span = tracing::info_span!("token_refresh", generation);
+        let deadline = Instant::now() + settings.refresh_timeout;
         let refresh = Arc::clone(&settings.refresher).refresh_owned(refresh_token.clone());
         let result = tracing::Instrument::instrument(
-            tokio::time::timeout(settings.refresh_timeout, refresh),
+            tokio::time::timeout_at(deadline, refresh),
             span.clone(),
         )
         .await;
-        let counters = &self.shared.counters;
         let outcome = match result {
-            Ok(Ok(new)) => match self
-                .install(new, refresh_token, generation, &settings)
-                .await
-            {
-                Ok(()) => {
-                    counters.refreshes.fetch_add(1, Ordering::Relaxed);
-                    span.in_scope(|| tracing::debug!("tokens refreshed"));
-                    Ok(())
+            Ok(Ok(new)) => {
+                let tokens = Tokens {
+                    access_token: new.access_token,
+                    refresh_token: Some(new.refresh_token.unwrap_or(refresh_token)),
+                    expires_in: new.expires_in,
+                };
+                match TokenSet::new(tokens) {
+                    Ok(set) => {
+                        if self.install(set.clone(), generation) {
+                            self.shared
+                                .counters
+                                .refreshes
+                                .fetch_add(1, Ordering::Relaxed);
+                            span.in_scope(|| tracing::debug!("tokens refreshed"));
+                            // Persisted before any waiter goes on; only tokens in use.
+                            if let Some(hook) = &settings.on_refresh
+                                && tokio::time::timeout_at(deadline, hook(set)).await.is_err()
+                            {
+                                span.in_scope(|| tracing::warn!("on_refresh hook timed out"));
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(Error::refresh_failed(e)),
                 }
-                Err(e) => Err(e),
-            },
+            }
             Ok(Err(RefreshFailure::Permanent(error))) => {
                 span.in_scope(|| tracing::warn!(%error, "refresh token refused; session expired"));
                 self.expire(generation, &settings);
@@ -560,55 +590,44 @@ impl Session {
                 Err(Error::refresh_failed("refresh timed out"))
             }
         };
-        if outcome.is_err() {
-            counters.refresh_failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut control = self.control();
-        if control.flight.as_ref().is_some_and(|f| f.id == id) {
-            control.flight = None;
-        }
-        drop(control);
-        tx.send_replace(Some(outcome));
+        let outcome = match outcome {
+            Err(error) => {
+                self.shared
+                    .counters
+                    .refresh_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                // A login or logout meanwhile makes this failure moot: waiters re-read the
+                // session and go on with its tokens (or learn there are none).
+                let moved_on = {
+                    let state = self.shared.state.load();
+                    state.generation != generation && !state.expired
+                };
+                if moved_on { Ok(()) } else { Err(error) }
+            }
+            ok => ok,
+        };
+        finish.send(outcome);
     }
 
-    /// Runs the hook, then installs the new tokens if the session has not moved on.
-    async fn install(
-        &self,
-        new: RefreshedTokens,
-        old_refresh: String,
-        generation: u64,
-        settings: &RefreshSettings,
-    ) -> Result<(), Error> {
-        let tokens = Tokens {
-            access_token: new.access_token,
-            refresh_token: Some(new.refresh_token.unwrap_or(old_refresh)),
-            expires_in: new.expires_in,
-        };
-        let set = TokenSet::new(tokens).map_err(Error::refresh_failed)?;
-        if let Some(hook) = &settings.on_refresh {
-            // Bounded like the refresh itself: a stuck hook must not hold every waiter.
-            if tokio::time::timeout(settings.refresh_timeout, hook(set.clone()))
-                .await
-                .is_err()
-            {
-                tracing::warn!("on_refresh hook timed out");
-            }
-        }
+    /// Installs `set` if the session is still at `generation` and not expired.
+    fn install(&self, set: TokenSet, generation: u64) -> bool {
         let _control = self.control();
         let state = self.shared.state.load();
-        if state.generation == generation && !state.expired {
-            self.shared.state.store(Arc::new(State {
-                tokens: Some(set),
-                generation: generation + 1,
-                expired: false,
-            }));
-            self.shared.events.send_replace(SessionEvent::Refreshed);
+        if state.generation != generation || state.expired {
+            // The application logged in or out meanwhile: its tokens win.
+            return false;
         }
-        // Otherwise the application logged in or out meanwhile: its tokens win.
-        Ok(())
+        self.shared.state.store(Arc::new(State {
+            tokens: Some(set),
+            generation: generation + 1,
+            expired: false,
+        }));
+        self.shared.events.send_replace(SessionEvent::Refreshed);
+        true
     }
 
-    /// Marks the session expired (if still at `generation`) and fires the hook once.
+    /// Marks the session expired, if still at `generation`, and fires the hook: once per
+    /// expiry, since only one caller can flip the flag under the lock.
     fn expire(&self, generation: u64, settings: &RefreshSettings) {
         let control = self.control();
         let state = self.shared.state.load();
@@ -622,10 +641,41 @@ impl Session {
         }));
         self.shared.events.send_replace(SessionEvent::Expired);
         drop(control);
-        if !self.shared.expired_fired.swap(true, Ordering::AcqRel)
-            && let Some(hook) = &settings.on_session_expired
-        {
+        if let Some(hook) = &settings.on_session_expired {
             hook();
+        }
+    }
+}
+
+/// Ends a flight: clears it from the session and releases its waiters, exactly once, even if
+/// the task panics or is dropped.
+struct Finish {
+    session: Session,
+    id: u64,
+    tx: Option<watch::Sender<Option<Result<(), Error>>>>,
+}
+
+impl Finish {
+    fn send(mut self, outcome: Result<(), Error>) {
+        self.complete(outcome);
+    }
+
+    fn complete(&mut self, outcome: Result<(), Error>) {
+        let Some(tx) = self.tx.take() else { return };
+        let mut control = self.session.control();
+        if control.flight.as_ref().is_some_and(|f| f.id == self.id) {
+            control.flight = None;
+        }
+        drop(control);
+        tx.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            let error = "the refresh task stopped: it panicked, or its runtime shut down";
+            self.complete(Err(Error::refresh_failed(error)));
         }
     }
 }
