@@ -269,6 +269,10 @@ impl<P: Clone> RefreshLayer<P> {
     }
 
     /// Do not treat gRPC `UNAUTHENTICATED` (status 16) answers as "token rejected".
+    ///
+    /// Only a status in the response headers (a trailers-only answer, as authentication
+    /// layers such as `JwtAuthLayer` send) is seen: one sent in trailers after a streamed
+    /// response cannot be acted on before the body is read.
     #[must_use]
     pub fn ignore_grpc_status(self) -> Self {
         self.with(|s| s.grpc = false)
