@@ -36,8 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         base_url: format!("http://{addr}"),
         requests: 200,
         refresh_style: RefreshStyle::OAuth,
-        // Let the requests meet the expiry: their 401s are held and replayed.
+        // Let the requests meet the expiry: their 401s are held and replayed. A refresh
+        // takes 150 ms here, as it might across a network.
         early_refresh: false,
+        refresh_delay: Some(Duration::from_millis(150)),
         ..Options::default()
     };
     let summary = common::client::run(&options, |event| println!("{} {event}", at())).await?;

@@ -12,7 +12,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
-    OAuthRefresher, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
+    OAuthRefresher, RefreshFailure, RefreshLayer, RefreshedTokens, Refresher, Session, Tokens,
+    refresher_fn,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,6 +45,8 @@ pub struct Options {
     /// Refresh before the token expires (the default); off, requests go out with the expired
     /// token and are held and replayed after their 401s.
     pub early_refresh: bool,
+    /// Added to every refresh, to show what a slow auth server does (the demo uses it).
+    pub refresh_delay: Option<Duration>,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             raw_auth: false,
             progress: false,
             early_refresh: true,
+            refresh_delay: None,
         }
     }
 }
@@ -147,6 +151,18 @@ fn pair(body: &Value) -> Result<(String, String), RefreshFailure> {
     }
 }
 
+/// `refresher`, slowed down by `delay`.
+fn delayed(refresher: impl Refresher, delay: Duration) -> impl Refresher {
+    let refresher = std::sync::Arc::new(refresher);
+    refresher_fn(move |token: String| {
+        let refresher = std::sync::Arc::clone(&refresher);
+        async move {
+            tokio::time::sleep(delay).await;
+            refresher.refresh(&token).await
+        }
+    })
+}
+
 /// The refresher for `style`, as a layer on `session`.
 fn refresh_layer(
     http: &Http,
@@ -157,7 +173,11 @@ fn refresh_layer(
     let layer = match options.refresh_style {
         RefreshStyle::OAuth => {
             let url = format!("{base}/oauth/token").parse()?;
-            RefreshLayer::new(session.clone(), OAuthRefresher::new(http.clone(), url))
+            let oauth = OAuthRefresher::new(http.clone(), url);
+            match options.refresh_delay {
+                Some(delay) => RefreshLayer::new(session.clone(), delayed(oauth, delay)),
+                None => RefreshLayer::new(session.clone(), oauth),
+            }
         }
         RefreshStyle::SeedGet | RefreshStyle::SeedPost => {
             let (http, style) = (http.clone(), options.refresh_style);

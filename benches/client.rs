@@ -1,0 +1,257 @@
+//! The client's hot path and its storm behaviour. Run with `cargo bench --bench client`.
+//!
+//! - hot path: `Refresh` over a ready mock with a valid token, against the bare mock;
+//! - storm: 10,000 concurrent requests on an expired token, with a refresher that takes
+//!   10 ms, against the bare cost of 10,000 calls and against a naive baseline (a
+//!   `tokio::sync::Mutex` around the token, refreshed under the lock).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_jwt_refresh::client::{RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn};
+
+const STORM: usize = 10_000;
+const REFRESH_LATENCY: Duration = Duration::from_millis(10);
+
+/// 200 for `Bearer <accepted>`, 401 otherwise.
+#[derive(Clone)]
+struct Mock {
+    accepted: &'static str,
+}
+
+impl Service<Request<Full<Bytes>>> for Mock {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        let ok = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|t| t == self.accepted.as_bytes());
+        let mut response = Response::new(Full::default());
+        if !ok {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+        }
+        std::future::ready(Ok(response))
+    }
+}
+
+fn request() -> Request<Full<Bytes>> {
+    Request::get("http://api.test/aaa")
+        .header("accept", "application/json")
+        .body(Full::default())
+        .unwrap()
+}
+
+fn refresher() -> impl tower_jwt_refresh::client::Refresher {
+    refresher_fn(|_| async {
+        tokio::time::sleep(REFRESH_LATENCY).await;
+        Ok(RefreshedTokens::new("new").refresh_token("r2"))
+    })
+}
+
+fn hot_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("hot_path");
+    let bare = Mock { accepted: "tok" };
+    group.bench_function("bare_mock", |b| {
+        b.to_async(&rt).iter_batched(
+            request,
+            |req| {
+                let mut mock = bare.clone();
+                async move { black_box(mock.call(req).await.unwrap().status()) }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let session = Session::new();
+    session.login(Tokens::new("tok", "r1")).unwrap();
+    let replaying = ServiceBuilder::new()
+        .layer(RefreshLayer::new(session.clone(), refresher()))
+        .service(bare.clone());
+    let no_replay = ServiceBuilder::new()
+        .layer(RefreshLayer::new(session.clone(), refresher()).no_replay())
+        .service(bare.clone());
+    for (name, service) in [
+        (
+            "refresh_layer",
+            tower::util::BoxCloneService::new(replaying),
+        ),
+        (
+            "refresh_layer_no_replay",
+            tower::util::BoxCloneService::new(no_replay),
+        ),
+    ] {
+        assert_eq!(
+            rt.block_on(service.clone().oneshot(request()))
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                request,
+                |req| {
+                    let mut service = service.clone();
+                    async move { black_box(service.call(req).await.unwrap().status()) }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Runs `STORM` requests through `send`, all spawned at once; returns the time until all
+/// completed.
+async fn storm<F, Fut>(send: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = StatusCode> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..STORM).map(|_| tokio::spawn(send())).collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    started.elapsed()
+}
+
+fn storms(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("storm_10k");
+    group.sample_size(10);
+    group.bench_function("bare_10k_calls", |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mock = Mock { accepted: "new" };
+                total += storm(|| {
+                    let mut mock = mock.clone();
+                    let mut req = request();
+                    req.headers_mut()
+                        .insert("authorization", "Bearer new".parse().unwrap());
+                    async move { mock.call(req).await.unwrap().status() }
+                })
+                .await;
+            }
+            total
+        })
+    });
+    for (name, known_expiry) in [
+        ("refresh_layer_expired", true),
+        ("refresh_layer_rejected", false),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let session = Session::new();
+                    // Known to be expired (refreshed before sending), or unknown (rejected, then
+                    // replayed).
+                    let tokens = Tokens::new("old", "r1");
+                    let tokens = if known_expiry {
+                        tokens.expires_in(Duration::ZERO)
+                    } else {
+                        tokens
+                    };
+                    session.login(tokens).unwrap();
+                    let client = ServiceBuilder::new()
+                        .layer(RefreshLayer::new(session.clone(), refresher()))
+                        .service(Mock { accepted: "new" });
+                    total += storm(|| client.clone().oneshot(request()).map_status()).await;
+                    assert_eq!(
+                        session.stats().refreshes,
+                        1,
+                        "exactly one refresh per storm"
+                    );
+                }
+                total
+            })
+        });
+    }
+    group.bench_function("naive_mutex", |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // The hand-rolled version: one lock around the token, refreshed under it.
+                let token = Arc::new(tokio::sync::Mutex::new((String::from("old"), true)));
+                let refreshes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let mock = Mock { accepted: "new" };
+                total += storm(|| {
+                    let (token, refreshes, mut mock) =
+                        (Arc::clone(&token), Arc::clone(&refreshes), mock.clone());
+                    async move {
+                        let value = {
+                            let mut guard = token.lock().await;
+                            if guard.1 {
+                                tokio::time::sleep(REFRESH_LATENCY).await;
+                                refreshes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                *guard = (String::from("new"), false);
+                            }
+                            guard.0.clone()
+                        };
+                        let mut req = request();
+                        req.headers_mut()
+                            .insert("authorization", format!("Bearer {value}").parse().unwrap());
+                        mock.call(req).await.unwrap().status()
+                    }
+                })
+                .await;
+                assert_eq!(refreshes.load(std::sync::atomic::Ordering::Relaxed), 1);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// `oneshot(...)` mapped to its status, as a `Send` future.
+trait MapStatus {
+    fn map_status(self) -> impl std::future::Future<Output = StatusCode> + Send + 'static;
+}
+
+impl<F> MapStatus for F
+where
+    F: std::future::Future<
+            Output = Result<Response<Full<Bytes>>, tower_jwt_refresh::client::Error>,
+        > + Send
+        + 'static,
+{
+    fn map_status(self) -> impl std::future::Future<Output = StatusCode> + Send + 'static {
+        async move { self.await.unwrap().status() }
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = benches; config = config(); targets = hot_path, storms }
+criterion_main!(benches);

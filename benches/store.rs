@@ -1,0 +1,137 @@
+//! Refresh-token stores: rotations per second, and the revoked-family check the verifier runs
+//! on every request. Run with `cargo bench --bench store` (`REDIS_URL` set adds Redis).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::Service;
+use tower_jwt_refresh::server::{
+    AccessTokenIssuer, Algorithm, JwtAuthLayer, MemoryStore, RefreshStore, SigningKey, TokenIssuer,
+};
+
+fn issuer<S: RefreshStore + Clone>(store: S) -> (SigningKey, TokenIssuer<S>) {
+    let key = SigningKey::hmac(Algorithm::HS256, [3u8; 32]).unwrap();
+    (
+        key.clone(),
+        TokenIssuer::new(AccessTokenIssuer::new(key), store),
+    )
+}
+
+fn rotations<S: RefreshStore + Clone>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    store: S,
+) {
+    let (_, issuer) = issuer(store);
+    let mut group = c.benchmark_group("rotate");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let issuer = issuer.clone();
+            async move {
+                let mut token = issuer.issue("alice", &()).await.unwrap().refresh_token;
+                let started = Instant::now();
+                for _ in 0..iters {
+                    token = issuer.rotate(&token).await.unwrap().refresh_token;
+                }
+                started.elapsed()
+            }
+        })
+    });
+    group.finish();
+}
+
+type Noop = tower::util::ServiceFn<
+    fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+>;
+
+fn noop() -> Noop {
+    tower::service_fn(|_| std::future::ready(Ok(Response::new(Full::default()))))
+}
+
+/// The verifier on a cache hit, with and without the store's revocation hook.
+fn revocation_check<S: RefreshStore + Clone>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    store: S,
+) {
+    let (key, issuer) = issuer(store);
+    let pair = rt.block_on(issuer.issue("alice", &())).unwrap();
+    let mut group = c.benchmark_group("revocation_check");
+    let plain = tower::Layer::layer(&JwtAuthLayer::new(key.verification_key()), noop());
+    let hooked = tower::Layer::layer(
+        &JwtAuthLayer::new(key.verification_key()).revocation(issuer.revocation()),
+        noop(),
+    );
+    let request = || {
+        Request::get("/")
+            .header("authorization", format!("Bearer {}", pair.access_token))
+            .body(Full::default())
+            .unwrap()
+    };
+    for (label, service) in [
+        (
+            format!("{name}/without_hook"),
+            tower::util::BoxCloneService::new(plain),
+        ),
+        (
+            format!("{name}/with_hook"),
+            tower::util::BoxCloneService::new(hooked),
+        ),
+    ] {
+        assert_eq!(
+            rt.block_on(tower::ServiceExt::oneshot(service.clone(), request()))
+                .unwrap()
+                .status(),
+            200
+        );
+        group.bench_function(label, |b| {
+            b.to_async(rt).iter_batched(
+                request,
+                |req| {
+                    let mut service = service.clone();
+                    async move { black_box(service.call(req).await.unwrap().status()) }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn stores(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rotations(c, &rt, "memory", MemoryStore::new());
+    revocation_check(c, &rt, "memory", MemoryStore::new());
+    #[cfg(feature = "redis")]
+    match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            let store = rt
+                .block_on(tower_jwt_refresh::server::RedisStore::connect(&url))
+                .unwrap();
+            rotations(c, &rt, "redis", store.clone());
+            revocation_check(c, &rt, "redis", store);
+        }
+        Err(_) => eprintln!("REDIS_URL not set: skipping the Redis store benchmarks"),
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = benches; config = config(); targets = stores }
+criterion_main!(benches);
