@@ -182,7 +182,11 @@ fn storms(c: &mut Criterion) {
                     let client = ServiceBuilder::new()
                         .layer(RefreshLayer::new(session.clone(), refresher()))
                         .service(Mock { accepted: "new" });
-                    total += storm(|| client.clone().oneshot(request()).map_status()).await;
+                    total += storm(|| {
+                        let client = client.clone();
+                        async move { client.oneshot(request()).await.unwrap().status() }
+                    })
+                    .await;
                     assert_eq!(
                         session.stats().refreshes,
                         1,
@@ -227,23 +231,6 @@ fn storms(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// `oneshot(...)` mapped to its status, as a `Send` future.
-trait MapStatus {
-    fn map_status(self) -> impl std::future::Future<Output = StatusCode> + Send + 'static;
-}
-
-impl<F> MapStatus for F
-where
-    F: std::future::Future<
-            Output = Result<Response<Full<Bytes>>, tower_jwt_refresh::client::Error>,
-        > + Send
-        + 'static,
-{
-    fn map_status(self) -> impl std::future::Future<Output = StatusCode> + Send + 'static {
-        async move { self.await.unwrap().status() }
-    }
 }
 
 fn config() -> Criterion {

@@ -86,9 +86,11 @@ fn request(token: &str) -> Request<Full<Bytes>> {
 }
 
 /// The inner service every contender wraps: 200, empty body.
-fn noop() -> tower::util::ServiceFn<
+type Noop = tower::util::ServiceFn<
     fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
-> {
+>;
+
+fn noop() -> Noop {
     tower::service_fn(|_| std::future::ready(Ok(Response::new(Full::default()))))
 }
 
