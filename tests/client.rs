@@ -744,3 +744,44 @@ async fn zero_replays_returns_the_401_after_refreshing() {
     assert_eq!(script.calls(), 1);
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_young_token_keeps_no_copy_unless_told_to() {
+    for always in [false, true] {
+        let server = Server::default();
+        let script = Script::ok();
+        let session = Session::new();
+        // Young: an hour left of an hour. The server has revoked it anyway.
+        session
+            .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
+            .unwrap();
+        let layer = script.layer(&session, &server);
+        let client = client(if always { layer.replay_always() } else { layer }, &server);
+        let status = status(&client, "/").await.unwrap();
+        assert_eq!(
+            script.calls(),
+            1,
+            "the rejection triggered the refresh either way"
+        );
+        if always {
+            assert_eq!(status, StatusCode::OK, "kept, so replayed");
+        } else {
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "no copy kept: the 401 comes back"
+            );
+            assert_eq!(self::status(&client, "/").await.unwrap(), StatusCode::OK);
+        }
+    }
+    // In the second half of its lifetime, a request is kept and replayed.
+    let server = Server::default();
+    let script = Script::ok();
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
+        .unwrap();
+    let client = client(script.layer(&session, &server).no_early_refresh(), &server);
+    tokio::time::advance(Duration::from_secs(1900)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+}

@@ -24,6 +24,14 @@ enum Early {
     Off,
 }
 
+/// What to do with a request, decided from its tokens.
+pub(crate) enum Plan {
+    /// The token is inside the early window: refresh, then send.
+    Refresh,
+    /// Send now; `keep` a copy of the request for a replay.
+    Send { keep: bool },
+}
+
 /// What counts as "token rejected".
 type Predicate = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
 
@@ -39,6 +47,7 @@ pub(crate) struct Shared<P> {
     predicate: Option<Predicate>,
     pub(crate) pass_through: bool,
     pub(crate) raw_authorization: bool,
+    replay_always: bool,
 }
 
 impl<P: Clone> Clone for Shared<P> {
@@ -54,29 +63,38 @@ impl<P: Clone> Clone for Shared<P> {
             predicate: self.predicate.clone(),
             pass_through: self.pass_through,
             raw_authorization: self.raw_authorization,
+            replay_always: self.replay_always,
         }
     }
 }
 
 impl<P> Shared<P> {
-    /// Whether `tokens` should be refreshed before sending: inside the early window, and with
-    /// a refresh token to refresh with (an access-only session just uses its token until it
-    /// expires). Reads the clock only when the answer depends on it.
-    pub(crate) fn needs_refresh(&self, tokens: &TokenState) -> bool {
+    /// What to do with a request carrying `tokens`: refresh first, or send (keeping a copy
+    /// for a replay or not). Reads the clock only when the tokens' expiry is known.
+    pub(crate) fn plan(&self, tokens: &TokenState) -> Plan {
         let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
-            return false;
+            // Unknown expiry: a rejection may come any time.
+            return Plan::Send { keep: true };
         };
-        let early = match self.early {
-            Early::Off => return false,
-            Early::Auto => Duration::from_secs(30).max(lifetime / 10),
-            Early::Fixed(early) => early,
-        };
-        if !tokens.can_refresh() {
-            return false;
-        }
+        let now = Instant::now();
         // Never more than half the lifetime, so short-lived tokens are not refreshed on every
         // request.
-        Instant::now() + early.min(lifetime / 2) >= expires_at
+        let early = match self.early {
+            Early::Off => None,
+            Early::Auto => Some(Duration::from_secs(30).max(lifetime / 10)),
+            Early::Fixed(early) => Some(early),
+        };
+        // An access-only session uses its token until it expires.
+        if tokens.can_refresh()
+            && early.is_some_and(|early| now + early.min(lifetime / 2) >= expires_at)
+        {
+            return Plan::Refresh;
+        }
+        // Rejections come near expiry; in the first half of its lifetime a token is not
+        // worth a copy of every request.
+        Plan::Send {
+            keep: self.replay_always || now + lifetime / 2 >= expires_at,
+        }
     }
 
     /// Whether `response` says the token was rejected.
@@ -190,6 +208,7 @@ impl RefreshLayer {
                 predicate: None,
                 pass_through: false,
                 raw_authorization: false,
+                replay_always: false,
             }),
         }
     }
@@ -293,6 +312,19 @@ impl<P: Clone> RefreshLayer<P> {
         self.with(|s| s.pass_through = true)
     }
 
+    /// Keep every request for a replay, even while its token is young.
+    ///
+    /// By default a request keeps a copy of itself (method, URI, headers, extensions, body)
+    /// only when a rejection is plausible: its token's expiry is unknown, or it is in the
+    /// second half of its lifetime. A young token's request costs no copy, and in the rare
+    /// case that it is rejected anyway (a revoked session, a rotated signing key) the caller
+    /// gets that 401 after the refresh it triggered. With this option every rejected request
+    /// is replayed, at the price of the copy on every request.
+    #[must_use]
+    pub fn replay_always(self) -> Self {
+        self.with(|s| s.replay_always = true)
+    }
+
     /// Send the bare token as `Authorization: <token>`, without the `Bearer` scheme, for
     /// legacy servers that expect it (the original NestJS backend, for one).
     #[must_use]
@@ -340,6 +372,7 @@ impl<P: Clone> RefreshLayer<P> {
                 predicate: shared.predicate,
                 pass_through: shared.pass_through,
                 raw_authorization: shared.raw_authorization,
+                replay_always: shared.replay_always,
             }),
         }
     }

@@ -18,10 +18,12 @@
 //! 5. bodies are kept for the replay by a [`ReplayPolicy`]: [`CloneBodies`] (default),
 //!    [`TeeBodies`] for streaming bodies, [`NoReplay`].
 //!
-//! With a valid token, a request costs a lock-free read of the session, a clone of the
-//! prebuilt `Authorization` value (a reference count), and, when its body can be replayed, a
-//! copy of its method, URI, headers and extensions plus a clone of the inner service, kept
-//! for a replay. [`NoReplay`] skips the copy.
+//! With a valid token in the first half of its lifetime, a request costs a lock-free read of
+//! the session, one clock read, and a clone of the prebuilt `Authorization` value (a
+//! reference count): no lock, no allocation. Later in the token's life, or when its expiry is
+//! unknown, a request also keeps a copy of itself (method, URI, headers, extensions, and the
+//! body as the [`ReplayPolicy`] keeps it) for a replay, since that is when rejections come;
+//! [`RefreshLayer::replay_always`] keeps one always.
 //!
 //! A refresh runs in a task of its own, so a caller that gives up cancels nothing for the
 //! others. A permanent failure (`invalid_grant`) expires the session: every waiter gets

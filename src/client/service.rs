@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::error::{BoxError, Error};
 use super::future::{Kept, ResponseFuture, Template, proactive};
-use super::layer::Shared;
+use super::layer::{Plan, Shared};
 use super::replay::{CloneBodies, ReplayPolicy};
 
 /// Sends each request with the session's access token; on a rejection, refreshes once for
@@ -90,23 +90,30 @@ where
             return ResponseFuture::failed(Error::SessionExpired);
         }
         let generation = state.generation;
-        if shared.needs_refresh(&tokens.0) {
-            // Refresh first, then send. The ready instance moves into the future (one unit of
-            // capacity held while waiting, never two); `self` keeps a fresh clone.
-            let clone = self.inner.clone();
-            let service = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::slow(Box::pin(proactive(
-                Arc::clone(shared),
-                service,
-                req,
-                generation,
-            )));
-        }
+        let keep = match shared.plan(&tokens.0) {
+            Plan::Send { keep } => keep,
+            Plan::Refresh => {
+                // Refresh first, then send. The ready instance moves into the future (one unit
+                // of capacity held while waiting, never two); `self` keeps a fresh clone.
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                return ResponseFuture::slow(Box::pin(proactive(
+                    Arc::clone(shared),
+                    service,
+                    req,
+                    generation,
+                )));
+            }
+        };
         req.headers_mut().insert(
             AUTHORIZATION,
             tokens.0.header(shared.raw_authorization).clone(),
         );
         drop(state);
+        if !keep {
+            let future = self.inner.call(req);
+            return ResponseFuture::first(future, None, Arc::clone(shared), generation);
+        }
         let (parts, body) = req.into_parts();
         let (body, kept) = shared.policy.keep(body);
         let kept = kept.map(|kept| Kept {
