@@ -10,12 +10,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/harness.rs"]
+mod harness;
+
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn};
+
+use harness::complete;
 
 const STORM: usize = 10_000;
 const REFRESH_LATENCY: Duration = Duration::from_millis(10);
@@ -71,36 +76,42 @@ fn hot_path(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let _guard = rt.enter();
     let mut group = c.benchmark_group("hot_path");
     let bare = Mock { accepted: "tok" };
     group.bench_function("bare_mock", |b| {
-        b.to_async(&rt).iter_batched(
+        let mut mock = bare.clone();
+        b.iter_batched(
             request,
-            |req| {
-                let mut mock = bare.clone();
-                async move { black_box(mock.call(req).await.unwrap().status()) }
-            },
+            |req| black_box(complete(&rt, mock.call(req)).unwrap().status()),
             BatchSize::SmallInput,
         )
     });
-    let session = Session::new();
-    session.login(Tokens::new("tok", "r1")).unwrap();
-    let replaying = ServiceBuilder::new()
-        .layer(RefreshLayer::new(session.clone(), refresher()))
-        .service(bare.clone());
-    let no_replay = ServiceBuilder::new()
-        .layer(RefreshLayer::new(session.clone(), refresher()).no_replay())
-        .service(bare.clone());
-    for (name, service) in [
+    // A young token (an hour left of an hour): no replay copy. And one in the second half of
+    // its life, which keeps a copy of each request for a replay.
+    for (name, lifetime, replay_always) in [
         (
-            "refresh_layer",
-            tower::util::BoxCloneService::new(replaying),
+            "refresh_layer_young_token",
+            Duration::from_secs(3600),
+            false,
         ),
         (
-            "refresh_layer_no_replay",
-            tower::util::BoxCloneService::new(no_replay),
+            "refresh_layer_with_replay_copy",
+            Duration::from_secs(3600),
+            true,
         ),
     ] {
+        let session = Session::new();
+        session
+            .login(Tokens::new("tok", "r1").expires_in(lifetime))
+            .unwrap();
+        let layer = RefreshLayer::new(session.clone(), refresher());
+        let layer = if replay_always {
+            layer.replay_always()
+        } else {
+            layer
+        };
+        let mut service = ServiceBuilder::new().layer(layer).service(bare.clone());
         assert_eq!(
             rt.block_on(service.clone().oneshot(request()))
                 .unwrap()
@@ -108,12 +119,9 @@ fn hot_path(c: &mut Criterion) {
             StatusCode::OK
         );
         group.bench_function(name, |b| {
-            b.to_async(&rt).iter_batched(
+            b.iter_batched(
                 request,
-                |req| {
-                    let mut service = service.clone();
-                    async move { black_box(service.call(req).await.unwrap().status()) }
-                },
+                |req| black_box(complete(&rt, service.call(req)).unwrap().status()),
                 BatchSize::SmallInput,
             )
         });

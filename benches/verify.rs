@@ -3,7 +3,6 @@
 //! off, (c) `JwtAuth` on a cache hit, (d) peer crates over the same inner service, and the
 //! rejection paths (an expired token, a bad signature). Run with `cargo bench --bench verify`.
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -16,8 +15,12 @@ use serde::{Deserialize, Serialize};
 use tower::{Service, ServiceExt};
 use tower_jwt_refresh::server::{JwtAuthLayer, Key};
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/peers.rs"]
 mod peers;
+
+use harness::{complete, noop, runtime};
 
 /// The six claims of the benchmark token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,22 +88,6 @@ fn request(token: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-/// The inner service every contender wraps: 200, empty body.
-type Noop = tower::util::ServiceFn<
-    fn(Request<Full<Bytes>>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
->;
-
-fn noop() -> Noop {
-    tower::service_fn(|_| std::future::ready(Ok(Response::new(Full::default()))))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Times `service` on `token`, building each request outside the measurement.
 fn bench_service<S, B>(
     c: &mut Criterion,
@@ -119,17 +106,15 @@ fn bench_service<S, B>(
         .unwrap()
         .status();
     assert_eq!(status, expect, "{name}");
+    let _guard = rt.enter();
     c.bench_function(name, |b| {
-        b.to_async(rt).iter_batched(
+        let mut service = service.clone();
+        b.iter_batched(
             || request(token),
             |req| {
-                // Every contender is always ready (tower's contract holds); a clone per request
-                // (a reference count or two, the same for all) lets the future own it.
-                let mut owned = service.clone();
-                async move {
-                    let response = owned.call(req).await.unwrap();
-                    black_box(response.status())
-                }
+                // Every contender is always ready, so tower's contract holds.
+                let response = complete(rt, service.call(req)).unwrap();
+                black_box(response.status())
             },
             BatchSize::SmallInput,
         );
@@ -138,6 +123,16 @@ fn bench_service<S, B>(
 
 fn algorithms(c: &mut Criterion) {
     let rt = runtime();
+    // What every service measurement includes besides the contender: the harness and the
+    // inner service.
+    bench_service(
+        c,
+        "baseline/noop_inner_service",
+        &rt,
+        noop(),
+        "unused",
+        StatusCode::OK,
+    );
     for alg in [
         Algorithm::HS256,
         Algorithm::RS256,
