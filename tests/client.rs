@@ -785,3 +785,19 @@ async fn a_young_token_keeps_no_copy_unless_told_to() {
     tokio::time::advance(Duration::from_secs(1900)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session() {
+    let server = Server::default();
+    let session = logged_in("t0");
+    // The server rotated, so "r0" is spent; an access token no header can carry is no session.
+    let refresher = refresher_fn(|_refresh: String| async {
+        Ok(RefreshedTokens::new("bad\ntoken").refresh_token("r1"))
+    });
+    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::SessionExpired)
+    ));
+    assert!(session.is_expired());
+}

@@ -312,6 +312,9 @@ mod client_model {
 
     const WAIT: Duration = Duration::from_secs(2);
     const REFRESH: Duration = Duration::from_secs(1);
+    /// What the client is told of every token: so the early window and the replay window
+    /// (a token in the first half of its life keeps no copy) come into play as time passes.
+    const TOKEN_LIFETIME: Duration = Duration::from_secs(3);
 
     #[derive(Debug, Clone)]
     pub(super) enum Event {
@@ -390,7 +393,9 @@ mod client_model {
     pub(super) async fn run(events: Vec<Event>) {
         let world = Arc::new(World::default());
         let session = Session::new();
-        session.login(Tokens::new("t0", "r0")).unwrap();
+        session
+            .login(Tokens::new("t0", "r0").expires_in(TOKEN_LIFETIME))
+            .unwrap();
         let refresher = {
             let world = Arc::clone(&world);
             refresher_fn(move |refresh: String| {
@@ -404,19 +409,18 @@ mod client_model {
                     let _flying = Flying(Arc::clone(&world), refresh.clone());
                     let outcome = world.outcomes.lock().unwrap().pop().unwrap_or(Outcome::Ok);
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    let result =
-                        match outcome {
-                            Outcome::Ok => {
-                                world.refreshed_from.lock().unwrap().push(refresh);
-                                let n = world.newest.fetch_add(1, Ordering::SeqCst) + 1;
-                                Ok(RefreshedTokens::new(format!("t{n}"))
-                                    .refresh_token(format!("r{n}")))
-                            }
-                            Outcome::Transient => Err(RefreshFailure::transient("503")),
-                            Outcome::Permanent => Err(RefreshFailure::permanent("invalid_grant")),
-                            Outcome::Hang => std::future::pending().await,
-                        };
-                    result
+                    match outcome {
+                        Outcome::Ok => {
+                            world.refreshed_from.lock().unwrap().push(refresh);
+                            let n = world.newest.fetch_add(1, Ordering::SeqCst) + 1;
+                            Ok(RefreshedTokens::new(format!("t{n}"))
+                                .refresh_token(format!("r{n}"))
+                                .expires_in(TOKEN_LIFETIME))
+                        }
+                        Outcome::Transient => Err(RefreshFailure::transient("503")),
+                        Outcome::Permanent => Err(RefreshFailure::permanent("invalid_grant")),
+                        Outcome::Hang => std::future::pending().await,
+                    }
                 }
             })
         };
@@ -482,7 +486,10 @@ mod client_model {
                     logins += 1;
                     let n = world.newest.fetch_add(1, Ordering::SeqCst) + 1;
                     session
-                        .login(Tokens::new(format!("t{n}"), format!("login-{logins}")))
+                        .login(
+                            Tokens::new(format!("t{n}"), format!("login-{logins}"))
+                                .expires_in(TOKEN_LIFETIME),
+                        )
                         .unwrap();
                 }
             }
@@ -501,7 +508,10 @@ mod client_model {
         // A login during a refresh may start another with the new refresh token; the same
         // token is never refreshed twice at once.
         let overlapped = world.overlapped.lock().unwrap();
-        assert!(overlapped.is_empty(), "refreshed twice at once: {overlapped:?}");
+        assert!(
+            overlapped.is_empty(),
+            "refreshed twice at once: {overlapped:?}"
+        );
         let refreshed = world.refreshed_from.lock().unwrap();
         let distinct: HashSet<_> = refreshed.iter().collect();
         assert_eq!(

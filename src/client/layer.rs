@@ -74,7 +74,9 @@ impl<P> Shared<P> {
     pub(crate) fn plan(&self, tokens: &TokenState) -> Plan {
         let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
             // Unknown expiry: a rejection may come any time.
-            return Plan::Send { keep: true };
+            return Plan::Send {
+                keep: self.max_replays > 0,
+            };
         };
         let now = Instant::now();
         // Never more than half the lifetime, so short-lived tokens are not refreshed on every
@@ -93,7 +95,7 @@ impl<P> Shared<P> {
         // Rejections come near expiry; in the first half of its lifetime a token is not
         // worth a copy of every request.
         Plan::Send {
-            keep: self.replay_always || now + lifetime / 2 >= expires_at,
+            keep: self.max_replays > 0 && (self.replay_always || now + lifetime / 2 >= expires_at),
         }
     }
 
@@ -147,7 +149,8 @@ fn says_invalid_token(value: &[u8]) -> bool {
 /// Layers [`Refresh`]. See the [module docs](super) for the algorithm and examples.
 ///
 /// Defaults: refresh early when the token is within the larger of 30 s and a tenth of its
-/// lifetime (at most half of it) of expiry; replay a rejected request once; wait at most 15 s
+/// lifetime (at most half of it) of expiry; replay a rejected request once (when it kept a
+/// copy: see [`replay_always`](Self::replay_always)); wait at most 15 s
 /// for a refresh, which itself (with the `on_refresh` hook) may take 10 s; at most 65,536 waiting requests; at most 4
 /// refreshes in 2 s (the loop guard); "rejected" is a 401 or a gRPC `UNAUTHENTICATED`; a
 /// request without tokens fails with `NotAuthenticated`; `Clone` bodies are replayed.

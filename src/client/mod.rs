@@ -5,7 +5,7 @@
 //! coordinates every request of a [`Session`]: when the token is rejected (or about to
 //! expire) exactly one refresh runs, every request that needs it waits for that one refresh
 //! (bounded in time and number), and each is replayed with the new token. The application
-//! never sees the 401.
+//! never sees the 401 of an expiry.
 //!
 //! Per request:
 //! 1. no tokens: fail with [`Error::NotAuthenticated`] (or pass through, if configured);

@@ -241,20 +241,25 @@ struct TokenResponse {
     expires_in: Option<Seconds>,
 }
 
-/// `expires_in`: a number, or (as some servers send it) a string of digits.
+/// `expires_in`: a number (some servers send `3599.0`), or a string of one. A value that is
+/// not a positive number leaves the lifetime unknown rather than failing the response: the
+/// server has rotated already.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Seconds {
-    Number(u64),
+    Number(f64),
     Text(String),
+    Other(serde::de::IgnoredAny),
 }
 
 impl Seconds {
     fn duration(&self) -> Option<Duration> {
-        match self {
-            Self::Number(n) => Some(Duration::from_secs(*n)),
-            Self::Text(s) => s.trim().parse().ok().map(Duration::from_secs),
-        }
+        let seconds = match self {
+            Self::Number(n) => *n,
+            Self::Text(s) => s.trim().parse().ok()?,
+            Self::Other(_) => return None,
+        };
+        (seconds.is_finite() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
     }
 }
 
@@ -368,6 +373,24 @@ mod tests {
             form_urlencoded(&[("a", "b c+d/e=f&g.h~i")]),
             "a=b%20c%2Bd%2Fe%3Df%26g.h~i"
         );
+    }
+
+    #[test]
+    fn expires_in_is_read_leniently() {
+        let read = |json: &str| {
+            serde_json::from_str::<TokenResponse>(&format!(
+                r#"{{"access_token":"a","expires_in":{json}}}"#
+            ))
+            .unwrap()
+            .expires_in
+            .and_then(|s| s.duration())
+        };
+        assert_eq!(read("3599"), Some(Duration::from_secs(3599)));
+        assert_eq!(read("3599.0"), Some(Duration::from_secs(3599)));
+        assert_eq!(read(r#""60""#), Some(Duration::from_secs(60)));
+        for unknown in ["0", "-1", "null", r#""soon""#, "{}"] {
+            assert_eq!(read(unknown), None, "{unknown}");
+        }
     }
 
     #[test]

@@ -125,9 +125,13 @@ impl TokenSet {
             Ok::<_, InvalidToken>(value)
         };
         let (bearer, raw) = (value(bytes.slice(..))?, value(bytes.slice(7..))?);
+        // Zero means "unknown" (a server that sends it means nothing by it); anything above
+        // MAX_LIFETIME is capped, so no deadline overflows.
         let lifetime = tokens
             .expires_in
-            .or_else(|| jwt_lifetime(&tokens.access_token));
+            .filter(|l| !l.is_zero())
+            .or_else(|| jwt_lifetime(&tokens.access_token))
+            .map(|l| l.min(MAX_LIFETIME));
         Ok(Self(Arc::new(TokenState {
             bearer,
             raw,
@@ -163,23 +167,34 @@ impl fmt::Debug for TokenSet {
     }
 }
 
-/// Reads a JWT's `exp` without verifying anything, as the time left until it.
+/// The longest lifetime a token is taken to have (about 31 years).
+const MAX_LIFETIME: Duration = Duration::from_secs(1_000_000_000);
+
+/// Reads a JWT's `exp` without verifying anything, as the time left until it. With `iat`, it
+/// is also at most `exp - iat`, the lifetime the server gave it: a client clock running behind
+/// the server's would otherwise take an expiring token for a young one.
 fn jwt_lifetime(token: &str) -> Option<Duration> {
     #[derive(serde::Deserialize)]
     struct Exp {
         exp: f64,
+        iat: Option<f64>,
     }
     let payload = token.split('.').nth(1)?;
     if payload.len() > 16 * 1024 {
         return None;
     }
     let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let exp = serde_json::from_slice::<Exp>(&json).ok()?.exp;
+    let Exp { exp, iat } = serde_json::from_slice(&json).ok()?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()?
         .as_secs_f64();
-    (exp.is_finite() && exp > now).then(|| Duration::from_secs_f64((exp - now).min(1e9)))
+    let left = match iat {
+        Some(iat) if iat.is_finite() && iat < exp => (exp - now).min(exp - iat),
+        _ => exp - now,
+    };
+    (left.is_finite() && left > 0.0)
+        .then(|| Duration::from_secs_f64(left.min(MAX_LIFETIME.as_secs_f64())))
 }
 
 /// What happened to a session, as [`Session::subscribe`] reports it.
@@ -573,7 +588,16 @@ impl Session {
                         }
                         Ok(())
                     }
-                    Err(e) => Err(Error::refresh_failed(e)),
+                    // The server has rotated already, so the refresh token this replaced is
+                    // spent, and tokens that cannot be sent are no session: expire it rather
+                    // than retry with a spent token.
+                    Err(error) => {
+                        span.in_scope(|| {
+                            tracing::warn!(%error, "refreshed access token unusable; session expired")
+                        });
+                        self.expire(generation, &settings);
+                        Err(Error::SessionExpired)
+                    }
                 }
             }
             Ok(Err(RefreshFailure::Permanent(error))) => {
@@ -700,6 +724,34 @@ mod tests {
         assert_eq!(jwt_lifetime(&jwt(now - 5)), None);
         assert_eq!(jwt_lifetime("opaque"), None);
         assert_eq!(jwt_lifetime("a.!!!.c"), None);
+    }
+
+    #[test]
+    fn a_jwt_lifetime_is_at_most_what_the_server_gave_it() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // A client clock an hour behind the server's sees `exp` an hour and a minute away;
+        // `exp - iat` says the token lives one minute.
+        let payload =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"iat":{},"exp":{}}}"#, now + 3600, now + 3660));
+        let lifetime = jwt_lifetime(&format!("e30.{payload}.sig")).unwrap();
+        assert_eq!(lifetime.as_secs(), 60);
+    }
+
+    #[test]
+    fn huge_and_zero_lifetimes_neither_panic_nor_count() {
+        let session = Session::new();
+        session
+            .login(Tokens::new("a", "r").expires_in(Duration::MAX))
+            .unwrap();
+        let expires_at = session.tokens().unwrap().expires_at().unwrap();
+        assert!(expires_at > Instant::now() + Duration::from_secs(900_000_000));
+        session
+            .login(Tokens::new("a", "r").expires_in(Duration::ZERO))
+            .unwrap();
+        assert_eq!(session.tokens().unwrap().expires_at(), None);
     }
 
     #[tokio::test]

@@ -369,7 +369,9 @@ where
     };
     match issuer.rotate(&token).await {
         Ok(pair) => {
-            let body = serde_json::to_vec(&pair).map_err(|_| OAuthError::unavailable())?;
+            // Cannot fail (strings and a number); were it to, the rotation has happened, so
+            // "try again" would be wrong.
+            let body = serde_json::to_vec(&pair).map_err(|_| OAuthError::server_error())?;
             Ok(json_response(StatusCode::OK, Bytes::from(body)))
         }
         // One description for every reason: the family id in a token is public (it is the

@@ -336,8 +336,10 @@ impl KeySet {
     /// Parses a JWKS document (`{"keys":[…]}`).
     ///
     /// Keys meant for encryption (`use` other than `sig`, or `key_ops` without `verify`) and
-    /// keys of unsupported types or curves are left out, as a JWKS often holds both kinds. A
-    /// malformed signing key, or a `kid` used twice, fails the whole document.
+    /// keys of unsupported types or curves are left out, as a JWKS often holds both kinds, and
+    /// so are RSA and symmetric keys without `alg` (RFC 7517 makes it optional; such a key
+    /// cannot be bound to one algorithm). A malformed signing key, or a `kid` used twice,
+    /// fails the whole document.
     pub fn from_jwks(json: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         #[derive(Deserialize)]
         struct Jwks {
@@ -351,7 +353,13 @@ impl KeySet {
         for jwk in jwks.keys {
             match jwk.into_key() {
                 Ok(key) => keys.push(key),
-                Err(KeyError::NotForVerification | KeyError::Unsupported(_)) => {}
+                // A key that cannot be bound to one algorithm cannot verify anything; the
+                // document's other keys still can.
+                Err(
+                    KeyError::NotForVerification
+                    | KeyError::Unsupported(_)
+                    | KeyError::MissingAlgorithm,
+                ) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -607,10 +615,11 @@ mod tests {
     }
 
     #[test]
-    fn jwks_skips_encryption_keys_but_refuses_duplicate_kids() {
+    fn jwks_skips_encryption_keys_and_keys_without_alg_but_refuses_duplicate_kids() {
         let enc = oct(r#","alg":"HS256","use":"enc","kid":"e""#);
+        let unbound = oct(r#","kid":"u""#);
         let sig = oct(r#","alg":"HS256","kid":"s""#);
-        let set = KeySet::from_jwks(format!(r#"{{"keys":[{enc},{sig}]}}"#)).unwrap();
+        let set = KeySet::from_jwks(format!(r#"{{"keys":[{enc},{unbound},{sig}]}}"#)).unwrap();
         assert_eq!(set.len(), 1);
         assert_eq!(set.iter().next().unwrap().kid(), Some("s"));
         let dup = KeySet::from_jwks(format!(r#"{{"keys":[{sig},{sig}]}}"#));

@@ -193,9 +193,13 @@ impl<C> RedisStore<C> {
 
     /// The family's key, its tombstone's and its sealed successor's, sharing the hash tag
     /// `{family}`.
+    fn tombstone_key(&self, family: &str) -> String {
+        format!("{}:{{{family}}}:revoked", self.prefix)
+    }
+
     fn keys(&self, family: &str) -> [String; 3] {
         let key = format!("{}:{{{family}}}", self.prefix);
-        let tombstone = format!("{key}:revoked");
+        let tombstone = self.tombstone_key(family);
         let sealed = format!("{key}:sealed");
         [key, tombstone, sealed]
     }
@@ -328,7 +332,7 @@ where
         if self.breaker.is_open() {
             return RevocationCheck::active();
         }
-        let [_, tombstone, _] = self.keys(family);
+        let tombstone = self.tombstone_key(family);
         let mut connection = self.connection.clone();
         let (bound, breaker) = (self.check_timeout, Arc::clone(&self.breaker));
         RevocationCheck::pending(async move {

@@ -514,6 +514,10 @@ impl<'de> Deserialize<'de> for Scopes {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scopes, A::Error> {
                 let mut out = String::new();
                 while let Some(s) = seq.next_element::<Str<'de>>()? {
+                    // One scope per element: a space inside one would smuggle in another.
+                    if s.0.is_empty() || s.0.contains(' ') {
+                        return Err(de::Error::custom("a scope holds a space or is empty"));
+                    }
                     if !out.is_empty() {
                         out.push(' ');
                     }
@@ -603,6 +607,14 @@ mod tests {
         assert_eq!(c.sub.as_deref(), Some("a"));
         assert_eq!(c.scope.as_deref(), Some("x y"));
         assert_eq!(c.aud, ["api"]);
+    }
+
+    #[test]
+    fn a_scope_array_element_cannot_hold_two_scopes() {
+        for scp in [json!(["read admin"]), json!(["read", ""])] {
+            let t = sign(at(), json!({"exp": NOW + 60, "scp": scp}));
+            assert_eq!(verify(&Validation::default(), &t), Err(TokenError::Claims));
+        }
     }
 
     #[test]
