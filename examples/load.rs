@@ -62,6 +62,9 @@ async fn measure(
         latencies.extend(worker.await??);
     }
     let elapsed = started.elapsed();
+    if latencies.is_empty() {
+        return Err("no request completed".into());
+    }
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Ok(Measured {
