@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::WWW_AUTHENTICATE;
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -31,6 +31,8 @@ pub(crate) enum Plan {
     /// Send now; `keep` a copy of the request for a replay.
     Send { keep: bool },
 }
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// What counts as "token rejected".
 type Predicate = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
@@ -112,8 +114,8 @@ impl<P> Shared<P> {
                     .iter()
                     .any(|v| says_invalid_token(v.as_bytes()));
         }
-        // A trailers-only gRPC answer carries its status in the headers.
-        self.grpc && headers.get("grpc-status").is_some_and(|s| s == "16")
+        // A trailers-only gRPC answer (HTTP 200) carries its status in the headers.
+        self.grpc && status == StatusCode::OK && headers.get(GRPC_STATUS).is_some_and(|s| s == "16")
     }
 }
 
