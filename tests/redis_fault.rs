@@ -173,6 +173,16 @@ async fn redis_outage_and_recovery() {
         reply.body
     );
     assert_eq!(reply.headers["retry-after"], "1");
+    // That failure opened the store's breaker: the next call fails at once instead of
+    // waiting out the connection's timeouts again.
+    let asked = std::time::Instant::now();
+    let reply = refresh(&client, addr, current).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(
         !reply.body.contains("refresh_token\":"),
         "nothing is handed out: {}",

@@ -125,13 +125,16 @@ impl TokenSet {
             Ok::<_, InvalidToken>(value)
         };
         let (bearer, raw) = (value(bytes.slice(..))?, value(bytes.slice(7..))?);
-        // Zero means "unknown" (a server that sends it means nothing by it); anything above
-        // MAX_LIFETIME is capped, so no deadline overflows.
-        let lifetime = tokens
-            .expires_in
-            .filter(|l| !l.is_zero())
-            .or_else(|| jwt_lifetime(&tokens.access_token))
-            .map(|l| l.min(MAX_LIFETIME));
+        // Zero means "unknown" (a server that sends it means nothing by it). With both, the
+        // shorter: `expires_in` counts whole seconds from a truncated `iat`, so it can
+        // overstate a JWT's life by up to a second. Anything above MAX_LIFETIME is capped,
+        // so no deadline overflows.
+        let expires_in = tokens.expires_in.filter(|l| !l.is_zero());
+        let lifetime = match (expires_in, jwt_lifetime(&tokens.access_token)) {
+            (Some(given), Some(read)) => Some(given.min(read)),
+            (given, read) => given.or(read),
+        }
+        .map(|l| l.min(MAX_LIFETIME));
         Ok(Self(Arc::new(TokenState {
             bearer,
             raw,
@@ -738,6 +741,20 @@ mod tests {
             URL_SAFE_NO_PAD.encode(format!(r#"{{"iat":{},"exp":{}}}"#, now + 3600, now + 3660));
         let lifetime = jwt_lifetime(&format!("e30.{payload}.sig")).unwrap();
         assert_eq!(lifetime.as_secs(), 60);
+    }
+
+    #[test]
+    fn the_shorter_of_expires_in_and_exp_wins() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let session = Session::new();
+        session
+            .login(Tokens::new(jwt(now + 60), "r").expires_in(Duration::from_secs(3600)))
+            .unwrap();
+        let left = session.tokens().unwrap().expires_at().unwrap() - Instant::now();
+        assert!(left <= Duration::from_secs(60), "{left:?}");
     }
 
     #[test]

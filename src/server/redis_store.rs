@@ -191,12 +191,34 @@ impl<C> RedisStore<C> {
         self
     }
 
-    /// The family's key, its tombstone's and its sealed successor's, sharing the hash tag
-    /// `{family}`.
+    /// Runs `script` unless the breaker is open; trips it when Redis proves unreachable.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError>
+    where
+        C: ConnectionLike + Clone,
+    {
+        if self.breaker.is_open() {
+            // Nothing was sent: not ambiguous.
+            return Err(StoreError::new("redis unreachable a moment ago"));
+        }
+        let mut connection = self.connection.clone();
+        script.invoke_async(&mut connection).await.map_err(|error| {
+            if unreachable(&error) {
+                tracing::warn!(%error, "redis unreachable; store calls fail fast for 1 s");
+                self.breaker.trip();
+            }
+            store_error(error)
+        })
+    }
+
     fn tombstone_key(&self, family: &str) -> String {
         format!("{}:{{{family}}}:revoked", self.prefix)
     }
 
+    /// The family's key, its tombstone's and its sealed successor's, sharing the hash tag
+    /// `{family}`.
     fn keys(&self, family: &str) -> [String; 3] {
         let key = format!("{}:{{{family}}}", self.prefix);
         let tombstone = self.tombstone_key(family);
@@ -215,7 +237,17 @@ fn store_error(error: redis::RedisError) -> StoreError {
     }
 }
 
-/// The revocation check's circuit breaker: while open, checks pass without asking Redis.
+/// Whether `error` says Redis cannot be reached (rather than refusing a command).
+fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_io_error()
+}
+
+/// The circuit breaker every call shares: once Redis proves unreachable, for a second
+/// revocation checks pass without asking it and writes fail at once (503, `Retry-After: 1`)
+/// instead of each waiting out the connection's timeouts.
 #[derive(Default)]
 struct Breaker {
     /// Milliseconds since `epoch` until which the breaker is open.
@@ -245,39 +277,39 @@ where
 {
     async fn create(&self, family: NewFamily<'_>) -> Result<(), StoreError> {
         let [key, _, _] = self.keys(family.id);
-        let mut connection = self.connection.clone();
-        let _: i64 = self.scripts[0]
-            .key(key)
-            .arg(family.token_hash)
-            .arg(family.subject)
-            .arg(family.claims)
-            .arg(family.now)
-            .arg(family.expires_at)
-            .arg(family.idle_timeout)
-            .arg(family.tombstone_ttl.max(1))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+        let _: i64 = self
+            .invoke(
+                self.scripts[0]
+                    .key(key)
+                    .arg(family.token_hash)
+                    .arg(family.subject)
+                    .arg(family.claims)
+                    .arg(family.now)
+                    .arg(family.expires_at)
+                    .arg(family.idle_timeout)
+                    .arg(family.tombstone_ttl.max(1)),
+            )
+            .await?;
         Ok(())
     }
 
     async fn rotate(&self, r: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
         let [key, tombstone, sealed] = self.keys(r.family);
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = self.scripts[1]
-            .key(key)
-            .key(tombstone)
-            .key(sealed)
-            .arg(r.presented)
-            .arg(r.successor)
-            .arg(r.sealed_successor)
-            .arg(r.now)
-            .arg(r.grace)
-            .arg(r.tombstone_ttl.max(1))
-            .arg(HISTORY_CHARS)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+        let reply: Vec<String> = self
+            .invoke(
+                self.scripts[1]
+                    .key(key)
+                    .key(tombstone)
+                    .key(sealed)
+                    .arg(r.presented)
+                    .arg(r.successor)
+                    .arg(r.sealed_successor)
+                    .arg(r.now)
+                    .arg(r.grace)
+                    .arg(r.tombstone_ttl.max(1))
+                    .arg(HISTORY_CHARS),
+            )
+            .await?;
         let malformed = || StoreError::new("malformed rotate reply");
         let mut reply = reply.into_iter();
         let outcome = match reply.next().as_deref() {
@@ -315,16 +347,16 @@ where
         tombstone_ttl: u64,
     ) -> Result<bool, StoreError> {
         let [key, tombstone, sealed] = self.keys(family);
-        let mut connection = self.connection.clone();
-        let revoked: i64 = self.scripts[2]
-            .key(key)
-            .key(tombstone)
-            .key(sealed)
-            .arg(token_hash.unwrap_or(""))
-            .arg(tombstone_ttl.max(1))
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+        let revoked: i64 = self
+            .invoke(
+                self.scripts[2]
+                    .key(key)
+                    .key(tombstone)
+                    .key(sealed)
+                    .arg(token_hash.unwrap_or(""))
+                    .arg(tombstone_ttl.max(1)),
+            )
+            .await?;
         Ok(revoked == 1)
     }
 
