@@ -17,7 +17,7 @@ use tower_jwt_refresh::client::{
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Http = Client<HttpConnector, Full<Bytes>>;
+pub type Http = Client<HttpConnector, Full<Bytes>>;
 
 /// How the backend refreshes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl Summary {
     }
 }
 
-async fn send_json(
+pub async fn send_json(
     http: &Http,
     method: Method,
     url: String,
@@ -142,7 +142,7 @@ async fn send_json(
 }
 
 /// The pair of a `{accessToken, refreshToken}` answer.
-fn pair(body: &Value) -> Result<(String, String), RefreshFailure> {
+pub fn pair(body: &Value) -> Result<(String, String), RefreshFailure> {
     match (body["accessToken"].as_str(), body["refreshToken"].as_str()) {
         (Some(a), Some(r)) => Ok((a.to_owned(), r.to_owned())),
         _ => Err(RefreshFailure::transient(format!(
