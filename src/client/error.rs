@@ -25,8 +25,9 @@ pub enum Error {
     WaitTimeout,
     /// Too many requests were already waiting for the refresh.
     Overloaded,
-    /// More refreshes than the loop guard allows in its window: the server seems to reject
-    /// every new token.
+    /// More refresh attempts than the loop guard allows in its window: the server rejects
+    /// every new token, or refreshes keep failing at once (an auth server answering 503).
+    /// Requests fail fast until the window has passed, which also spaces out the retries.
     RefreshLoop,
     /// The inner service failed.
     Inner(Arc<dyn std::error::Error + Send + Sync>),
@@ -50,7 +51,7 @@ impl fmt::Display for Error {
             Self::RefreshFailed(_) => "token refresh failed",
             Self::WaitTimeout => "timed out waiting for a token refresh",
             Self::Overloaded => "too many requests waiting for a token refresh",
-            Self::RefreshLoop => "refresh loop: the server rejects every new token",
+            Self::RefreshLoop => "too many token refreshes in a short time",
             Self::Inner(_) => "inner service failed",
         })
     }
