@@ -9,7 +9,7 @@
 //! real. Each client logs in, then loops requests through `RefreshLayer` (RFC 6749 refresh at
 //! `/oauth/token`), logging in again only if its session expires. At the end it prints a
 //! JSON summary: requests, failures (by error), refreshes per client, relogins, the slowest
-//! request, and the resident memory of both processes at 20 s and at the end.
+//! request, and the resident memory of both processes at 20 s, half way and at the end.
 //!
 //! Faults, from a third to a half of the run:
 //! - `redis`: the server's store is a `redis-server` this run starts (append-only file, so a
@@ -392,6 +392,7 @@ async fn main() -> Result<(), BoxError> {
         .collect();
 
     let mut rss_at_20 = None;
+    let mut rss_at_half = None;
     let mut fault_started = false;
     let mut fault_ended = false;
     while Instant::now() < until {
@@ -399,6 +400,9 @@ async fn main() -> Result<(), BoxError> {
         let at = started.elapsed();
         if rss_at_20.is_none() && at >= Duration::from_secs(20) {
             rss_at_20 = Some((rss(std::process::id()), rss(server.id())));
+        }
+        if rss_at_half.is_none() && at >= Duration::from_secs(args.seconds / 2) {
+            rss_at_half = Some((rss(std::process::id()), rss(server.id())));
         }
         if !fault_started && at >= from && args.fault != Fault::None {
             fault_started = true;
@@ -441,6 +445,7 @@ async fn main() -> Result<(), BoxError> {
     let expiries = args.seconds * 2 / args.access_ttl.max(1);
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let rss_20 = rss_at_20.unwrap_or((0, 0));
+    let rss_half = rss_at_half.unwrap_or((0, 0));
     println!(
         "{}",
         json!({
@@ -469,8 +474,10 @@ async fn main() -> Result<(), BoxError> {
                 "max": per_client.last(),
             },
             "rss_kib": {
-                "client_at_20s": rss_20.0, "client_at_end": rss_end.0,
-                "server_at_20s": rss_20.1, "server_at_end": rss_end.1,
+                "client_at_20s": rss_20.0, "client_at_half": rss_half.0,
+                "client_at_end": rss_end.0,
+                "server_at_20s": rss_20.1, "server_at_half": rss_half.1,
+                "server_at_end": rss_end.1,
             },
         })
     );
