@@ -11,9 +11,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use http::Request;
 use http_body_util::Full;
 use tower::Service;
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, JwtAuthLayer, MemoryStore, RefreshStore, SigningKey, TokenIssuer,
-};
+use tower_jwt_refresh::issuer::store::RefreshStore;
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+use tower_jwt_refresh::server::JwtAuthLayer;
 
 use harness::{complete, noop};
 
@@ -113,7 +114,7 @@ fn stores(c: &mut Criterion) {
     match std::env::var("REDIS_URL") {
         Ok(url) => {
             let store = rt
-                .block_on(tower_jwt_refresh::server::RedisStore::connect(&url))
+                .block_on(tower_jwt_refresh::issuer::RedisStore::connect(&url))
                 .unwrap();
             rotations(c, &rt, "redis", store.clone());
             revocation_check(c, &rt, "redis", store);

@@ -13,7 +13,8 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tower::{Service, ServiceExt};
-use tower_jwt_refresh::server::{JwtAuthLayer, Key};
+use tower_jwt_refresh::keys::Key;
+use tower_jwt_refresh::server::JwtAuthLayer;
 
 #[path = "support/harness.rs"]
 mod harness;

@@ -18,9 +18,9 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
     OAuthRefresher, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
 };
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, MemoryStore, SigningKey, TokenIssuer,
-};
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 
 fn issuer(ttl: Duration) -> (SigningKey, TokenIssuer<MemoryStore>) {
     let key = SigningKey::hmac(Algorithm::HS256, [8u8; 32]).unwrap();

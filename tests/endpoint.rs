@@ -13,10 +13,12 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use support::{HttpClient, Reply, client, get_bearer, send, serve};
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, MemoryStore, NewFamily, RefreshStore,
-    RevocationCheck, Rotation, RotationOutcome, SigningKey, StoreError, TokenIssuer,
+use tower_jwt_refresh::issuer::store::{
+    NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+use tower_jwt_refresh::server::{Claims, JwtAuthLayer, RevocationCheck};
 
 fn key() -> SigningKey {
     SigningKey::hmac(Algorithm::HS256, [5u8; 32]).unwrap()

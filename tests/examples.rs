@@ -131,7 +131,7 @@ mod seed {
     const SECRET: &[u8] = b"the original backend's secret";
 
     fn sign(claims: Value) -> String {
-        tower_jwt_refresh::server::install_crypto_provider();
+        tower_jwt_refresh::keys::install_crypto_provider();
         jsonwebtoken::encode(
             &Header::default(),
             &claims,

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use support::echo::{connect, say_via, serve_echo};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tower_jwt_refresh::server::{Algorithm, JwtAuthLayer, Key};
+use tower_jwt_refresh::keys::{Algorithm, Key};
+use tower_jwt_refresh::server::JwtAuthLayer;
 
 const SECRET: &[u8] = b"the grpc test secret, 32 bytes or more";
 fn key() -> Key {
@@ -33,7 +34,7 @@ async fn say(channel: Channel, token: Option<&str>, message: &str) -> Result<Str
 fn token_with(secret: &[u8], claims: &Value) -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".to_owned());
-    tower_jwt_refresh::server::install_crypto_provider();
+    tower_jwt_refresh::keys::install_crypto_provider();
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).expect("sign")
 }
 

@@ -5,9 +5,9 @@ mod support;
 
 use serde_json::json;
 use support::key_file;
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, JwtAuthLayer, Key, Rejection, SigningKey, TokenError,
-};
+use tower_jwt_refresh::issuer::AccessTokenIssuer;
+use tower_jwt_refresh::keys::{Algorithm, Key, SigningKey};
+use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
 
 fn signing_keys() -> Vec<SigningKey> {
     let hmac = |alg, len| SigningKey::hmac(alg, vec![7u8; len]).unwrap();

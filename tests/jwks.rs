@@ -16,9 +16,8 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::Semaphore;
-use tower_jwt_refresh::server::{
-    JwtAuthLayer, Rejection, RemoteJwks, RemoteJwksBuilder, TokenError,
-};
+use tower_jwt_refresh::keys::{RemoteJwks, RemoteJwksBuilder};
+use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
 
 /// The JWKS server's state: the document it serves, how often it was fetched, and a gate that
 /// can hold responses back.

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, GrantError, MemoryStore, RefreshError, RefreshStore, SigningKey,
-    TokenIssuer,
+use tower_jwt_refresh::issuer::store::RefreshStore;
+use tower_jwt_refresh::issuer::{
+    AccessTokenIssuer, GrantError, MemoryStore, RefreshError, TokenIssuer,
 };
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 
 // ----- the refresh-token state machine -----
 
@@ -293,7 +294,7 @@ proptest! {
             return Ok(());
         };
         let runtime = model_runtime();
-        let store = runtime.block_on(tower_jwt_refresh::server::RedisStore::connect(&url)).unwrap();
+        let store = runtime.block_on(tower_jwt_refresh::issuer::RedisStore::connect(&url)).unwrap();
         runtime.block_on(run_model(store, ops));
     }
 }

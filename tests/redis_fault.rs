@@ -20,10 +20,9 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 use support::{HttpClient, Reply, client, get_bearer, send, serve};
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, RedisStore, RefreshError, SigningKey,
-    TokenIssuer,
-};
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, RedisStore, RefreshError, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 
 /// A redis-server of our own, killed (and its files removed) when dropped.
 struct Server {

@@ -15,9 +15,10 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
+use tower_jwt_refresh::keys::install_crypto_provider;
 use tower_jwt_refresh::server::{
     FormTokenLayer, JwtAuthLayer, RegisteredClaims, Rejection, RevocationCheck, TokenError,
-    TokenStatus, install_crypto_provider,
+    TokenStatus,
 };
 
 /// The layer every table row runs against: all fixture keys, our issuer and audience.

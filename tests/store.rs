@@ -12,10 +12,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, GrantError, JwtAuthLayer, MemoryStore, RefreshError,
-    RefreshStore, Rejection, SigningKey, TokenError, TokenIssuer,
+use tower_jwt_refresh::issuer::store::RefreshStore;
+use tower_jwt_refresh::issuer::{
+    AccessTokenIssuer, GrantError, MemoryStore, RefreshError, TokenIssuer,
 };
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
 
 const BASE: u64 = 1_900_000_000;
 
@@ -355,7 +357,7 @@ async fn memory_store_purges_ended_families_whatever_the_traffic() {
 /// applied once, a grace retry needs a clock at or after the rotation, and only tokens of a
 /// family's recent history count as reuse.
 async fn store_level<S: RefreshStore + Clone>(store: S) {
-    use tower_jwt_refresh::server::{NewFamily, Rotation, RotationOutcome};
+    use tower_jwt_refresh::issuer::store::{NewFamily, Rotation, RotationOutcome};
     let family = format!("{:0>22}", OFFSET.with(Cell::get) + clock());
     let hash = |n: usize| format!("{n:0>43}");
     let mut create = NewFamily::default();
@@ -498,7 +500,7 @@ async fn memory_store_concurrency_on_many_threads() {
 }
 
 /// The Redis store, or `None` (with a notice) when no server is configured outside CI.
-async fn redis_store() -> Option<tower_jwt_refresh::server::RedisStore> {
+async fn redis_store() -> Option<tower_jwt_refresh::issuer::RedisStore> {
     let Ok(url) = std::env::var("REDIS_URL") else {
         assert!(
             std::env::var("CI").is_err(),
@@ -507,7 +509,7 @@ async fn redis_store() -> Option<tower_jwt_refresh::server::RedisStore> {
         eprintln!("REDIS_URL not set: skipping the Redis store tests (scripts/test sets it)");
         return None;
     };
-    match tower_jwt_refresh::server::RedisStore::connect(&url).await {
+    match tower_jwt_refresh::issuer::RedisStore::connect(&url).await {
         Ok(store) => Some(store),
         Err(e) => panic!("REDIS_URL={url} is set but unreachable: {e}"),
     }
@@ -596,19 +598,21 @@ struct LosesReply {
 impl RefreshStore for LosesReply {
     async fn create(
         &self,
-        family: tower_jwt_refresh::server::NewFamily<'_>,
-    ) -> Result<(), tower_jwt_refresh::server::StoreError> {
+        family: tower_jwt_refresh::issuer::store::NewFamily<'_>,
+    ) -> Result<(), tower_jwt_refresh::issuer::store::StoreError> {
         self.inner.create(family).await
     }
 
     async fn rotate(
         &self,
-        rotation: tower_jwt_refresh::server::Rotation<'_>,
-    ) -> Result<tower_jwt_refresh::server::RotationOutcome, tower_jwt_refresh::server::StoreError>
-    {
+        rotation: tower_jwt_refresh::issuer::store::Rotation<'_>,
+    ) -> Result<
+        tower_jwt_refresh::issuer::store::RotationOutcome,
+        tower_jwt_refresh::issuer::store::StoreError,
+    > {
         let outcome = self.inner.rotate(rotation).await?;
         if self.lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(tower_jwt_refresh::server::StoreError::ambiguous(
+            return Err(tower_jwt_refresh::issuer::store::StoreError::ambiguous(
                 "reply lost",
             ));
         }
@@ -620,7 +624,7 @@ impl RefreshStore for LosesReply {
         family: &str,
         hash: Option<&str>,
         ttl: u64,
-    ) -> Result<bool, tower_jwt_refresh::server::StoreError> {
+    ) -> Result<bool, tower_jwt_refresh::issuer::store::StoreError> {
         self.inner.revoke(family, hash, ttl).await
     }
 

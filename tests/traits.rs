@@ -7,9 +7,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::util::ServiceFn;
+use tower_jwt_refresh::keys::{KeySet, KeySource};
 use tower_jwt_refresh::server::{
-    AuthBody, Claims, FormToken, FormTokenLayer, JwtAuth, JwtAuthLayer, KeySet, KeySource,
-    Rejection, ResponseFuture,
+    AuthBody, Claims, FormToken, FormTokenLayer, JwtAuth, JwtAuthLayer, Rejection, ResponseFuture,
 };
 
 type Inner = ServiceFn<
@@ -37,7 +37,7 @@ fn public_types_are_send_sync_and_clone() {
 fn an_infallible_stack_stays_infallible() {
     fn error_of<S: tower::Service<Request<Full<Bytes>>, Error = Infallible>>(_: &S) {}
     let key =
-        tower_jwt_refresh::server::Key::hmac(jsonwebtoken::Algorithm::HS256, [1u8; 32]).unwrap();
+        tower_jwt_refresh::keys::Key::hmac(jsonwebtoken::Algorithm::HS256, [1u8; 32]).unwrap();
     let inner: Inner =
         tower::service_fn(|_| std::future::ready(Ok(Response::new(Full::default()))));
     let svc = tower::Layer::layer(&JwtAuthLayer::new(key), inner);

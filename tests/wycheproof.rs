@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tower_jwt_refresh::server::{Key, KeySet};
+use tower_jwt_refresh::keys::{Key, KeySet};
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -7,9 +7,9 @@ use tower::ServiceBuilder;
 use tower_jwt_refresh::client::{
     RefreshFailure, RefreshLayer, RefreshedTokens, Session, SessionEvent, Tokens, refresher_fn,
 };
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, JwtAuthLayer, MemoryStore, SigningKey, TokenIssuer,
-};
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+use tower_jwt_refresh::server::JwtAuthLayer;
 
 use super::echo::{connect, say_via, serve_echo};
 

@@ -19,10 +19,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tower_jwt_refresh::server::{
-    AccessTokenIssuer, Algorithm, Claims, JwtAuthLayer, KeySet, MemoryStore, RefreshError,
-    RefreshStore, SigningKey, TokenIssuer,
-};
+use tower_jwt_refresh::issuer::store::RefreshStore;
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, RefreshError, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, KeySet, SigningKey};
+use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 
 /// The users of the original write-up.
 const USERS: [(&str, &str); 2] = [("admin", "admin"), ("zhangsan", "123")];
@@ -108,7 +108,7 @@ pub async fn bind(config: Config) -> Result<Server, BoxError> {
     match &config.redis_url {
         #[cfg(feature = "redis")]
         Some(url) => {
-            let store = tower_jwt_refresh::server::RedisStore::connect(url).await?;
+            let store = tower_jwt_refresh::issuer::RedisStore::connect(url).await?;
             let mut server = bind_with(config.clone(), store).await?;
             server
                 .notices

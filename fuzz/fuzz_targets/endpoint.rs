@@ -10,7 +10,8 @@ use http::Request;
 use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
-use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, MemoryStore, SigningKey, TokenIssuer};
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 
 fn issuer() -> &'static TokenIssuer<MemoryStore> {
     static ISSUER: OnceLock<TokenIssuer<MemoryStore>> = OnceLock::new();

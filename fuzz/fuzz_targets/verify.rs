@@ -9,7 +9,8 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
-use tower_jwt_refresh::server::{Algorithm, JwtAuthLayer, Key, KeySet};
+use tower_jwt_refresh::keys::{Algorithm, Key, KeySet};
+use tower_jwt_refresh::server::JwtAuthLayer;
 
 const SECRET: &[u8] = b"fuzzing-secret-fuzzing-secret-!!";
 

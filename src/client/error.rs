@@ -3,8 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A boxed error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::BoxError;
 
 /// Why a request through [`Refresh`](super::Refresh) failed.
 ///

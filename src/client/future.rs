@@ -14,10 +14,11 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::error::{BoxError, Error};
+use super::error::Error;
 use super::layer::Shared;
 use super::replay::ReplayPolicy;
 use super::session::Joined;
+use crate::BoxError;
 
 /// What a replay needs of the request besides its body.
 pub(crate) struct Template {

@@ -83,7 +83,7 @@ mod replay;
 mod service;
 mod session;
 
-pub use error::{BoxError, Error};
+pub use error::Error;
 pub use future::ResponseFuture;
 pub use layer::RefreshLayer;
 pub use refresher::{

@@ -8,10 +8,11 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::error::{BoxError, Error};
+use super::error::Error;
 use super::future::{Kept, ResponseFuture, Template, proactive};
 use super::layer::{Plan, Shared};
 use super::replay::{CloneBodies, ReplayPolicy};
+use crate::BoxError;
 
 /// Sends each request with the session's access token; on a rejection, refreshes once for
 /// every waiting request and replays. Built by [`RefreshLayer`](super::RefreshLayer).

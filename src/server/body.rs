@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 pin_project! {
     /// Either the wrapped body or bytes this crate produced: the response body of
     /// [`JwtAuth`](super::JwtAuth) (the inner service's, or a rejection's) and the request
-    /// body behind [`FormToken`](super::FormToken) (the original, or the buffered form).
+    /// body behind [`FormToken`](crate::server::FormToken) (the original, or the buffered form).
     #[derive(Debug)]
     pub struct AuthBody<B> {
         #[pin]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::claims::Claims;
+use crate::server::claims::Claims;
 
 /// Bookkeeping per entry, in bytes, counted into its weight: the key and value headers, the
 /// shared claims allocation, and the cache's own slot.

@@ -10,9 +10,9 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::auth::{Auth, PendingCheck};
-use super::body::AuthBody;
-use super::error::{Rejection, is_grpc};
+use crate::server::body::AuthBody;
+use crate::server::decision::{Auth, PendingCheck};
+use crate::server::rejection::{Rejection, is_grpc};
 
 pin_project! {
     /// The response future of [`JwtAuth`](super::JwtAuth).

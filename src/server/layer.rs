@@ -10,15 +10,16 @@ use http::{HeaderName, HeaderValue};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tower_layer::Layer;
 
-use super::auth::{Auth, unix_time};
-use super::cache::{DEFAULT_CAPACITY, TokenCache};
-use super::claims::Claims;
-use super::error::{Rejection, Responder};
-use super::extract::Sources;
-use super::revoke::Revocation;
-use super::service::JwtAuth;
-use super::source::KeySource;
-use super::verify::Validation;
+use crate::clock::unix_time;
+use crate::keys::source::KeySource;
+use crate::server::cache::{DEFAULT_CAPACITY, TokenCache};
+use crate::server::claims::Claims;
+use crate::server::decision::Auth;
+use crate::server::deny_list::Revocation;
+use crate::server::rejection::{Rejection, Responder};
+use crate::server::service::JwtAuth;
+use crate::server::sources::Sources;
+use crate::server::verify::Validation;
 
 /// Verifies JWT bearer tokens, then hands the claims to the inner service.
 ///
@@ -45,7 +46,8 @@ use super::verify::Validation;
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use tower_jwt_refresh::server::{Algorithm, Claims, JwtAuthLayer, Key};
+/// use tower_jwt_refresh::keys::{Algorithm, Key};
+/// use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let key = Key::hmac(Algorithm::HS256, std::env::var("JWT_SECRET")
@@ -108,7 +110,7 @@ impl JwtAuthLayer {
 impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// A layer verifying with `keys` and deserializing the payload into `C` as well.
     pub fn with_claims(keys: impl Into<KeySource>) -> Self {
-        super::crypto::install_crypto_provider();
+        crate::keys::backend::install_crypto_provider();
         let auth = Auth {
             keys: keys.into(),
             validation: Validation::default(),

@@ -9,11 +9,11 @@ use http::{Request, Response};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tower_service::Service;
 
-use super::auth::{Auth, Outcome};
-use super::body::AuthBody;
-use super::error::is_grpc;
-use super::future::ResponseFuture;
-use super::layer::JwtAuthLayer;
+use crate::server::body::AuthBody;
+use crate::server::decision::{Auth, Outcome};
+use crate::server::future::ResponseFuture;
+use crate::server::layer::JwtAuthLayer;
+use crate::server::rejection::is_grpc;
 
 /// Verifies the request's bearer token before calling the inner service.
 ///

@@ -18,7 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use tower_jwt_refresh::server::{Claims, Key, KeySet};
+use tower_jwt_refresh::keys::{Key, KeySet};
+use tower_jwt_refresh::server::Claims;
 
 pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
@@ -58,7 +59,7 @@ pub fn sign_with(alg: Algorithm, key: &EncodingKey, header: &Value, claims: &Val
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    tower_jwt_refresh::server::install_crypto_provider();
+    tower_jwt_refresh::keys::install_crypto_provider();
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
     format!("{input}.{sig}")
 }

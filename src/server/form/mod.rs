@@ -1,8 +1,8 @@
 //! [`FormTokenLayer`]: reads the `access_token` form parameter (RFC 6750 §2.2).
 //!
-//! Reading a form parameter means buffering the body, which [`JwtAuth`](super::JwtAuth)
+//! Reading a form parameter means buffering the body, which [`JwtAuth`](crate::server::JwtAuth)
 //! never does. This separate layer, placed in front of a layer built with
-//! [`JwtAuthLayer::form`](super::JwtAuthLayer::form), buffers `application/x-www-form-urlencoded`
+//! [`JwtAuthLayer::form`](crate::server::JwtAuthLayer::form), buffers `application/x-www-form-urlencoded`
 //! bodies of non-GET requests up to a limit, finds `access_token`, and passes the whole body on
 //! unchanged. Other requests pass straight through.
 
@@ -20,11 +20,11 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::AuthBody;
-use super::error::RequestError;
-use super::extract::form_decode;
+use crate::http_util::form_decode;
+use crate::server::body::AuthBody;
+use crate::server::rejection::RequestError;
 
-/// What [`FormToken`] found, for [`JwtAuth`](super::JwtAuth) to read.
+/// What [`FormToken`] found, for [`JwtAuth`](crate::server::JwtAuth) to read.
 #[derive(Debug, Clone)]
 pub(crate) enum FormAccessToken {
     Token(String),
@@ -38,7 +38,8 @@ pub(crate) enum FormAccessToken {
 /// ```
 /// use axum::{Router, routing::post};
 /// use tower::ServiceBuilder;
-/// use tower_jwt_refresh::server::{Algorithm, FormTokenLayer, JwtAuthLayer, Key};
+/// use tower_jwt_refresh::keys::{Algorithm, Key};
+/// use tower_jwt_refresh::server::{FormTokenLayer, JwtAuthLayer};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let key = Key::hmac(Algorithm::HS256, [7u8; 32])?;

@@ -7,7 +7,8 @@
 //!
 //! ```
 //! use axum::Router;
-//! use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, MemoryStore, SigningKey, TokenIssuer};
+//! use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+//! use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?;
@@ -33,9 +34,9 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use tower_service::Service;
 
-use super::extract::form_decode;
-use super::issuer::{RefreshError, TokenIssuer};
-use super::store::RefreshStore;
+use crate::http_util::form_decode;
+use crate::issuer::store::RefreshStore;
+use crate::issuer::token_issuer::{RefreshError, TokenIssuer};
 
 /// Request limits shared by both endpoints.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use super::body::AuthBody;
+use crate::server::body::AuthBody;
 
 /// Why a request was refused.
 ///

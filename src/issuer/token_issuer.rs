@@ -7,11 +7,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::access::{AccessTokenIssuer, IssueError};
-use super::claims::RegisteredClaims;
-use super::refresh_token::{self as rt, RefreshToken};
-use super::revoke::{Revocation, RevocationCheck};
-use super::store::{NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError};
+use crate::issuer::access::{AccessTokenIssuer, IssueError};
+use crate::issuer::refresh_token::{self as rt, RefreshToken};
+use crate::issuer::store::{NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError};
+use crate::server::RegisteredClaims;
+use crate::server::{Revocation, RevocationCheck};
 
 /// The longest grace window accepted.
 const MAX_GRACE: Duration = Duration::from_secs(60);
@@ -135,7 +135,9 @@ impl From<IssueError> for RefreshError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, JwtAuthLayer, MemoryStore, SigningKey, TokenIssuer};
+/// use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+/// use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+/// use tower_jwt_refresh::server::JwtAuthLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -197,7 +199,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
                 idle_timeout: None,
                 grace: Duration::ZERO,
                 revocation_ttl: None,
-                clock: super::auth::unix_time,
+                clock: crate::clock::unix_time,
             }),
         }
     }

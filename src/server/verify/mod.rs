@@ -15,9 +15,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::claims::{Claims, RegisteredClaims};
-use super::error::TokenError;
-use super::keys::{KeySet, Selection, parse_alg};
+use crate::keys::key::{KeySet, Selection, parse_alg};
+use crate::server::claims::{Claims, RegisteredClaims};
+use crate::server::rejection::TokenError;
 
 /// The latest numeric date accepted: 9999-12-31T23:59:59Z. Anything later (such as `1e300`) is
 /// refused as malformed rather than read as "never expires".
@@ -246,7 +246,7 @@ impl KeySet {
     /// Checks the signature layer of a compact JWS only: structure, base64url, the header
     /// (`alg`, `kid`, refused parameters) and the signature with the selected key. No `typ`
     /// or claim is checked and the payload need not be JSON; for access tokens use
-    /// [`JwtAuthLayer::verify`](super::JwtAuthLayer::verify).
+    /// [`JwtAuthLayer::verify`](crate::server::JwtAuthLayer::verify).
     pub fn verify_signature(&self, token: &str) -> Result<(), TokenError> {
         verify_jws(token, self).map(|_| ())
     }
@@ -565,7 +565,7 @@ impl<'de> Deserialize<'de> for ClaimNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{Algorithm, Key};
+    use crate::keys::{Algorithm, Key};
     use serde_json::json;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -582,7 +582,7 @@ mod tests {
     }
 
     fn hs256(input: &str) -> String {
-        crate::server::install_crypto_provider();
+        crate::keys::install_crypto_provider();
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
         format!("{input}.{sig}")

@@ -8,7 +8,12 @@
 use std::fmt;
 use std::future::Future;
 
-use super::revoke::{BoxError, RevocationCheck};
+use crate::BoxError;
+use crate::server::RevocationCheck;
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// How many past token hashes a family remembers, for reuse detection. A token older than
 /// that is refused as unknown, without revoking the family.
@@ -150,7 +155,7 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Where refresh-token families live. [`MemoryStore`](super::MemoryStore) and (feature
+/// Where refresh-token families live. [`MemoryStore`](memory::MemoryStore) and (feature
 /// `redis`) `RedisStore` implement it; its conformance suite runs against both.
 ///
 /// Each operation must be atomic: a rotation reads and writes the family as one step.

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use super::error::BoxError;
+use crate::BoxError;
 
 /// What a refresh returns.
 #[derive(Clone, PartialEq, Eq)]

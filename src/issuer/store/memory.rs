@@ -4,11 +4,11 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::auth::unix_time;
-use super::revoke::RevocationCheck;
-use super::store::{
+use crate::clock::unix_time;
+use crate::issuer::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
+use crate::server::RevocationCheck;
 
 /// Refresh-token families in this process's memory.
 ///
@@ -21,7 +21,8 @@ use super::store::{
 /// # Example
 ///
 /// ```
-/// use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, MemoryStore, SigningKey, TokenIssuer};
+/// use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+/// use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::access::IssueError;
+use crate::issuer::access::IssueError;
 
 const FAMILY_BYTES: usize = 16;
 const SECRET_BYTES: usize = 32;

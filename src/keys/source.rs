@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::keys::{Key, KeySet};
+use crate::keys::key::{Key, KeySet};
 
 /// A future that resolves once a key refetch has finished (whatever its outcome).
 pub(crate) type RefetchWait = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -18,7 +18,7 @@ pub(crate) trait Refetch: Send + Sync + 'static {
     fn unknown_kid(&self) -> Option<RefetchWait>;
 }
 
-/// The keys a [`JwtAuthLayer`](super::JwtAuthLayer) verifies with.
+/// The keys a [`JwtAuthLayer`](crate::server::JwtAuthLayer) verifies with.
 ///
 /// Build one from a [`Key`], a [`KeySet`], or (feature `jwks`) a `RemoteJwks`. Reading the
 /// current set is lock-free.

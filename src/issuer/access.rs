@@ -1,6 +1,6 @@
 //! [`AccessTokenIssuer`]: mints RFC 9068 access tokens that [`JwtAuthLayer`] accepts.
 //!
-//! [`JwtAuthLayer`]: super::JwtAuthLayer
+//! [`JwtAuthLayer`]: crate::server::JwtAuthLayer
 
 use std::fmt;
 use std::time::Duration;
@@ -10,9 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::auth::unix_time;
-use super::keys::KeyError;
-use super::sign::SigningKey;
+use crate::clock::unix_time;
+use crate::keys::KeyError;
+use crate::keys::SigningKey;
 
 /// Claim names the issuer sets itself; custom claims may not use them.
 const REGISTERED: [&str; 8] = ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "sid"];
@@ -79,14 +79,16 @@ impl fmt::Debug for AccessToken {
 /// Mints access tokens: header `typ: at+jwt`, claims `sub`, `iss`, `aud`, `exp`, `iat`,
 /// `jti`, `sid` and your own claims, flattened.
 ///
-/// A [`JwtAuthLayer`](super::JwtAuthLayer) built from
+/// A [`JwtAuthLayer`](crate::server::JwtAuthLayer) built from
 /// [`SigningKey::verification_key`] with the same issuer and audience accepts them.
 ///
 /// # Example
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_jwt_refresh::server::{AccessTokenIssuer, Algorithm, JwtAuthLayer, SigningKey};
+/// use tower_jwt_refresh::issuer::AccessTokenIssuer;
+/// use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+/// use tower_jwt_refresh::server::JwtAuthLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -251,7 +253,8 @@ pub(crate) fn random_id<const N: usize>() -> Result<String, IssueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{Algorithm, JwtAuthLayer, Rejection, TokenError};
+    use crate::keys::Algorithm;
+    use crate::server::{JwtAuthLayer, Rejection, TokenError};
 
     #[tokio::test]
     async fn reserved_names_and_non_objects_are_refused() {

@@ -5,10 +5,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::claims::RegisteredClaims;
+use crate::BoxError;
 
-/// A boxed error, as revocation backends return.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::server::claims::RegisteredClaims;
 
 /// The status of a verified token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,18 +6,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Request;
 use serde::de::DeserializeOwned;
 
-use super::cache::TokenCache;
-use super::claims::Claims;
-use super::error::{Rejection, Responder, TokenError};
-use super::extract::Sources;
-use super::revoke::{Check, Revocation, TokenStatus};
-use super::source::KeySource;
-use super::verify::Validation;
+use crate::keys::source::KeySource;
+use crate::server::cache::TokenCache;
+use crate::server::claims::Claims;
+use crate::server::deny_list::{Check, Revocation, TokenStatus};
+use crate::server::rejection::{Rejection, Responder, TokenError};
+use crate::server::sources::Sources;
+use crate::server::verify::Validation;
 
 /// The verdict for one request.
 pub(crate) enum Outcome<C> {
@@ -30,14 +30,6 @@ pub(crate) enum Outcome<C> {
 
 pub(crate) type PendingCheck<C> =
     Pin<Box<dyn Future<Output = Result<Option<Claims<C>>, Rejection>> + Send>>;
-
-/// The system clock as Unix time in whole seconds: the default clock of every type here that
-/// takes one.
-pub fn unix_time() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// A request waiting on I/O; frees its place when dropped, however the wait ends.
 pub(crate) struct Parked(Arc<AtomicUsize>);
@@ -230,9 +222,7 @@ impl<C> Outcome<C> {
     }
 }
 
-fn revocation_verdict(
-    status: Result<TokenStatus, super::revoke::BoxError>,
-) -> Result<(), Rejection> {
+fn revocation_verdict(status: Result<TokenStatus, crate::BoxError>) -> Result<(), Rejection> {
     match status {
         Ok(TokenStatus::Active) => Ok(()),
         Ok(TokenStatus::Revoked) => Err(Rejection::InvalidToken(TokenError::Revoked)),

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderName, HeaderValue, Request};
 
-use super::error::{Rejection, RequestError, TokenError};
-use super::form::FormAccessToken;
+use crate::server::form::FormAccessToken;
+use crate::server::rejection::{Rejection, RequestError, TokenError};
 
 /// The enabled token sources.
 #[derive(Debug, Clone, Default)]
@@ -213,22 +213,11 @@ fn query<'r, B>(
         if value.len() > max_len.saturating_mul(3) {
             return Err(Rejection::InvalidToken(TokenError::TooLarge));
         }
-        let decoded = form_decode(value);
+        let decoded = crate::http_util::form_decode(value);
         check(decoded.as_bytes(), max_len)?;
         found = Some(decoded);
     }
     Ok(found)
-}
-
-/// `application/x-www-form-urlencoded` value decoding: `+` is a space, `%XX` a byte. Invalid
-/// UTF-8 is kept lossily; it then fails the `b64token` check.
-pub(crate) fn form_decode(value: &str) -> Cow<'_, str> {
-    if !value.contains(['+', '%']) {
-        return Cow::Borrowed(value);
-    }
-    let spaced = value.replace('+', " ");
-    let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
-    Cow::Owned(decoded.into_owned())
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use super::keys::{KeyError, KeySet};
-use super::revoke::BoxError;
-use super::source::{KeySource, Refetch, RefetchWait};
+use crate::BoxError;
+use crate::keys::key::{KeyError, KeySet};
+use crate::keys::source::{KeySource, Refetch, RefetchWait};
 
 type HttpClient = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Bytes>, BoxError>;
 
@@ -65,16 +65,17 @@ impl std::error::Error for JwksError {
 
 /// Keys from a remote JWKS document, refreshed in the background.
 ///
-/// Pass it to [`JwtAuthLayer::new`](super::JwtAuthLayer::new). Cloning shares the keys and
+/// Pass it to [`JwtAuthLayer::new`](crate::server::JwtAuthLayer::new). Cloning shares the keys and
 /// the fetcher; the background task stops once every clone (and every layer using it) is
 /// dropped.
 ///
 /// # Example
 ///
 /// ```no_run
-/// use tower_jwt_refresh::server::{JwtAuthLayer, RemoteJwks};
+/// use tower_jwt_refresh::keys::RemoteJwks;
+/// use tower_jwt_refresh::server::JwtAuthLayer;
 ///
-/// # async fn run() -> Result<(), tower_jwt_refresh::server::JwksError> {
+/// # async fn run() -> Result<(), tower_jwt_refresh::keys::JwksError> {
 /// let jwks = RemoteJwks::builder("https://auth.example/.well-known/jwks.json".parse().unwrap())
 ///     .build()
 ///     .await?;
@@ -222,7 +223,7 @@ impl RemoteJwksBuilder {
     /// Fetches the document once, failing if that fetch fails, then starts the background
     /// refresh. Needs a Tokio runtime.
     pub async fn build(self) -> Result<RemoteJwks, JwksError> {
-        super::crypto::install_crypto_provider();
+        crate::keys::backend::install_crypto_provider();
         if !self.allow_http && self.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
             return Err(JwksError::Http(
                 "jwks url must be https (see allow_http)".into(),

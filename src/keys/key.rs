@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::crypto::{KeyMaterial, PreparedKey};
+use crate::keys::backend::{KeyMaterial, PreparedKey};
 
 /// How many kid-less candidate keys one token may be tried against.
 ///
@@ -84,12 +84,12 @@ impl std::error::Error for KeyError {
 /// # Example
 ///
 /// ```
-/// use tower_jwt_refresh::server::{Algorithm, Key};
+/// use tower_jwt_refresh::keys::{Algorithm, Key};
 ///
 /// let key = Key::hmac(Algorithm::HS256, b"an example secret of at least 32 bytes!")?
 ///     .with_kid("2026-11");
 /// assert_eq!(key.kid(), Some("2026-11"));
-/// # Ok::<_, tower_jwt_refresh::server::KeyError>(())
+/// # Ok::<_, tower_jwt_refresh::keys::KeyError>(())
 /// ```
 #[derive(Clone)]
 pub struct Key {
@@ -256,14 +256,14 @@ impl PemFamily {
 /// # Example
 ///
 /// ```
-/// use tower_jwt_refresh::server::{Algorithm, Key, KeySet};
+/// use tower_jwt_refresh::keys::{Algorithm, Key, KeySet};
 ///
 /// let jwks = r#"{"keys":[{"kty":"oct","kid":"a","alg":"HS256",
 ///     "k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
 /// let keys = KeySet::from_jwks(jwks)?
 ///     .with_key(Key::hmac(Algorithm::HS256, [7u8; 32])?.with_kid("b"))?;
 /// assert_eq!(keys.len(), 2);
-/// # Ok::<_, tower_jwt_refresh::server::KeyError>(())
+/// # Ok::<_, tower_jwt_refresh::keys::KeyError>(())
 /// ```
 #[derive(Clone)]
 pub struct KeySet {

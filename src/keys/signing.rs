@@ -7,23 +7,23 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 
-use super::keys::{Key, KeyError, PemFamily};
+use crate::keys::key::{Key, KeyError, PemFamily};
 
 /// A private key (or HMAC secret) that signs access tokens, bound to one algorithm.
 ///
 /// Parsed once at construction; `Debug` never shows the material. Its
-/// [`verification_key`](Self::verification_key) is what a [`JwtAuthLayer`](super::JwtAuthLayer)
+/// [`verification_key`](Self::verification_key) is what a [`JwtAuthLayer`](crate::server::JwtAuthLayer)
 /// verifies those tokens with.
 ///
 /// # Example
 ///
 /// ```
-/// use tower_jwt_refresh::server::{Algorithm, SigningKey};
+/// use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 ///
 /// let signing = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?.with_kid("2026-11");
 /// let verifying = signing.verification_key();
 /// assert_eq!((verifying.kid(), verifying.algorithm()), (Some("2026-11"), Algorithm::HS256));
-/// # Ok::<_, tower_jwt_refresh::server::KeyError>(())
+/// # Ok::<_, tower_jwt_refresh::keys::KeyError>(())
 /// ```
 #[derive(Clone)]
 pub struct SigningKey {
@@ -58,7 +58,7 @@ impl SigningKey {
     /// `ES256`/`ES384`, PKCS#8 Ed25519 for `EdDSA`.
     pub fn from_pem(alg: Algorithm, pem: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         use jsonwebtoken::EncodingKey;
-        super::crypto::install_crypto_provider();
+        crate::keys::backend::install_crypto_provider();
         let pem = pem.as_ref();
         let key = match PemFamily::of(alg)? {
             PemFamily::Rsa => EncodingKey::from_rsa_pem(pem),
@@ -118,8 +118,8 @@ mod backend {
     use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
     use jsonwebtoken::{Algorithm, EncodingKey};
 
-    use super::super::crypto::KeyMaterial;
-    use super::super::keys::{Key, KeyError};
+    use crate::keys::backend::KeyMaterial;
+    use crate::keys::{Key, KeyError};
 
     // One per key, behind an `Arc`: an inline HMAC key schedule saves an indirection.
     #[allow(clippy::large_enum_variant)]
@@ -132,7 +132,7 @@ mod backend {
 
     impl Signer {
         pub(super) fn hmac(alg: Algorithm, secret: &[u8]) -> Self {
-            Self::Hmac(super::super::crypto::hmac_key(alg, secret))
+            Self::Hmac(crate::keys::backend::hmac_key(alg, secret))
         }
 
         pub(super) fn private(alg: Algorithm, key: EncodingKey) -> Result<(Self, Key), KeyError> {
@@ -204,7 +204,7 @@ mod backend {
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{Algorithm, EncodingKey};
 
-    use super::super::keys::{Key, KeyError};
+    use crate::keys::{Key, KeyError};
 
     pub(super) struct Signer(EncodingKey);
 

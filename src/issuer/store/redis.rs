@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::revoke::{RevocationCheck, TokenStatus};
-use super::store::{
+use crate::issuer::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
+use crate::server::{RevocationCheck, TokenStatus};
 
 /// The family hash: its data, current/previous token hashes, and history. The key outlives
 /// the family by the tombstone TTL, so that a logout near its end still revokes it.

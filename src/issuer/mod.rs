@@ -1,0 +1,42 @@
+//! The authorization server: mint access tokens, rotate refresh tokens, serve the endpoints.
+//!
+//! [`TokenIssuer`] mints access tokens ([`AccessTokenIssuer`], signed with a
+//! [`SigningKey`](crate::keys::SigningKey)) that [`JwtAuthLayer`](crate::server::JwtAuthLayer)
+//! accepts, and opaque, rotating refresh tokens kept in a [`RefreshStore`](store::RefreshStore)
+//! ([`MemoryStore`], or `RedisStore` with the `redis` feature). It serves the RFC 6749 §6
+//! refresh endpoint ([`RefreshEndpoint`]) and the RFC 7009 revocation endpoint
+//! ([`RevocationEndpoint`]) as tower services, and its
+//! [`revocation`](TokenIssuer::revocation) hook makes the verification layer refuse a revoked
+//! session's access tokens from the next request on.
+//!
+//! Every use of a refresh token rotates it; presenting a rotated-out token revokes its whole
+//! family (RFC 9700 §4.14.2). The rotation itself happens atomically in the store:
+//! [`store::RefreshStore::rotate`].
+//!
+//! # Example
+//!
+//! ```
+//! use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+//! use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let key = SigningKey::hmac(Algorithm::HS256, b"an example secret of at least 32 bytes!")?;
+//! let access = AccessTokenIssuer::new(key).issuer("https://auth.example").audience("api");
+//! let issuer = TokenIssuer::new(access, MemoryStore::new());
+//! let tokens = issuer.issue("user-1", &serde_json::json!({ "role": "admin" })).await?;
+//! let rotated = issuer.rotate(&tokens.refresh_token).await?;
+//! # let _ = rotated; Ok(()) }
+//! ```
+
+mod access;
+mod endpoint;
+mod refresh_token;
+pub mod store;
+mod token_issuer;
+
+pub use access::{AccessToken, AccessTokenIssuer, IssueError};
+pub use endpoint::{RefreshEndpoint, RevocationEndpoint};
+pub use store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use store::redis::RedisStore;
+pub use token_issuer::{GrantError, RefreshError, StoreRevocation, TokenIssuer, TokenPair};
