@@ -2,8 +2,12 @@
 //! storm in every refresh style, the client against a backend shaped like the original NestJS
 //! one, and the gRPC example.
 
+#[path = "../examples/client_only.rs"]
+mod client_only;
 #[path = "../examples/common/mod.rs"]
 mod common;
+#[path = "../examples/verify_only.rs"]
+mod verify_only;
 
 use std::time::Duration;
 
@@ -88,6 +92,43 @@ async fn the_example_server_answers_logins_as_the_original_did() {
     assert!(body["accessToken"].is_string() && body["refreshToken"].is_string());
 }
 
+#[tokio::test]
+async fn the_verify_only_example_accepts_its_issuers_tokens_and_refuses_the_rest() {
+    use tower_jwt_refresh::issuer::AccessTokenIssuer;
+    use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+    const SECRET: &[u8] = b"verify-only-example-secret-32byte";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/me", listener.local_addr().unwrap());
+    let app = verify_only::app(SECRET).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let key = SigningKey::hmac(Algorithm::HS256, SECRET).unwrap();
+    let token = AccessTokenIssuer::new(key)
+        .mint("alice", "session-1", &json!({}))
+        .unwrap();
+    let client = reqwest_like();
+    let (status, body) = client.get(&url, Some(&token.token)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello alice"));
+    let (status, _) = client.get(&url, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let forged = SigningKey::hmac(Algorithm::HS256, b"another-secret-another-secret-32b").unwrap();
+    let forged = AccessTokenIssuer::new(forged)
+        .mint("alice", "session-1", &json!({}))
+        .unwrap();
+    let (status, _) = client.get(&url, Some(&forged.token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_client_only_example_crosses_expiries_without_a_401() {
+    let base_url = example_server().await;
+    // 2 s tokens, 8 calls 600 ms apart: at least two expiries crossed.
+    let statuses = client_only::run(&base_url, 8, Duration::from_millis(600))
+        .await
+        .unwrap();
+    assert_eq!(statuses, vec![200; 8]);
+}
+
 /// A tiny JSON-over-HTTP helper for these tests.
 struct JsonClient(
     hyper_util::client::legacy::Client<
@@ -104,6 +145,19 @@ fn reqwest_like() -> JsonClient {
 }
 
 impl JsonClient {
+    async fn get(&self, url: &str, bearer: Option<&str>) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        let mut request = http::Request::get(url);
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(http_body_util::Full::default()).unwrap();
+        let response = self.0.request(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     async fn post_json(&self, url: &str, body: Value) -> (StatusCode, Value) {
         use http_body_util::BodyExt;
         let request = http::Request::post(url)
