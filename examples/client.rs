@@ -4,7 +4,7 @@
 //!
 //! Options: `--base-url` (default http://127.0.0.1:3000), `--user`/`--password` (admin/admin),
 //! `-n` (50), `--refresh-style oauth|seed-get|seed-post` (seed-post), `--auth bearer|raw`.
-//! Against the original NestJS backend: `--refresh-style seed-get --auth raw`.
+//! Against the NestJS write-up's backend itself (see `examples/common/server.rs`): `--refresh-style seed-get --auth raw`.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The examples' code paths, run for real: the example server against the example client's
-//! storm in every refresh style, the client against a backend shaped like the original NestJS
-//! one, and the gRPC example.
+//! storm in every refresh style, the client against a backend shaped like the NestJS write-up's
+//! (see `examples/common/server.rs`), and the gRPC example.
 
 #[path = "../examples/client_only.rs"]
 mod client_only;
@@ -176,13 +176,13 @@ impl JsonClient {
     }
 }
 
-/// A backend shaped like the original NestJS one: the refresh token is a JWT signed with the
+/// A backend shaped like the NestJS write-up's: the refresh token is a JWT signed with the
 /// same key, `/aaa` reads the raw `authorization` header, `GET /refresh?token=` answers a new
 /// pair. Written here with plain jsonwebtoken, as a stranger's server would be.
 mod seed {
     use super::*;
 
-    const SECRET: &[u8] = b"the original backend's secret";
+    const SECRET: &[u8] = b"the nestjs write-up's backend secret";
 
     fn sign(claims: Value) -> String {
         tower_jwt_refresh::keys::install_crypto_provider();
@@ -221,7 +221,7 @@ mod seed {
             Json(answer)
         }
         async fn guarded(headers: HeaderMap) -> impl IntoResponse {
-            // The original guard: the header is the token itself, no scheme.
+            // The write-up's guard: the header is the token itself, no scheme.
             let token = headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())

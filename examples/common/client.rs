@@ -24,7 +24,7 @@ pub type Http = Client<HttpConnector, Full<Bytes>>;
 pub enum RefreshStyle {
     /// RFC 6749: `POST /oauth/token`.
     OAuth,
-    /// The original write-up: `GET /refresh?token=…`.
+    /// The NestJS write-up's backend: `GET /refresh?token=…`.
     SeedGet,
     /// `POST /refresh` with `{refreshToken}`.
     SeedPost,

@@ -1,5 +1,7 @@
-//! The example backend: a drop-in for the original NestJS backend, built only from this
-//! crate's public API.
+//! The example backend, built only from this crate's public API: a drop-in for the NestJS
+//! backend of the silent-refresh (无感刷新token) write-up whose NestJS + axios design this crate
+//! replaces. That backend signs both tokens with one JWT secret, reads the raw
+//! `authorization` header, and refreshes at `GET /refresh?token=…`.
 //!
 //! - `POST /login` `{username, password}`: users `admin`/`admin` and `zhangsan`/`123`;
 //!   answers `{userInfo:{username}, accessToken, refreshToken}`, or 400 "用户不存在" /
@@ -24,7 +26,7 @@ use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, RefreshError, To
 use tower_jwt_refresh::keys::{Algorithm, KeySet, SigningKey};
 use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 
-/// The users of the original write-up.
+/// The users of the NestJS write-up's backend.
 const USERS: [(&str, &str); 2] = [("admin", "admin"), ("zhangsan", "123")];
 
 /// What the server is configured with (the example reads it from the environment).
