@@ -1,6 +1,6 @@
-//! `cargo run --example server`: a drop-in for the NestJS write-up's backend (see
-//! `examples/common/server.rs`), built from this
-//! crate. See `examples/common/server.rs` for the routes; settings come from the environment:
+//! `cargo run --example server`: a drop-in for the NestJS write-up's backend, built from this
+//! crate. See `examples/common/server.rs` for that backend and the routes; settings come from
+//! the environment:
 //! `ADDR` (default 127.0.0.1:3000), `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS`,
 //! `ACCESS_TTL` (default 3.6 s), `REFRESH_TTL` (default 7 days), `REDIS_URL` (with
 //! `--features redis`).
