@@ -1,11 +1,100 @@
-//! The wall clock, as Unix seconds.
+//! [`Clock`]: the one wall clock the server and the issuer read.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The system clock as Unix time in whole seconds.
-#[cfg_attr(not(feature = "server"), allow(dead_code))]
+/// Unix time in whole seconds, as the verifier, the issuer and the stores read it.
+///
+/// [`Clock::system`] (the default) reads the system clock. Tests and simulations pass their
+/// own with [`Clock::from_fn`]. A [`TokenIssuer`](crate::issuer::TokenIssuer) hands its clock
+/// to its access-token issuer and to its store, so one setting moves them together; give a
+/// [`JwtAuthLayer`](crate::server::JwtAuthLayer) the same clock to keep the verifier in step.
+///
+/// Cloning is cheap (at most a reference-count bump).
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tower_jwt_refresh::Clock;
+///
+/// let now = Arc::new(AtomicU64::new(1_700_000_000));
+/// let clock = Clock::from_fn({
+///     let now = now.clone();
+///     move || now.load(Ordering::Relaxed)
+/// });
+/// now.fetch_add(60, Ordering::Relaxed);
+/// assert_eq!(clock.now(), 1_700_000_060);
+/// ```
+#[derive(Clone, Default)]
+pub struct Clock(Source);
+
+#[derive(Clone, Default)]
+enum Source {
+    #[default]
+    System,
+    Custom(Arc<dyn Fn() -> u64 + Send + Sync>),
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Source::System)
+    }
+
+    /// A clock that asks `now` for the Unix time in seconds.
+    pub fn from_fn(now: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Source::Custom(Arc::new(now)))
+    }
+
+    /// The current Unix time, in whole seconds.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        match &self.0 {
+            Source::System => system_now(),
+            Source::Custom(now) => now(),
+        }
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Source::System => f.write_str("Clock::System"),
+            Source::Custom(_) => f.write_str("Clock::Custom"),
+        }
+    }
+}
+
+/// The system clock, where a plain function pointer is wanted.
 pub(crate) fn unix_time() -> u64 {
+    system_now()
+}
+
+fn system_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_clock_reads_unix_seconds() {
+        let before = system_now();
+        let read = Clock::default().now();
+        assert!(read >= before && read <= system_now());
+        assert!(read > 1_600_000_000, "{read} is not a current Unix time");
+    }
+
+    #[test]
+    fn a_custom_clock_is_asked_every_time() {
+        let clock = Clock::from_fn(|| 42);
+        assert_eq!((clock.now(), clock.clone().now()), (42, 42));
+        assert_eq!(format!("{clock:?}"), "Clock::Custom");
+    }
 }

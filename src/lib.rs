@@ -48,8 +48,10 @@ pub mod keys;
 #[cfg(feature = "server")]
 pub mod server;
 
-#[cfg(any(feature = "server", feature = "client"))]
+#[cfg(feature = "server")]
 mod clock;
+#[cfg(feature = "server")]
+pub use clock::Clock;
 #[cfg(feature = "server")]
 mod http_util;
 
