@@ -1,7 +1,7 @@
 //! End to end over gRPC: a real tonic server behind [`JwtAuthLayer`] and a real tonic client,
 //! talking over TCP on 127.0.0.1.
 //!
-//! The unary service `/test.Echo/Say` (in `support/echo.rs`) is written by hand. Each test
+//! The unary service `/test.Echo/Say` (in `examples/common/echo.rs`, reached as `support::echo`) is written by hand. Each test
 //! checks the status code and message the client sees for one kind of token, and that a
 //! request with a valid token reaches the handler together with its verified claims.
 

@@ -1,23 +1,16 @@
-//! Verification keys: one algorithm per key, chosen by `kid`.
+//! [`Key`]: one verification key, bound to one algorithm; and [`KeyError`].
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
 
-use crate::keys::backend::{KeyMaterial, PreparedKey};
+use crate::BoxError;
+use crate::keys::backend::{KeyMaterial, PreparedKey, Refusal};
+use crate::keys::jwk::RawJwk;
+use crate::keys::set::KeySet;
 
-/// How many kid-less candidate keys one token may be tried against.
-///
-/// A token without `kid` is checked against the keys of its algorithm; the bound keeps a
-/// large key set from turning one bad token into many signature checks.
-const MAX_KIDLESS_CANDIDATES: usize = 4;
-
-/// Why a key or key set could not be loaded.
+/// Why a key or key set could not be loaded, or a key could not sign.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum KeyError {
@@ -45,6 +38,8 @@ pub enum KeyError {
     Json(serde_json::Error),
     /// A PEM document could not be read.
     Pem(jsonwebtoken::errors::Error),
+    /// The crypto backend failed to sign with a key it had accepted.
+    Signing(BoxError),
 }
 
 impl fmt::Display for KeyError {
@@ -62,6 +57,7 @@ impl fmt::Display for KeyError {
             Self::TooManyKeys => write!(f, "more than {} keys in one set", KeySet::MAX_KEYS),
             Self::Json(_) => f.write_str("invalid jwk json"),
             Self::Pem(_) => f.write_str("invalid pem key"),
+            Self::Signing(_) => f.write_str("signing failed"),
         }
     }
 }
@@ -71,7 +67,17 @@ impl std::error::Error for KeyError {
         match self {
             Self::Json(e) => Some(e),
             Self::Pem(e) => Some(e),
+            Self::Signing(e) => Some(&**e),
             _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for KeyError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unsupported(what) => Self::Unsupported(what),
+            Refusal::Malformed => Self::Malformed("public key rejected by the crypto backend"),
         }
     }
 }
@@ -106,6 +112,9 @@ impl fmt::Debug for Key {
     }
 }
 
+/// What [`Key::hmac`] and [`Key::hmac_allow_short`] say to a non-HMAC algorithm.
+const NOT_HMAC: KeyError = KeyError::Unsupported("hmac secrets need HS256, HS384 or HS512");
+
 impl Key {
     /// An HMAC secret for `HS256`, `HS384` or `HS512`.
     ///
@@ -117,11 +126,7 @@ impl Key {
             Algorithm::HS256 => 32,
             Algorithm::HS384 => 48,
             Algorithm::HS512 => 64,
-            _ => {
-                return Err(KeyError::Unsupported(
-                    "hmac secrets need HS256, HS384 or HS512",
-                ));
-            }
+            _ => return Err(NOT_HMAC),
         };
         if secret.len() < min {
             return Err(KeyError::ShortSecret {
@@ -141,9 +146,7 @@ impl Key {
             return Err(KeyError::ShortSecret { len: 0, min: 1 });
         }
         if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-            return Err(KeyError::Unsupported(
-                "hmac secrets need HS256, HS384 or HS512",
-            ));
+            return Err(NOT_HMAC);
         }
         Self::prepare(alg, KeyMaterial::Secret(secret))
     }
@@ -210,14 +213,9 @@ impl Key {
         self.prepared.verify(message, signature)
     }
 
+    /// Prepares `material` for `alg` with the crypto backend.
     pub(crate) fn prepare(alg: Algorithm, material: KeyMaterial<'_>) -> Result<Self, KeyError> {
-        let prepared = PreparedKey::new(alg, material).map_err(|e| {
-            if e.starts_with("malformed") {
-                KeyError::Malformed("public key rejected by the crypto backend")
-            } else {
-                KeyError::Unsupported(e)
-            }
-        })?;
+        let prepared = PreparedKey::new(alg, material)?;
         Ok(Self {
             kid: None,
             prepared: Arc::new(prepared),
@@ -247,326 +245,9 @@ impl PemFamily {
     }
 }
 
-/// A set of verification keys, chosen per token by `kid`.
-///
-/// A token with a `kid` uses exactly the key of that `kid`; a token without one is tried
-/// against the keys of its algorithm (at most four). Either way the key's own algorithm must
-/// equal the token's `alg`.
-///
-/// # Example
-///
-/// ```
-/// use tower_jwt_refresh::keys::{Algorithm, Key, KeySet};
-///
-/// let jwks = r#"{"keys":[{"kty":"oct","kid":"a","alg":"HS256",
-///     "k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
-/// let keys = KeySet::from_jwks(jwks)?
-///     .with_key(Key::hmac(Algorithm::HS256, [7u8; 32])?.with_kid("b"))?;
-/// assert_eq!(keys.len(), 2);
-/// # Ok::<_, tower_jwt_refresh::keys::KeyError>(())
-/// ```
-#[derive(Clone)]
-pub struct KeySet {
-    keys: Arc<[Key]>,
-    epoch: u64,
-}
-
-impl fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.keys.iter()).finish()
-    }
-}
-
-impl Default for KeySet {
-    fn default() -> Self {
-        Self::from_keys(Vec::new())
-    }
-}
-
-impl From<Key> for KeySet {
-    fn from(key: Key) -> Self {
-        Self::from_keys(vec![key])
-    }
-}
-
-/// What a token's header selected.
-pub(crate) enum Selection<'a> {
-    /// Keys to try, in order.
-    Keys(&'a [Key]),
-    /// The token's `kid` names no key here.
-    UnknownKid,
-    /// The `kid` names a key of another algorithm, or no key has the token's algorithm.
-    WrongAlgorithm,
-}
-
-impl KeySet {
-    /// The most keys a set may hold. Key sets are small (an issuer rotates through a few); the
-    /// bound keeps a hostile JWKS document from costing unbounded work.
-    pub const MAX_KEYS: usize = 100;
-
-    /// An empty set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds `key`, failing if its `kid` is already taken.
-    pub fn with_key(self, key: Key) -> Result<Self, KeyError> {
-        let mut keys: Vec<Key> = Vec::with_capacity(self.keys.len() + 1);
-        keys.extend(self.keys.iter().cloned());
-        keys.push(key);
-        Self::try_from_keys(keys)
-    }
-
-    /// A set of `keys`, failing on a repeated `kid` or more than [`KeySet::MAX_KEYS`] keys.
-    pub fn try_from_keys(keys: Vec<Key>) -> Result<Self, KeyError> {
-        if keys.len() > Self::MAX_KEYS {
-            return Err(KeyError::TooManyKeys);
-        }
-        let mut kids = std::collections::HashSet::with_capacity(keys.len());
-        if !keys
-            .iter()
-            .filter_map(|k| k.kid.as_deref())
-            .all(|kid| kids.insert(kid))
-        {
-            return Err(KeyError::DuplicateKid);
-        }
-        Ok(Self::from_keys(keys))
-    }
-
-    /// Parses a JWKS document (`{"keys":[…]}`).
-    ///
-    /// Keys meant for encryption (`use` other than `sig`, or `key_ops` without `verify`) and
-    /// keys of unsupported types or curves are left out, as a JWKS often holds both kinds, and
-    /// so are RSA and symmetric keys without `alg` (RFC 7517 makes it optional; such a key
-    /// cannot be bound to one algorithm). A malformed signing key, or a `kid` used twice,
-    /// fails the whole document.
-    pub fn from_jwks(json: impl AsRef<[u8]>) -> Result<Self, KeyError> {
-        #[derive(Deserialize)]
-        struct Jwks {
-            keys: Vec<RawJwk>,
-        }
-        let jwks: Jwks = serde_json::from_slice(json.as_ref()).map_err(KeyError::Json)?;
-        if jwks.keys.len() > Self::MAX_KEYS {
-            return Err(KeyError::TooManyKeys);
-        }
-        let mut keys = Vec::with_capacity(jwks.keys.len());
-        for jwk in jwks.keys {
-            match jwk.into_key() {
-                Ok(key) => keys.push(key),
-                // A key that cannot be bound to one algorithm cannot verify anything; the
-                // document's other keys still can.
-                Err(
-                    KeyError::NotForVerification
-                    | KeyError::Unsupported(_)
-                    | KeyError::MissingAlgorithm,
-                ) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Self::try_from_keys(keys)
-    }
-
-    /// How many keys the set holds.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether the set holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The keys, in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = &Key> {
-        self.keys.iter()
-    }
-
-    /// Identifies this set's contents; a new set gets a new epoch, so cached verdicts made
-    /// with retired keys can be told apart.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    pub(crate) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
-        match kid {
-            Some(kid) => match self.keys.iter().position(|k| k.kid.as_deref() == Some(kid)) {
-                Some(i) if self.keys[i].algorithm() == alg => Selection::Keys(&self.keys[i..=i]),
-                Some(_) => Selection::WrongAlgorithm,
-                None => Selection::UnknownKid,
-            },
-            None => {
-                // Keys are grouped by algorithm at construction, so the candidates are one run.
-                let start = self.keys.iter().position(|k| k.algorithm() == alg);
-                match start {
-                    Some(start) => {
-                        let run = self.keys[start..]
-                            .iter()
-                            .take_while(|k| k.algorithm() == alg)
-                            .count()
-                            .min(MAX_KIDLESS_CANDIDATES);
-                        Selection::Keys(&self.keys[start..start + run])
-                    }
-                    None if self.keys.is_empty() => Selection::UnknownKid,
-                    None => Selection::WrongAlgorithm,
-                }
-            }
-        }
-    }
-
-    fn from_keys(mut keys: Vec<Key>) -> Self {
-        static EPOCH: AtomicU64 = AtomicU64::new(1);
-        // Stable sort: keys of one algorithm form one run, insertion order kept within it.
-        keys.sort_by_key(|k| alg_rank(k.algorithm()));
-        Self {
-            keys: keys.into(),
-            epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-}
-
-fn alg_rank(alg: Algorithm) -> u8 {
-    use Algorithm::*;
-    match alg {
-        HS256 => 0,
-        HS384 => 1,
-        HS512 => 2,
-        RS256 => 3,
-        RS384 => 4,
-        RS512 => 5,
-        PS256 => 6,
-        PS384 => 7,
-        PS512 => 8,
-        ES256 => 9,
-        ES384 => 10,
-        EdDSA => 11,
-        _ => 12,
-    }
-}
-
-/// Parses a JWS `alg` header value. Case-sensitive, as RFC 7515 requires; `none` and anything
-/// unknown give `None`.
-pub(crate) fn parse_alg(alg: &str) -> Option<Algorithm> {
-    use Algorithm::*;
-    Some(match alg {
-        "HS256" => HS256,
-        "HS384" => HS384,
-        "HS512" => HS512,
-        "RS256" => RS256,
-        "RS384" => RS384,
-        "RS512" => RS512,
-        "PS256" => PS256,
-        "PS384" => PS384,
-        "PS512" => PS512,
-        "ES256" => ES256,
-        "ES384" => ES384,
-        "EdDSA" => EdDSA,
-        _ => return None,
-    })
-}
-
-/// The JWK members this crate reads; anything else is ignored.
-#[derive(Deserialize)]
-struct RawJwk {
-    kty: String,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    key_ops: Option<Vec<String>>,
-    alg: Option<String>,
-    kid: Option<String>,
-    crv: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
-    k: Option<String>,
-}
-
-impl RawJwk {
-    fn into_key(self) -> Result<Key, KeyError> {
-        if self.use_.as_deref().is_some_and(|u| u != "sig") {
-            return Err(KeyError::NotForVerification);
-        }
-        if let Some(ops) = &self.key_ops
-            && !ops.iter().any(|op| op == "verify")
-        {
-            return Err(KeyError::NotForVerification);
-        }
-        let alg = match self.alg.as_deref() {
-            Some(alg) => {
-                parse_alg(alg).ok_or(KeyError::Unsupported("jwk alg is not a supported jws alg"))?
-            }
-            None => match (self.kty.as_str(), self.crv.as_deref()) {
-                ("EC", Some("P-256")) => Algorithm::ES256,
-                ("EC", Some("P-384")) => Algorithm::ES384,
-                ("OKP", Some("Ed25519")) => Algorithm::EdDSA,
-                ("RSA" | "oct", _) => return Err(KeyError::MissingAlgorithm),
-                _ => return Err(KeyError::Unsupported("jwk key type or curve")),
-            },
-        };
-        let field = |v: &Option<String>, name: &'static str| -> Result<Vec<u8>, KeyError> {
-            let v = v.as_deref().ok_or(KeyError::Malformed(name))?;
-            URL_SAFE_NO_PAD
-                .decode(v)
-                .map_err(|_| KeyError::Malformed(name))
-        };
-        let key = match self.kty.as_str() {
-            "oct" => Key::hmac(alg, field(&self.k, "jwk `k` is missing or not base64url")?)?,
-            "RSA" => {
-                let n = field(&self.n, "jwk `n` is missing or not base64url")?;
-                let e = field(&self.e, "jwk `e` is missing or not base64url")?;
-                Key::prepare(alg, KeyMaterial::RsaComponents { n: &n, e: &e })?
-            }
-            "EC" => {
-                let size = match (alg, self.crv.as_deref()) {
-                    (Algorithm::ES256, Some("P-256")) => 32,
-                    (Algorithm::ES384, Some("P-384")) => 48,
-                    (Algorithm::ES256 | Algorithm::ES384, _) => {
-                        return Err(KeyError::Unsupported("jwk curve does not match its alg"));
-                    }
-                    _ => return Err(KeyError::Unsupported("ec jwk with a non-ES alg")),
-                };
-                let x = field(&self.x, "jwk `x` is missing or not base64url")?;
-                let y = field(&self.y, "jwk `y` is missing or not base64url")?;
-                if x.len() != size || y.len() != size {
-                    return Err(KeyError::Malformed(
-                        "jwk ec coordinates have the wrong length",
-                    ));
-                }
-                let mut point = Vec::with_capacity(1 + 2 * size);
-                point.push(4);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                Key::prepare(alg, KeyMaterial::Ec(&point))?
-            }
-            "OKP" => {
-                if self.crv.as_deref() != Some("Ed25519") {
-                    return Err(KeyError::Unsupported("okp curve other than Ed25519"));
-                }
-                let x = field(&self.x, "jwk `x` is missing or not base64url")?;
-                if x.len() != 32 {
-                    return Err(KeyError::Malformed("ed25519 jwk `x` must be 32 bytes"));
-                }
-                Key::prepare(alg, KeyMaterial::Ed25519(&x))?
-            }
-            _ => return Err(KeyError::Unsupported("jwk key type")),
-        };
-        Ok(match self.kid {
-            Some(kid) => key.with_kid(kid),
-            None => key,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn oct(extra: &str) -> String {
-        format!(
-            r#"{{"kty":"oct","k":"{}"{extra}}}"#,
-            URL_SAFE_NO_PAD.encode([9u8; 32])
-        )
-    }
 
     #[test]
     fn short_hmac_secrets_need_the_opt_in() {
@@ -582,115 +263,6 @@ mod tests {
         assert!(Key::hmac_allow_short(Algorithm::HS256, b"secret").is_ok());
         assert!(Key::hmac_allow_short(Algorithm::HS256, b"").is_err());
         assert!(Key::hmac(Algorithm::RS256, [0u8; 32]).is_err());
-    }
-
-    #[test]
-    fn jwk_use_and_key_ops_must_allow_verification() {
-        assert!(Key::from_jwk(oct(r#","alg":"HS256","use":"sig""#)).is_ok());
-        assert!(matches!(
-            Key::from_jwk(oct(r#","alg":"HS256","use":"enc""#)),
-            Err(KeyError::NotForVerification)
-        ));
-        assert!(matches!(
-            Key::from_jwk(oct(r#","alg":"HS256","key_ops":["sign"]"#)),
-            Err(KeyError::NotForVerification)
-        ));
-        assert!(Key::from_jwk(oct(r#","alg":"HS256","key_ops":["sign","verify"]"#)).is_ok());
-    }
-
-    #[test]
-    fn jwk_alg_is_required_where_the_key_type_does_not_pin_it() {
-        assert!(matches!(
-            Key::from_jwk(oct("")),
-            Err(KeyError::MissingAlgorithm)
-        ));
-        assert!(matches!(
-            Key::from_jwk(oct(r#","alg":"none""#)),
-            Err(KeyError::Unsupported(_))
-        ));
-        assert!(matches!(
-            Key::from_jwk(oct(r#","alg":"RS256""#)),
-            Err(KeyError::Unsupported(_))
-        ));
-    }
-
-    #[test]
-    fn jwks_skips_encryption_keys_and_keys_without_alg_but_refuses_duplicate_kids() {
-        let enc = oct(r#","alg":"HS256","use":"enc","kid":"e""#);
-        let unbound = oct(r#","kid":"u""#);
-        let sig = oct(r#","alg":"HS256","kid":"s""#);
-        let set = KeySet::from_jwks(format!(r#"{{"keys":[{enc},{unbound},{sig}]}}"#)).unwrap();
-        assert_eq!(set.len(), 1);
-        assert_eq!(set.iter().next().unwrap().kid(), Some("s"));
-        let dup = KeySet::from_jwks(format!(r#"{{"keys":[{sig},{sig}]}}"#));
-        assert!(matches!(dup, Err(KeyError::DuplicateKid)));
-    }
-
-    #[test]
-    fn selection_by_kid_binds_the_algorithm() {
-        let set = KeySet::new()
-            .with_key(
-                Key::hmac(Algorithm::HS256, [1u8; 32])
-                    .unwrap()
-                    .with_kid("a"),
-            )
-            .unwrap()
-            .with_key(Key::hmac(Algorithm::HS512, [1u8; 64]).unwrap())
-            .unwrap();
-        assert!(
-            matches!(set.select(Some("a"), Algorithm::HS256), Selection::Keys(k) if k.len() == 1)
-        );
-        assert!(matches!(
-            set.select(Some("a"), Algorithm::HS512),
-            Selection::WrongAlgorithm
-        ));
-        assert!(matches!(
-            set.select(Some("zz"), Algorithm::HS256),
-            Selection::UnknownKid
-        ));
-        assert!(matches!(set.select(None, Algorithm::HS512), Selection::Keys(k) if k.len() == 1));
-        assert!(matches!(
-            set.select(None, Algorithm::ES256),
-            Selection::WrongAlgorithm
-        ));
-    }
-
-    #[test]
-    fn oversized_sets_are_refused() {
-        let keys = (0..=KeySet::MAX_KEYS)
-            .map(|i| {
-                Key::hmac(Algorithm::HS256, [1u8; 32])
-                    .unwrap()
-                    .with_kid(i.to_string())
-            })
-            .collect::<Vec<_>>();
-        assert!(matches!(
-            KeySet::try_from_keys(keys.clone()),
-            Err(KeyError::TooManyKeys)
-        ));
-        assert_eq!(
-            KeySet::try_from_keys(keys[1..].to_vec()).unwrap().len(),
-            KeySet::MAX_KEYS
-        );
-        let jwks = format!(
-            r#"{{"keys":[{}]}}"#,
-            vec![oct(r#","alg":"HS256""#); 101].join(",")
-        );
-        assert!(matches!(
-            KeySet::from_jwks(jwks),
-            Err(KeyError::TooManyKeys)
-        ));
-    }
-
-    #[test]
-    fn every_new_set_has_a_new_epoch() {
-        let a = KeySet::from(Key::hmac(Algorithm::HS256, [1u8; 32]).unwrap());
-        let b = a
-            .clone()
-            .with_key(Key::hmac(Algorithm::HS384, [1u8; 48]).unwrap())
-            .unwrap();
-        assert_ne!(a.epoch(), b.epoch());
-        assert_eq!(a.epoch(), a.clone().epoch());
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! into the other. Every key is bound to one algorithm when it is built, and a key that cannot
 //! be used fails in its constructor, never in a request.
 //!
+//! Two crypto backends sit behind one interface: aws-lc-rs (feature `aws-lc-rs`, the default)
+//! and jsonwebtoken's RustCrypto backend (feature `rust-crypto`). Each verifies and signs;
+//! what they share, and the choice between them, is in one place.
+//!
 //! # Example
 //!
 //! ```
@@ -16,19 +20,30 @@
 //! # let _ = keys; Ok(()) }
 //! ```
 
-pub(crate) mod backend;
-pub(crate) mod key;
+#[cfg(feature = "aws-lc-rs")]
+mod aws_lc;
+mod backend;
+mod der;
+mod jwk;
+mod key;
 #[cfg(feature = "jwks")]
-pub(crate) mod remote;
+mod remote;
+#[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+mod rust_crypto;
+mod set;
 #[cfg(feature = "issuer")]
-pub(crate) mod signing;
-pub(crate) mod source;
+mod signing;
+mod source;
 
 pub use backend::install_crypto_provider;
 pub use jsonwebtoken::Algorithm;
-pub use key::{Key, KeyError, KeySet};
+pub use key::{Key, KeyError};
 #[cfg(feature = "jwks")]
 pub use remote::{JwksError, RemoteJwks, RemoteJwksBuilder};
+pub use set::KeySet;
 #[cfg(feature = "issuer")]
 pub use signing::SigningKey;
 pub use source::KeySource;
+
+pub(crate) use jwk::parse_alg;
+pub(crate) use set::Selection;

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 
+use crate::keys::backend::{Signer, install_crypto_provider};
 use crate::keys::key::{Key, KeyError, PemFamily};
 
 /// A private key (or HMAC secret) that signs access tokens, bound to one algorithm.
@@ -27,7 +28,7 @@ use crate::keys::key::{Key, KeyError, PemFamily};
 /// ```
 #[derive(Clone)]
 pub struct SigningKey {
-    signer: Arc<backend::Signer>,
+    signer: Arc<Signer>,
     public: Key,
     kid: Option<Arc<str>>,
 }
@@ -46,7 +47,7 @@ impl SigningKey {
     pub fn hmac(alg: Algorithm, secret: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         let secret = secret.as_ref();
         let public = Key::hmac(alg, secret)?;
-        let signer = backend::Signer::hmac(alg, secret);
+        let signer = Signer::hmac(alg, secret);
         Ok(Self {
             signer: Arc::new(signer),
             public,
@@ -58,7 +59,7 @@ impl SigningKey {
     /// `ES256`/`ES384`, PKCS#8 Ed25519 for `EdDSA`.
     pub fn from_pem(alg: Algorithm, pem: impl AsRef<[u8]>) -> Result<Self, KeyError> {
         use jsonwebtoken::EncodingKey;
-        crate::keys::backend::install_crypto_provider();
+        install_crypto_provider();
         let pem = pem.as_ref();
         let key = match PemFamily::of(alg)? {
             PemFamily::Rsa => EncodingKey::from_rsa_pem(pem),
@@ -66,7 +67,7 @@ impl SigningKey {
             PemFamily::Ed25519 => EncodingKey::from_ed_pem(pem),
         }
         .map_err(KeyError::Pem)?;
-        let (signer, public) = backend::Signer::private(alg, key)?;
+        let (signer, public) = Signer::private(alg, key)?;
         Ok(Self {
             signer: Arc::new(signer),
             public,
@@ -108,127 +109,5 @@ impl SigningKey {
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
         Ok(jws)
-    }
-}
-
-#[cfg(feature = "aws-lc-rs")]
-mod backend {
-    use aws_lc_rs::hmac;
-    use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
-    use jsonwebtoken::{Algorithm, EncodingKey};
-
-    use crate::keys::backend::KeyMaterial;
-    use crate::keys::{Key, KeyError};
-
-    // One per key, behind an `Arc`: an inline HMAC key schedule saves an indirection.
-    #[allow(clippy::large_enum_variant)]
-    pub(super) enum Signer {
-        Hmac(hmac::Key),
-        Rsa(RsaKeyPair, &'static dyn signature::RsaEncoding),
-        Ecdsa(EcdsaKeyPair),
-        Ed25519(Ed25519KeyPair),
-    }
-
-    impl Signer {
-        pub(super) fn hmac(alg: Algorithm, secret: &[u8]) -> Self {
-            Self::Hmac(crate::keys::backend::hmac_key(alg, secret))
-        }
-
-        pub(super) fn private(alg: Algorithm, key: EncodingKey) -> Result<(Self, Key), KeyError> {
-            let der = key.as_bytes();
-            let malformed = |_| KeyError::Malformed("private key rejected by the crypto backend");
-            let (signer, public) = match alg {
-                Algorithm::ES256 | Algorithm::ES384 => {
-                    let signing = if alg == Algorithm::ES256 {
-                        &signature::ECDSA_P256_SHA256_FIXED_SIGNING
-                    } else {
-                        &signature::ECDSA_P384_SHA384_FIXED_SIGNING
-                    };
-                    let pair = EcdsaKeyPair::from_pkcs8(signing, der).map_err(malformed)?;
-                    let public = Key::prepare(alg, KeyMaterial::Ec(pair.public_key().as_ref()))?;
-                    (Self::Ecdsa(pair), public)
-                }
-                Algorithm::EdDSA => {
-                    let pair =
-                        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(malformed)?;
-                    let public =
-                        Key::prepare(alg, KeyMaterial::Ed25519(pair.public_key().as_ref()))?;
-                    (Self::Ed25519(pair), public)
-                }
-                _ => {
-                    let pair = RsaKeyPair::from_der(der)
-                        .or_else(|_| RsaKeyPair::from_pkcs8(der))
-                        .map_err(malformed)?;
-                    let encoding: &'static dyn signature::RsaEncoding = match alg {
-                        Algorithm::RS256 => &signature::RSA_PKCS1_SHA256,
-                        Algorithm::RS384 => &signature::RSA_PKCS1_SHA384,
-                        Algorithm::RS512 => &signature::RSA_PKCS1_SHA512,
-                        Algorithm::PS256 => &signature::RSA_PSS_SHA256,
-                        Algorithm::PS384 => &signature::RSA_PSS_SHA384,
-                        _ => &signature::RSA_PSS_SHA512,
-                    };
-                    let public =
-                        Key::prepare(alg, KeyMaterial::RsaDer(pair.public_key().as_ref()))?;
-                    (Self::Rsa(pair, encoding), public)
-                }
-            };
-            Ok((signer, public))
-        }
-
-        pub(super) fn sign(&self, _alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-            let failed = |_| KeyError::Malformed("signing failed");
-            Ok(match self {
-                Self::Hmac(key) => hmac::sign(key, message).as_ref().to_vec(),
-                Self::Ecdsa(pair) => pair
-                    .sign(&SystemRandom::new(), message)
-                    .map_err(failed)?
-                    .as_ref()
-                    .to_vec(),
-                Self::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
-                Self::Rsa(pair, encoding) => {
-                    let mut out = vec![0; pair.public_modulus_len()];
-                    pair.sign(*encoding, &SystemRandom::new(), message, &mut out)
-                        .map_err(failed)?;
-                    out
-                }
-            })
-        }
-    }
-}
-
-#[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
-mod backend {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use jsonwebtoken::jwk::Jwk;
-    use jsonwebtoken::{Algorithm, EncodingKey};
-
-    use crate::keys::{Key, KeyError};
-
-    pub(super) struct Signer(EncodingKey);
-
-    impl Signer {
-        pub(super) fn hmac(_alg: Algorithm, secret: &[u8]) -> Self {
-            Self(EncodingKey::from_secret(secret))
-        }
-
-        pub(super) fn private(alg: Algorithm, key: EncodingKey) -> Result<(Self, Key), KeyError> {
-            // jsonwebtoken derives the public JWK from the private key.
-            let jwk = Jwk::from_encoding_key(&key, alg).map_err(KeyError::Pem)?;
-            let mut json = serde_json::to_value(&jwk).map_err(KeyError::Json)?;
-            json["alg"] = serde_json::Value::String(format!("{alg:?}"));
-            let public = Key::from_jwk(json.to_string())?;
-            // Sign once now, so a key the backend cannot use fails here, not in a request.
-            jsonwebtoken::crypto::sign(b"probe", &key, alg).map_err(KeyError::Pem)?;
-            Ok((Self(key), public))
-        }
-
-        pub(super) fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-            let b64 = jsonwebtoken::crypto::sign(message, &self.0, alg).map_err(KeyError::Pem)?;
-            URL_SAFE_NO_PAD
-                .decode(b64)
-                .map_err(|_| KeyError::Malformed("signing failed"))
-        }
     }
 }

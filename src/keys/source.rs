@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::keys::key::{Key, KeySet};
+use crate::keys::key::Key;
+use crate::keys::set::KeySet;
 
 /// A future that resolves once a key refetch has finished (whatever its outcome).
 pub(crate) type RefetchWait = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -55,6 +56,13 @@ impl KeySource {
         self.current.load()
     }
 
+    /// Whether these keys never change (no remote JWKS behind them).
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.refetch.is_none()
+    }
+
+    /// Joins or starts a refetch for an unknown `kid`; `None` when the keys are fixed or the
+    /// rate limit forbids one now.
     pub(crate) fn unknown_kid(&self) -> Option<RefetchWait> {
         self.refetch.as_ref()?.unknown_kid()
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::Request;
 use serde::de::DeserializeOwned;
 
-use crate::keys::source::KeySource;
+use crate::keys::KeySource;
 use crate::server::cache::TokenCache;
 use crate::server::claims::Claims;
 use crate::server::deny_list::{Check, Revocation, TokenStatus};
@@ -28,8 +28,11 @@ pub(crate) enum Outcome<C> {
     Pending(PendingCheck<C>),
 }
 
-pub(crate) type PendingCheck<C> =
-    Pin<Box<dyn Future<Output = Result<Option<Claims<C>>, Rejection>> + Send>>;
+/// A decided request: its claims (none in optional mode), or why it is refused.
+pub(crate) type Verdict<C> = Result<Option<Claims<C>>, Rejection>;
+
+/// A verdict that needs I/O first.
+pub(crate) type PendingCheck<C> = Pin<Box<dyn Future<Output = Verdict<C>> + Send>>;
 
 /// A request waiting on I/O; frees its place when dropped, however the wait ends.
 pub(crate) struct Parked(Arc<AtomicUsize>);
@@ -81,7 +84,7 @@ impl<C> Clone for Auth<C> {
 
 impl<C> fmt::Debug for Auth<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuth")
+        f.debug_struct("Auth")
             .field("keys", &self.keys)
             .field("validation", &self.validation)
             .field("sources", &self.sources)
@@ -111,41 +114,44 @@ where
     }
 
     /// Everything after extraction, for a token found in a request or handed in directly.
+    ///
+    /// The token has passed the length cap (in extraction, or in `JwtAuthLayer::verify`), so
+    /// nothing here hashes or decodes an oversized one.
     pub(crate) fn check_token(self: &Arc<Self>, token: Cow<'_, str>) -> Outcome<C> {
         match self.verify(&token) {
             Ok(claims) => self.after_verify(claims),
-            Err(TokenError::UnknownKey) => match self.keys.unknown_kid() {
-                Some(refetch) => {
-                    // Too many requests already wait: refuse rather than queue without bound.
-                    let Some(parked) = self.park() else {
-                        return Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey));
-                    };
-                    let this = Arc::clone(self);
-                    let token = token.into_owned();
-                    Outcome::Pending(Box::pin(async move {
-                        let _parked = parked;
-                        // A refetch that overruns its bound leaves the old keys in place.
-                        let _ = tokio::time::timeout(this.io_timeout, refetch).await;
-                        let claims = this.verify(&token).map_err(Rejection::InvalidToken)?;
-                        this.after_verify(claims).resolve().await
-                    }))
-                }
-                // Rate-limited; but a refetch may have landed since the first attempt.
-                None => match self.verify(&token) {
-                    Ok(claims) => self.after_verify(claims),
-                    Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
-                },
-            },
+            // A fixed key set cannot learn the `kid`: no refetch, no second attempt.
+            Err(TokenError::UnknownKey) if !self.keys.is_fixed() => self.after_unknown_kid(token),
             Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
         }
     }
 
+    /// A remote key set does not know the token's `kid`: wait for a refetch, then verify again.
+    fn after_unknown_kid(self: &Arc<Self>, token: Cow<'_, str>) -> Outcome<C> {
+        let Some(refetch) = self.keys.unknown_kid() else {
+            // Rate-limited; but a refetch may have landed since the first attempt.
+            return match self.verify(&token) {
+                Ok(claims) => self.after_verify(claims),
+                Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
+            };
+        };
+        // Too many requests already wait: refuse rather than queue without bound.
+        let Some(parked) = self.park() else {
+            return Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey));
+        };
+        let this = Arc::clone(self);
+        let token = token.into_owned();
+        Outcome::Pending(Box::pin(async move {
+            let _parked = parked;
+            // A refetch that overruns its bound leaves the old keys in place.
+            let _ = tokio::time::timeout(this.io_timeout, refetch).await;
+            let claims = this.verify(&token).map_err(Rejection::InvalidToken)?;
+            this.after_verify(claims).resolve().await
+        }))
+    }
+
     /// The token's claims, from the cache or by full verification.
     pub(crate) fn verify(&self, token: &str) -> Result<Claims<C>, TokenError> {
-        // Before the cache hashes it.
-        if token.len() > self.validation.max_len {
-            return Err(TokenError::TooLarge);
-        }
         let now = (self.clock)();
         let keys = self.keys.load();
         if let Some(cache) = &self.cache
@@ -213,7 +219,8 @@ where
 }
 
 impl<C> Outcome<C> {
-    pub(crate) async fn resolve(self) -> Result<Option<Claims<C>>, Rejection> {
+    /// The verdict, waiting for the I/O it needs if any.
+    pub(crate) async fn resolve(self) -> Verdict<C> {
         match self {
             Outcome::Pass(claims) => Ok(claims),
             Outcome::Reject(rejection) => Err(rejection),

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::server::body::AuthBody;
-use crate::server::decision::{Auth, PendingCheck};
+use crate::server::decision::{Auth, PendingCheck, Verdict};
 use crate::server::rejection::{Rejection, is_grpc};
 
 pin_project! {
@@ -56,23 +56,21 @@ pin_project! {
 impl<S, ReqBody, C> ResponseFuture<S, ReqBody, C>
 where
     S: Service<Request<ReqBody>>,
+    C: Send + Sync + 'static,
 {
-    pub(crate) fn inner(future: S::Future) -> Self {
+    /// A request whose verdict is known: into `service` with its claims, or to its rejection.
+    pub(crate) fn decided(
+        verdict: Verdict<C>,
+        request: Request<ReqBody>,
+        service: &mut S,
+        auth: &Arc<Auth<C>>,
+    ) -> Self {
         Self {
-            state: State::Inner { future },
+            state: State::decided(verdict, request, service, auth),
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection, grpc: bool, auth: Arc<Auth<C>>) -> Self {
-        Self {
-            state: State::Rejected {
-                rejection,
-                grpc,
-                auth,
-            },
-        }
-    }
-
+    /// A request whose verdict needs I/O; it holds the request and the ready `service`.
     pub(crate) fn pending(
         check: PendingCheck<C>,
         request: Request<ReqBody>,
@@ -86,6 +84,38 @@ where
                 parked,
                 auth,
             },
+        }
+    }
+}
+
+impl<S, ReqBody, C> State<S, ReqBody, C>
+where
+    S: Service<Request<ReqBody>>,
+    C: Send + Sync + 'static,
+{
+    fn decided(
+        verdict: Verdict<C>,
+        mut request: Request<ReqBody>,
+        service: &mut S,
+        auth: &Arc<Auth<C>>,
+    ) -> Self {
+        match verdict {
+            Ok(claims) => {
+                if let Some(claims) = claims {
+                    request.extensions_mut().insert(claims);
+                }
+                State::Inner {
+                    future: service.call(request),
+                }
+            }
+            Err(rejection) => {
+                tracing::debug!(%rejection, "bearer token refused");
+                State::Rejected {
+                    rejection,
+                    grpc: is_grpc(request.headers()),
+                    auth: Arc::clone(auth),
+                }
+            }
         }
     }
 }
@@ -117,27 +147,8 @@ where
                     auth,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
-                    let (mut request, mut service) =
-                        *parked.take().expect("polled after completion");
-                    match verdict {
-                        Ok(claims) => {
-                            if let Some(claims) = claims {
-                                request.extensions_mut().insert(claims);
-                            }
-                            State::Inner {
-                                future: service.call(request),
-                            }
-                        }
-                        Err(rejection) => {
-                            tracing::debug!(%rejection, "bearer token refused");
-                            let grpc = is_grpc(request.headers());
-                            State::Rejected {
-                                rejection,
-                                grpc,
-                                auth: Arc::clone(auth),
-                            }
-                        }
-                    }
+                    let (request, mut service) = *parked.take().expect("polled after completion");
+                    State::decided(verdict, request, &mut service, auth)
                 }
             };
             this.state.set(next);

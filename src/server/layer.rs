@@ -11,7 +11,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use tower_layer::Layer;
 
 use crate::clock::unix_time;
-use crate::keys::source::KeySource;
+use crate::keys::KeySource;
 use crate::server::cache::{DEFAULT_CAPACITY, TokenCache};
 use crate::server::claims::Claims;
 use crate::server::decision::Auth;
@@ -102,6 +102,7 @@ impl JwtAuthLayer {
     /// A layer verifying with `keys`, handing on only the registered claims.
     ///
     /// Use [`JwtAuthLayer::with_claims`] to deserialize your own claims type too.
+    #[must_use]
     pub fn new(keys: impl Into<KeySource>) -> Self {
         Self::with_claims(keys)
     }
@@ -109,8 +110,9 @@ impl JwtAuthLayer {
 
 impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// A layer verifying with `keys` and deserializing the payload into `C` as well.
+    #[must_use]
     pub fn with_claims(keys: impl Into<KeySource>) -> Self {
-        crate::keys::backend::install_crypto_provider();
+        crate::keys::install_crypto_provider();
         let auth = Auth {
             keys: keys.into(),
             validation: Validation::default(),
@@ -137,6 +139,11 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// Useful for WebSocket handshakes and other places a token arrives outside a header.
     /// A revocation hook that needs I/O is awaited.
     pub async fn verify(&self, token: &str) -> Result<Claims<C>, Rejection> {
+        // Extraction caps a request's token; a token handed in directly is capped here.
+        self.auth
+            .validation
+            .check_len(token)
+            .map_err(Rejection::InvalidToken)?;
         self.auth
             .check_token(token.into())
             .resolve()
@@ -245,24 +252,21 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// The verified-token cache's capacity in bytes (default 8 MiB); see the
     /// [module docs](super) for how entries are weighed. `0` turns the cache off.
     #[must_use]
-    pub fn cache_capacity(mut self, bytes: u64) -> Self {
-        Arc::make_mut(&mut self.auth).cache = (bytes > 0).then(|| Arc::new(TokenCache::new(bytes)));
-        self
+    pub fn cache_capacity(self, bytes: u64) -> Self {
+        self.with(|auth| auth.cache = (bytes > 0).then(|| Arc::new(TokenCache::new(bytes))))
     }
 
     /// Checks each verified token with `hook`, on every request (cache hits included).
     #[must_use]
-    pub fn revocation(mut self, hook: impl Revocation) -> Self {
-        Arc::make_mut(&mut self.auth).revocation = Some(Arc::new(hook));
-        self
+    pub fn revocation(self, hook: impl Revocation) -> Self {
+        self.with(|auth| auth.revocation = Some(Arc::new(hook)))
     }
 
     /// How long an asynchronous revocation check, or a wait for a key refetch, may take
     /// (default 2 s). A revocation check that overruns answers 503.
     #[must_use]
-    pub fn io_timeout(mut self, timeout: Duration) -> Self {
-        Arc::make_mut(&mut self.auth).io_timeout = timeout;
-        self
+    pub fn io_timeout(self, timeout: Duration) -> Self {
+        self.with(|auth| auth.io_timeout = timeout)
     }
 
     /// The most requests that may wait on I/O at once (default 1024): an asynchronous
@@ -270,9 +274,8 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// at once (503 for revocation, 401 for the unknown key) instead of queueing, so garbage
     /// tokens cannot pile up requests. Shared by this layer and its clones.
     #[must_use]
-    pub fn max_pending_checks(mut self, requests: usize) -> Self {
-        Arc::make_mut(&mut self.auth).max_parked = requests;
-        self
+    pub fn max_pending_checks(self, requests: usize) -> Self {
+        self.with(|auth| auth.max_parked = requests)
     }
 
     /// Require `scope` in the token's `scope` (or `scp`) claim, answering 403
@@ -281,41 +284,36 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// The cache stays shared, so `auth.clone().require_scope("admin")` on one route costs
     /// nothing beyond the check.
     #[must_use]
-    pub fn require_scope(mut self, scope: impl Into<String>) -> Self {
-        let auth = Arc::make_mut(&mut self.auth);
-        auth.scopes.push(scope.into().into_boxed_str());
-        auth.responder.set_scope(&auth.scopes.join(" "));
-        self
+    pub fn require_scope(self, scope: impl Into<String>) -> Self {
+        self.with(|auth| {
+            auth.scopes.push(scope.into().into_boxed_str());
+            auth.responder.set_scope(&auth.scopes.join(" "));
+        })
     }
 
     /// Optional authentication: a request without any token passes through without claims.
     /// A request with a bad token is still refused, and so is an anonymous one when the layer
     /// also requires a scope.
     #[must_use]
-    pub fn optional(mut self) -> Self {
-        Arc::make_mut(&mut self.auth).optional = true;
-        self
+    pub fn optional(self) -> Self {
+        self.with(|auth| auth.optional = true)
     }
 
     /// The `realm` of `WWW-Authenticate` challenges (default `api`).
     #[must_use]
-    pub fn realm(mut self, realm: &str) -> Self {
-        Arc::make_mut(&mut self.auth).responder.set_realm(realm);
-        self
+    pub fn realm(self, realm: &str) -> Self {
+        self.with(|auth| auth.responder.set_realm(realm))
     }
 
     /// Replaces the JSON body of HTTP rejections: `handler` returns the `Content-Type` and the
     /// body. Status and `WWW-Authenticate` stay as RFC 6750 requires; gRPC answers have no
     /// body and are not affected.
     #[must_use]
-    pub fn rejection_body<F>(mut self, handler: F) -> Self
+    pub fn rejection_body<F>(self, handler: F) -> Self
     where
         F: Fn(&Rejection) -> (HeaderValue, Bytes) + Send + Sync + 'static,
     {
-        Arc::make_mut(&mut self.auth)
-            .responder
-            .set_body(Arc::new(handler));
-        self
+        self.with(|auth| auth.responder.set_body(Arc::new(handler)))
     }
 
     /// The source of Unix time in seconds (default: the system clock). For tests.

@@ -13,7 +13,6 @@ use crate::server::body::AuthBody;
 use crate::server::decision::{Auth, Outcome};
 use crate::server::future::ResponseFuture;
 use crate::server::layer::JwtAuthLayer;
-use crate::server::rejection::is_grpc;
 
 /// Verifies the request's bearer token before calling the inner service.
 ///
@@ -63,20 +62,7 @@ impl<S, C> JwtAuth<S, C> {
         JwtAuthLayer::from_auth(Arc::clone(&self.auth))
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
@@ -92,25 +78,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        match self.auth.authenticate(&req) {
-            Outcome::Pass(claims) => {
-                if let Some(claims) = claims {
-                    req.extensions_mut().insert(claims);
-                }
-                ResponseFuture::inner(self.inner.call(req))
-            }
-            Outcome::Reject(rejection) => {
-                let grpc = is_grpc(req.headers());
-                tracing::debug!(%rejection, "bearer token refused");
-                ResponseFuture::rejected(rejection, grpc, Arc::clone(&self.auth))
-            }
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let verdict = match self.auth.authenticate(&req) {
+            Outcome::Pass(claims) => Ok(claims),
+            Outcome::Reject(rejection) => Err(rejection),
             Outcome::Pending(check) => {
                 // The ready service moves into the future; `self` keeps a fresh clone.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::pending(check, req, inner, Arc::clone(&self.auth))
+                return ResponseFuture::pending(check, req, inner, Arc::clone(&self.auth));
             }
-        }
+        };
+        ResponseFuture::decided(verdict, req, &mut self.inner, &self.auth)
     }
 }

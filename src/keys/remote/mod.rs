@@ -7,21 +7,23 @@
 //! failed fetch keeps the previous keys.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::ACCEPT;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
 use tokio::sync::watch;
-use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::BoxError;
-use crate::keys::key::{KeyError, KeySet};
-use crate::keys::source::{KeySource, Refetch, RefetchWait};
+use crate::keys::key::KeyError;
+use crate::keys::set::KeySet;
+
+mod worker;
+
+use worker::Shared;
 
 type HttpClient = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Bytes>, BoxError>;
 
@@ -29,7 +31,11 @@ type HttpClient = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Bytes>, Bo
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum JwksError {
-    /// The request failed: connection, TLS, or timeout.
+    /// The URL is not `https`, and [`RemoteJwksBuilder::allow_http`] was not called.
+    InsecureUrl,
+    /// The fetch took longer than [`RemoteJwksBuilder::fetch_timeout`].
+    Timeout,
+    /// The request failed: connection, TLS, or reading the body.
     Http(BoxError),
     /// The server answered with a status other than 200.
     Status(StatusCode),
@@ -44,6 +50,8 @@ pub enum JwksError {
 impl fmt::Display for JwksError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::InsecureUrl => f.write_str("jwks url must be https (see allow_http)"),
+            Self::Timeout => f.write_str("jwks fetch timed out"),
             Self::Http(_) => f.write_str("jwks request failed"),
             Self::Status(status) => write!(f, "jwks endpoint answered {status}"),
             Self::TooLarge => f.write_str("jwks document too large"),
@@ -85,28 +93,6 @@ impl std::error::Error for JwksError {
 #[derive(Clone)]
 pub struct RemoteJwks {
     shared: Arc<Shared>,
-}
-
-struct Shared {
-    url: Uri,
-    client: HttpClient,
-    keys: Arc<ArcSwap<KeySet>>,
-    min_refetch_interval: Duration,
-    fetch_timeout: Duration,
-    max_size: usize,
-    allow_symmetric: bool,
-    /// The document the current keys came from.
-    last_document: Mutex<Bytes>,
-    state: Mutex<FetchState>,
-    /// Counts finished fetches; waiters watch it.
-    done: watch::Sender<u64>,
-}
-
-#[derive(Default)]
-struct FetchState {
-    in_flight: bool,
-    last_refetch: Option<Instant>,
-    fetches: u64,
 }
 
 impl fmt::Debug for RemoteJwks {
@@ -154,7 +140,7 @@ impl RemoteJwks {
 
     /// How many fetches have completed (successful or not), the first one included.
     pub fn fetches(&self) -> u64 {
-        self.shared.state.lock().map_or(0, |s| s.fetches)
+        self.shared.fetches()
     }
 
     /// Fetches the document now, replacing the keys on success.
@@ -225,13 +211,11 @@ impl RemoteJwksBuilder {
     pub async fn build(self) -> Result<RemoteJwks, JwksError> {
         crate::keys::backend::install_crypto_provider();
         if !self.allow_http && self.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
-            return Err(JwksError::Http(
-                "jwks url must be https (see allow_http)".into(),
-            ));
+            return Err(JwksError::InsecureUrl);
         }
         let client = match self.client {
             Some(client) => client,
-            None => default_client(self.max_size)?,
+            None => worker::default_client(self.max_size),
         };
         let shared = Arc::new(Shared {
             url: self.url,
@@ -242,168 +226,41 @@ impl RemoteJwksBuilder {
             max_size: self.max_size,
             allow_symmetric: self.allow_symmetric,
             last_document: Mutex::default(),
-            state: Mutex::new(FetchState::default()),
+            state: Mutex::default(),
             done: watch::channel(0).0,
         });
         shared.fetch_and_store().await?;
-        tokio::spawn(refresh_loop(Arc::downgrade(&shared), self.refresh_interval));
+        tokio::spawn(worker::refresh_loop(
+            Arc::downgrade(&shared),
+            self.refresh_interval,
+        ));
         Ok(RemoteJwks { shared })
     }
 }
 
-fn default_client(max_size: usize) -> Result<HttpClient, JwksError> {
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let service = tower::service_fn(move |req: Request<Empty<Bytes>>| {
-        let client = client.clone();
-        async move {
-            let response = client.request(req).await?;
-            let (parts, body) = response.into_parts();
-            // Capped while reading, so a hostile endpoint cannot stream without end.
-            let bytes = Limited::new(body, max_size).collect().await?.to_bytes();
-            Ok::<_, BoxError>(Response::from_parts(parts, bytes))
-        }
-    });
-    Ok(BoxCloneSyncService::new(service))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn refresh_loop(shared: Weak<Shared>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // the first tick is immediate, and the first fetch is done
-    loop {
-        ticker.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        if let Err(error) = shared.fetch_and_store().await {
-            tracing::warn!(%error, url = %shared.url, "jwks refresh failed; keeping the old keys");
-        }
+    #[tokio::test]
+    async fn a_plain_http_url_needs_the_opt_in() {
+        let url: Uri = "http://127.0.0.1:9/jwks.json".parse().unwrap();
+        let err = RemoteJwks::builder(url).build().await.unwrap_err();
+        assert!(matches!(err, JwksError::InsecureUrl), "{err}");
     }
-}
 
-impl Shared {
-    async fn fetch_and_store(&self) -> Result<(), JwksError> {
-        let result = tokio::time::timeout(self.fetch_timeout, self.fetch())
-            .await
-            .unwrap_or_else(|_| Err(JwksError::Http("jwks fetch timed out".into())));
-        let result = result.and_then(|document| {
-            let mut last = self.last_document.lock().map_err(|_| JwksError::Poisoned)?;
-            // An unchanged document keeps the current set, and with it the cache's verdicts.
-            if !last.is_empty() && *last == document {
-                return Ok(());
-            }
-            let keys = self.parse(&document)?;
-            tracing::debug!(keys = keys.len(), url = %self.url, "jwks changed");
-            self.keys.store(Arc::new(keys));
-            *last = document;
-            Ok(())
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_that_overruns_its_bound_is_a_timeout() {
+        let never = tower::service_fn(|_: Request<Empty<Bytes>>| {
+            std::future::pending::<Result<Response<Bytes>, BoxError>>()
         });
-        if let Ok(mut state) = self.state.lock() {
-            state.fetches += 1;
-        }
-        result
-    }
-
-    /// The raw document.
-    async fn fetch(&self) -> Result<Bytes, JwksError> {
-        let mut request = Request::get(self.url.clone())
-            .body(Empty::new())
-            .map_err(|e| JwksError::Http(e.into()))?;
-        request
-            .headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let response = self
-            .client
-            .clone()
-            .oneshot(request)
+        let url: Uri = "https://auth.example/jwks.json".parse().unwrap();
+        let err = RemoteJwks::builder(url)
+            .client(never)
+            .fetch_timeout(Duration::from_secs(1))
+            .build()
             .await
-            .map_err(JwksError::Http)?;
-        if response.status() != StatusCode::OK {
-            return Err(JwksError::Status(response.status()));
-        }
-        // The built-in client caps the body while reading; a custom one is checked here.
-        let body = response.into_body();
-        if body.len() > self.max_size {
-            return Err(JwksError::TooLarge);
-        }
-        Ok(body)
-    }
-
-    fn parse(&self, document: &[u8]) -> Result<KeySet, JwksError> {
-        let keys = KeySet::from_jwks(document).map_err(JwksError::Keys)?;
-        let keys = if self.allow_symmetric {
-            keys
-        } else {
-            let asymmetric = keys.iter().filter(|k| !k.is_symmetric()).cloned().collect();
-            KeySet::try_from_keys(asymmetric).map_err(JwksError::Keys)?
-        };
-        // A document with no usable key is a broken fetch, not a revocation of every key.
-        if keys.is_empty() {
-            return Err(JwksError::Keys(KeyError::Unsupported(
-                "jwks holds no usable signing key",
-            )));
-        }
-        Ok(keys)
-    }
-}
-
-/// Marks the refetch in flight as finished when dropped.
-struct Finished(Arc<Shared>);
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        if let Ok(mut state) = self.0.state.lock() {
-            state.in_flight = false;
-        }
-        self.0.done.send_modify(|n| *n += 1);
-    }
-}
-
-struct Refetcher(Arc<Shared>);
-
-impl Refetch for Refetcher {
-    fn unknown_kid(&self) -> Option<RefetchWait> {
-        let shared = &self.0;
-        // Subscribe first, so a fetch finishing right after the check below still wakes us.
-        let mut done = shared.done.subscribe();
-        let mut state = shared.state.lock().ok()?;
-        if !state.in_flight {
-            let now = Instant::now();
-            if state
-                .last_refetch
-                .is_some_and(|last| now - last < shared.min_refetch_interval)
-            {
-                return None;
-            }
-            state.in_flight = true;
-            state.last_refetch = Some(now);
-            let shared = Arc::clone(shared);
-            // Spawned, so a waiter that gives up cancels nothing for the others.
-            tokio::spawn(async move {
-                // Releases waiters even if the fetch panics or the task is cancelled.
-                let _finished = Finished(Arc::clone(&shared));
-                if let Err(error) = shared.fetch_and_store().await {
-                    tracing::warn!(%error, url = %shared.url, "jwks refetch failed");
-                }
-            });
-        }
-        drop(state);
-        Some(Box::pin(async move {
-            let _ = done.changed().await;
-        }))
-    }
-}
-
-impl From<RemoteJwks> for KeySource {
-    fn from(jwks: RemoteJwks) -> Self {
-        let keys = Arc::clone(&jwks.shared.keys);
-        KeySource::dynamic(keys, Arc::new(Refetcher(jwks.shared)))
+            .unwrap_err();
+        assert!(matches!(err, JwksError::Timeout), "{err}");
     }
 }

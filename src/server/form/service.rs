@@ -1,0 +1,91 @@
+//! [`FormToken`]: the service that finds the `access_token` form parameter.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::server::body::AuthBody;
+use crate::server::form::{FormAccessToken, FormFuture, FormTokenLayer};
+use crate::server::rejection::RequestError;
+
+/// Finds the `access_token` form parameter; see [`FormTokenLayer`].
+#[derive(Debug, Clone)]
+pub struct FormToken<S> {
+    inner: S,
+    config: FormTokenLayer,
+}
+
+impl<S> FormToken<S> {
+    /// Wraps `inner` with the configuration of `layer`.
+    pub fn new(inner: S, layer: FormTokenLayer) -> Self {
+        Self {
+            inner,
+            config: layer,
+        }
+    }
+
+    /// The configuration as a layer, for wrapping another service the same way.
+    pub fn layer(&self) -> FormTokenLayer {
+        self.config
+    }
+
+    define_inner_service_accessors!();
+}
+
+/// Whether the request may carry a form body: not `GET` or `HEAD`, and
+/// `application/x-www-form-urlencoded`.
+fn is_form<B>(req: &Request<B>) -> bool {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return false;
+    }
+    req.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        let essence = v
+            .as_bytes()
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default();
+        essence
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+    })
+}
+
+impl<S, B> Service<Request<B>> for FormToken<S>
+where
+    S: Service<Request<AuthBody<B>>> + Clone,
+    B: Body<Data = Bytes>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = FormFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !is_form(&req) {
+            return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
+        }
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.config.limit as u64) {
+            // Marked without reading, so the body is passed on untouched.
+            req.extensions_mut()
+                .insert(FormAccessToken::Invalid(RequestError::FormBody));
+            return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
+        }
+        // The ready service moves into the future; `self` keeps a fresh clone.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        let deadline = tokio::time::sleep(self.config.read_timeout);
+        FormFuture::collecting(parts, body, self.config.limit, deadline, service)
+    }
+}

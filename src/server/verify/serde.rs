@@ -1,0 +1,209 @@
+//! The serde visitors that read a header and a claims set strictly: `null` is not absence,
+//! numeric dates are plain numbers, `aud` is a string or strings, `scp` joins into one string.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::server::rejection::TokenError;
+
+/// The latest numeric date accepted: 9999-12-31T23:59:59Z. Anything later (such as `1e300`) is
+/// refused as malformed rather than read as "never expires".
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+#[derive(Deserialize)]
+pub(super) struct RawClaims<'a> {
+    #[serde(default)]
+    pub(super) exp: Present<NumericDate>,
+    #[serde(default)]
+    pub(super) nbf: Present<NumericDate>,
+    #[serde(default)]
+    pub(super) iat: Present<NumericDate>,
+    #[serde(default, borrow)]
+    pub(super) iss: Present<Str<'a>>,
+    #[serde(default, borrow)]
+    pub(super) sub: Present<Str<'a>>,
+    #[serde(default, borrow)]
+    pub(super) aud: Present<Audience<'a>>,
+    #[serde(default, borrow)]
+    pub(super) jti: Present<Str<'a>>,
+    #[serde(default, borrow)]
+    pub(super) sid: Present<Str<'a>>,
+    #[serde(default, borrow)]
+    pub(super) scope: Present<Str<'a>>,
+    #[serde(default)]
+    pub(super) scp: Present<Scopes>,
+}
+
+/// A member that may be absent, but whose `null` is refused (unlike `Option`).
+pub(super) struct Present<T>(pub(super) Option<T>);
+
+impl<T> Default for Present<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(|v| Self(Some(v)))
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+pub(super) struct Str<'a>(pub(super) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// An RFC 7519 NumericDate: a non-negative number no later than year 9999, read as whole
+/// seconds (fractions are dropped).
+pub(super) struct NumericDate(pub(super) u64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative number of seconds no later than year 9999")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                if v <= MAX_NUMERIC_DATE {
+                    Ok(NumericDate(v))
+                } else {
+                    Err(E::custom("date out of range"))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("negative date"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                if v.is_finite() && (0.0..=MAX_NUMERIC_DATE as f64).contains(&v) {
+                    Ok(NumericDate(v as u64))
+                } else {
+                    Err(E::custom("date out of range"))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `aud`: one string or an array of strings.
+pub(super) struct Audience<'a>(pub(super) Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Audience<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Audience<'a>, E> {
+                Ok(Audience(vec![Cow::Borrowed(v)]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience<'a>, E> {
+                Ok(Audience(vec![Cow::Owned(v.to_owned())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience<'a>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(s) = seq.next_element::<Str<'a>>()? {
+                    out.push(s.0);
+                }
+                Ok(Audience(out))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// `scp`: an array of strings (or one string), joined with spaces.
+pub(super) struct Scopes(pub(super) String);
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scopes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scopes, E> {
+                Ok(Scopes(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scopes, A::Error> {
+                let mut out = String::new();
+                while let Some(s) = seq.next_element::<Str<'de>>()? {
+                    // One scope per element: a space inside one would smuggle in another.
+                    if s.0.is_empty() || s.0.contains(' ') {
+                        return Err(de::Error::custom("a scope holds a space or is empty"));
+                    }
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(&s.0);
+                }
+                Ok(Scopes(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The member names of a claims object, for `require_claims` beyond the registered ones.
+pub(super) struct ClaimNames(pub(super) Vec<String>);
+
+impl ClaimNames {
+    pub(super) fn from_payload(payload: &[u8]) -> Result<Self, TokenError> {
+        serde_json::from_slice(payload).map_err(|_| TokenError::Claims)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimNames {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClaimNames;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = map.next_key::<Str<'de>>()? {
+                    // `null` counts as absent for a required claim.
+                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
+                        names.push(name.0.into_owned());
+                    }
+                }
+                Ok(ClaimNames(names))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
