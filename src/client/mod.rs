@@ -89,6 +89,6 @@ pub use layer::RefreshLayer;
 pub use refresher::{
     OAuthRefresher, RefreshFailure, RefreshedTokens, Refresher, RefresherFn, refresher_fn,
 };
-pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, Tee, TeeBodies};
+pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, TeeBodies};
 pub use service::Refresh;
 pub use session::{InvalidToken, Session, SessionEvent, Stats, TokenSet, Tokens};
