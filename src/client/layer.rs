@@ -1,150 +1,23 @@
-//! [`RefreshLayer`]: the configuration of the refreshing client.
+//! [`RefreshLayer`]: the configuration of the refreshing client, and nothing else.
+//!
+//! What the options mean per request lives with the code that reads them: the plan (refresh
+//! first, or send) in `config.rs`, what counts as a rejection in `rejection.rs`, how a refresh
+//! runs in `session/flight.rs`.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::WWW_AUTHENTICATE;
-use http::{HeaderMap, HeaderName, Response, StatusCode};
-use tokio::time::Instant;
+use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
+use super::config::{Config, Early, Shared};
 use super::refresher::Refresher;
+use super::rejection::RejectionRule;
 use super::replay::{CloneBodies, NoReplay, ReplayBody, TeeBodies};
 use super::service::Refresh;
-use super::session::{RefreshSettings, Session, TokenSet, TokenState};
-
-/// When to refresh before the access token expires.
-#[derive(Debug, Clone, Copy)]
-enum Early {
-    /// The larger of 30 s and a tenth of the lifetime.
-    Auto,
-    Fixed(Duration),
-    Off,
-}
-
-/// What to do with a request, decided from its tokens.
-pub(crate) enum Plan {
-    /// The token is inside the early window: refresh, then send.
-    Refresh,
-    /// Send now; `keep` a copy of the request for a replay.
-    Send { keep: bool },
-}
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-/// What counts as "token rejected".
-type Predicate = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
-
-/// Everything a [`Refresh`] service shares: the session, the settings and the replay policy.
-pub(crate) struct Shared<P> {
-    pub(crate) session: Session,
-    pub(crate) settings: Arc<RefreshSettings>,
-    pub(crate) policy: P,
-    early: Early,
-    pub(crate) max_replays: usize,
-    require_invalid_token: bool,
-    grpc: bool,
-    predicate: Option<Predicate>,
-    pub(crate) pass_through: bool,
-    pub(crate) raw_authorization: bool,
-    replay_always: bool,
-}
-
-impl<P: Clone> Clone for Shared<P> {
-    fn clone(&self) -> Self {
-        Self {
-            session: self.session.clone(),
-            settings: Arc::clone(&self.settings),
-            policy: self.policy.clone(),
-            early: self.early,
-            max_replays: self.max_replays,
-            require_invalid_token: self.require_invalid_token,
-            grpc: self.grpc,
-            predicate: self.predicate.clone(),
-            pass_through: self.pass_through,
-            raw_authorization: self.raw_authorization,
-            replay_always: self.replay_always,
-        }
-    }
-}
-
-impl<P> Shared<P> {
-    /// What to do with a request carrying `tokens`: refresh first, or send (keeping a copy
-    /// for a replay or not). Reads the clock only when the tokens' expiry is known.
-    pub(crate) fn plan(&self, tokens: &TokenState) -> Plan {
-        let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
-            // Unknown expiry: a rejection may come any time.
-            return Plan::Send {
-                keep: self.max_replays > 0,
-            };
-        };
-        let now = Instant::now();
-        // Never more than half the lifetime, so short-lived tokens are not refreshed on every
-        // request.
-        let early = match self.early {
-            Early::Off => None,
-            Early::Auto => Some(Duration::from_secs(30).max(lifetime / 10)),
-            Early::Fixed(early) => Some(early),
-        };
-        // An access-only session uses its token until it expires.
-        if tokens.can_refresh()
-            && early.is_some_and(|early| now + early.min(lifetime / 2) >= expires_at)
-        {
-            return Plan::Refresh;
-        }
-        // Rejections come near expiry; in the first half of its lifetime a token is not
-        // worth a copy of every request.
-        Plan::Send {
-            keep: self.max_replays > 0 && (self.replay_always || now + lifetime / 2 >= expires_at),
-        }
-    }
-
-    /// Whether `response` says the token was rejected.
-    pub(crate) fn rejects<B>(&self, response: &Response<B>) -> bool {
-        let (status, headers) = (response.status(), response.headers());
-        if self.predicate.as_ref().is_some_and(|p| p(status, headers)) {
-            return true;
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            return !self.require_invalid_token
-                || headers
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .any(|v| says_invalid_token(v.as_bytes()));
-        }
-        // A trailers-only gRPC answer (HTTP 200) carries its status in the headers.
-        self.grpc && status == StatusCode::OK && headers.get(GRPC_STATUS).is_some_and(|s| s == "16")
-    }
-}
-
-/// Whether a `WWW-Authenticate` value carries `error="invalid_token"` (quoted or not, any
-/// case: RFC 7235 auth-params), whatever else it holds.
-fn says_invalid_token(value: &[u8]) -> bool {
-    let value = value.to_ascii_lowercase();
-    let mut at = 0;
-    while let Some(found) = value[at..].windows(5).position(|w| w == b"error") {
-        let start = at + found;
-        at = start + 5;
-        let boundary = start == 0 || matches!(value[start - 1], b' ' | b',' | b'\t');
-        let rest = value[at..].trim_ascii_start();
-        let Some(rest) = rest.strip_prefix(b"=") else {
-            continue;
-        };
-        let rest = rest.trim_ascii_start();
-        let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
-        if boundary
-            && rest.starts_with(b"invalid_token")
-            && rest
-                .get(13)
-                .is_none_or(|c| matches!(c, b'"' | b',' | b' ' | b'\t'))
-        {
-            return true;
-        }
-    }
-    false
-}
+use super::session::{RefreshSettings, Session, TokenSet};
 
 /// Attaches the session's access token to every request, refreshing it silently.
 ///
@@ -152,30 +25,24 @@ fn says_invalid_token(value: &[u8]) -> bool {
 ///
 /// Defaults: refresh early when the token is within the larger of 30 s and a tenth of its
 /// lifetime (at most half of it) of expiry; replay a rejected request once (when it kept a
-/// copy: see [`replay_always`](Self::replay_always)); wait at most 15 s
-/// for a refresh, which itself (with the `on_refresh` hook) may take 10 s; at most 65,536 waiting requests; at most 4
-/// refreshes in 2 s (the loop guard); "rejected" is a 401 or a gRPC `UNAUTHENTICATED`; a
+/// copy: see [`replay_always`](Self::replay_always)); wait at most 15 s for a refresh, which
+/// itself (with the `on_refresh` hook) may take 10 s; at most 65,536 waiting requests; at most
+/// 4 refreshes in 2 s (the loop guard); "rejected" is a 401 or a gRPC `UNAUTHENTICATED`; a
 /// request without tokens fails with `NotAuthenticated`; `Clone` bodies are replayed.
+#[derive(Clone)]
 pub struct RefreshLayer<P = CloneBodies> {
     shared: Arc<Shared<P>>,
 }
 
-impl<P: Clone> Clone for RefreshLayer<P> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
 impl<P> fmt::Debug for RefreshLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.shared.config;
         f.debug_struct("RefreshLayer")
-            .field("session", &self.shared.session)
-            .field("early", &self.shared.early)
-            .field("max_replays", &self.shared.max_replays)
-            .field("wait_timeout", &self.shared.settings.wait_timeout)
-            .field("refresh_timeout", &self.shared.settings.refresh_timeout)
+            .field("session", &config.session)
+            .field("early", &config.early)
+            .field("max_replays", &config.max_replays)
+            .field("wait_timeout", &config.settings.wait_timeout)
+            .field("refresh_timeout", &config.settings.refresh_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -203,25 +70,25 @@ impl RefreshLayer {
         };
         Self {
             shared: Arc::new(Shared {
-                session,
-                settings: Arc::new(settings),
+                config: Config {
+                    session,
+                    settings: Arc::new(settings),
+                    early: Early::Auto,
+                    max_replays: 1,
+                    rejection: RejectionRule::new(),
+                    pass_through: false,
+                    raw_authorization: false,
+                    replay_always: false,
+                },
                 policy: CloneBodies,
-                early: Early::Auto,
-                max_replays: 1,
-                require_invalid_token: false,
-                grpc: true,
-                predicate: None,
-                pass_through: false,
-                raw_authorization: false,
-                replay_always: false,
             }),
         }
     }
 }
 
 impl<P: Clone> RefreshLayer<P> {
-    fn with(mut self, f: impl FnOnce(&mut Shared<P>)) -> Self {
-        f(Arc::make_mut(&mut self.shared));
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut Arc::make_mut(&mut self.shared).config);
         self
     }
 
@@ -231,7 +98,12 @@ impl<P: Clone> RefreshLayer<P> {
 
     /// The session this layer refreshes.
     pub fn session(&self) -> &Session {
-        &self.shared.session
+        &self.shared.config.session
+    }
+
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
     }
 
     /// Refresh before sending when the token expires within `window` (at most half its
@@ -289,7 +161,7 @@ impl<P: Clone> RefreshLayer<P> {
     /// (RFC 6750), not for every 401.
     #[must_use]
     pub fn require_invalid_token(self) -> Self {
-        self.with(|s| s.require_invalid_token = true)
+        self.with(|s| s.rejection.require_invalid_token = true)
     }
 
     /// Do not treat gRPC `UNAUTHENTICATED` (status 16) answers as "token rejected".
@@ -299,7 +171,7 @@ impl<P: Clone> RefreshLayer<P> {
     /// response cannot be acted on before the body is read.
     #[must_use]
     pub fn ignore_grpc_status(self) -> Self {
-        self.with(|s| s.grpc = false)
+        self.with(|s| s.rejection.grpc = false)
     }
 
     /// Also treat responses for which `predicate` is true as "token rejected".
@@ -308,7 +180,7 @@ impl<P: Clone> RefreshLayer<P> {
     where
         F: Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
     {
-        self.with(|s| s.predicate = Some(Arc::new(predicate)))
+        self.with(|s| s.rejection.predicate = Some(Arc::new(predicate)))
     }
 
     /// Send requests as they are while the session has no tokens, instead of failing.
@@ -331,7 +203,8 @@ impl<P: Clone> RefreshLayer<P> {
     }
 
     /// Send the bare token as `Authorization: <token>`, without the `Bearer` scheme, for
-    /// legacy servers that expect it (the original NestJS backend, for one).
+    /// legacy servers that expect it (the NestJS backend this crate's examples replace, for
+    /// one).
     #[must_use]
     pub fn raw_authorization(self) -> Self {
         self.with(|s| s.raw_authorization = true)
@@ -364,21 +237,9 @@ impl<P: Clone> RefreshLayer<P> {
 
     /// Keeps bodies for replays with `policy`.
     pub fn replay<Q: Clone>(self, policy: Q) -> RefreshLayer<Q> {
-        let shared = Arc::unwrap_or_clone(self.shared);
+        let Shared { config, .. } = Arc::unwrap_or_clone(self.shared);
         RefreshLayer {
-            shared: Arc::new(Shared {
-                session: shared.session,
-                settings: shared.settings,
-                policy,
-                early: shared.early,
-                max_replays: shared.max_replays,
-                require_invalid_token: shared.require_invalid_token,
-                grpc: shared.grpc,
-                predicate: shared.predicate,
-                pass_through: shared.pass_through,
-                raw_authorization: shared.raw_authorization,
-                replay_always: shared.replay_always,
-            }),
+            shared: Arc::new(Shared { config, policy }),
         }
     }
 
@@ -394,76 +255,5 @@ impl<P: Clone> RefreshLayer<P> {
     /// Keeps no bodies: a rejected request gets its 401 back after the refresh.
     pub fn no_replay(self) -> RefreshLayer<NoReplay> {
         self.replay(NoReplay)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::refresher_fn;
-
-    fn shared(layer: RefreshLayer) -> Arc<Shared<CloneBodies>> {
-        layer.shared
-    }
-
-    fn layer() -> RefreshLayer {
-        let refresher =
-            refresher_fn(|_| async { Err(crate::client::RefreshFailure::transient("unused")) });
-        RefreshLayer::new(Session::new(), refresher)
-    }
-
-    fn response(status: u16, headers: &[(&'static str, &[u8])]) -> Response<()> {
-        let mut response = Response::new(());
-        *response.status_mut() = StatusCode::from_u16(status).unwrap();
-        for (name, value) in headers {
-            response
-                .headers_mut()
-                .append(*name, http::HeaderValue::from_bytes(value).unwrap());
-        }
-        response
-    }
-
-    #[test]
-    fn a_401_is_a_rejection_unless_invalid_token_is_required() {
-        let any = shared(layer());
-        assert!(any.rejects(&response(401, &[])));
-        assert!(!any.rejects(&response(403, &[])));
-        assert!(!any.rejects(&response(200, &[])));
-        let strict = shared(layer().require_invalid_token());
-        assert!(!strict.rejects(&response(401, &[])));
-        for challenge in [
-            &b"Bearer realm=\"api\", error=\"invalid_token\""[..],
-            b"Bearer error=invalid_token",
-            b"BEARER ERROR = \"INVALID_TOKEN\"",
-            b"Bearer error=\"invalid_token\", error_description=\"\xe4\xbb\xa4\xe7\x89\x8c\"",
-        ] {
-            assert!(
-                strict.rejects(&response(401, &[("www-authenticate", challenge)])),
-                "{challenge:?}"
-            );
-        }
-        for challenge in [
-            &b"Bearer error=\"invalid_request\""[..],
-            b"Bearer error_description=\"invalid_token\"",
-            b"Bearer error=\"invalid_token_type\"",
-            b"Bearer realm=\"myerror=invalid_token\"",
-        ] {
-            assert!(
-                !strict.rejects(&response(401, &[("www-authenticate", challenge)])),
-                "{challenge:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn grpc_unauthenticated_in_headers_and_the_predicate() {
-        let layer = shared(layer());
-        assert!(layer.rejects(&response(200, &[("grpc-status", b"16")])));
-        assert!(!layer.rejects(&response(200, &[("grpc-status", b"7")])));
-        let deaf = shared(self::layer().ignore_grpc_status());
-        assert!(!deaf.rejects(&response(200, &[("grpc-status", b"16")])));
-        let custom =
-            shared(self::layer().rejected_when(|status, _| status == StatusCode::FORBIDDEN));
-        assert!(custom.rejects(&response(403, &[])));
     }
 }

@@ -31,6 +31,22 @@
 //! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`] and the
 //! next request may refresh again.
 //!
+//! # Layout
+//!
+//! - `layer.rs`: [`RefreshLayer`], configuration only; `config.rs`: what its services share,
+//!   and the per-request plan (refresh first, or send and keep a copy for a replay);
+//!   `rejection.rs`: what counts as "token rejected".
+//! - `service.rs`: [`Refresh`], which attaches the token; `future.rs`: [`ResponseFuture`], the
+//!   hot path; `recovery.rs`: the slow paths (refreshing first, recovering from a rejection,
+//!   driving the replays).
+//! - `session/`: the [`Session`] (`mod.rs`), its tokens (`tokens.rs`), and the single-flight
+//!   refresh where waiting requests wake up (`flight.rs`).
+//! - `refresher/`: the [`Refresher`] trait, [`refresher_fn`] (`closure.rs`) and
+//!   [`OAuthRefresher`] (`oauth.rs`).
+//! - `replay/`: the [`ReplayPolicy`] trait with [`CloneBodies`] and [`NoReplay`]; [`TeeBodies`]
+//!   in `tee.rs`.
+//! - `error.rs`: [`Error`].
+//!
 //! # Example: hyper-util
 //!
 //! ```
@@ -75,10 +91,13 @@
 //! # let _ = channel; Ok(()) }
 //! ```
 
+mod config;
 mod error;
 mod future;
 mod layer;
+mod recovery;
 mod refresher;
+mod rejection;
 mod replay;
 mod service;
 mod session;
@@ -89,6 +108,6 @@ pub use layer::RefreshLayer;
 pub use refresher::{
     OAuthRefresher, RefreshFailure, RefreshedTokens, Refresher, RefresherFn, refresher_fn,
 };
-pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, Tee, TeeBodies};
+pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, TeeBodies};
 pub use service::Refresh;
 pub use session::{InvalidToken, Session, SessionEvent, Stats, TokenSet, Tokens};

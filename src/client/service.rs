@@ -8,9 +8,10 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::config::{Plan, Shared};
 use super::error::Error;
-use super::future::{Kept, ResponseFuture, Template, proactive};
-use super::layer::{Plan, Shared};
+use super::future::ResponseFuture;
+use super::recovery::{Kept, refresh_first};
 use super::replay::{CloneBodies, ReplayPolicy};
 use crate::BoxError;
 
@@ -34,7 +35,7 @@ impl<S: fmt::Debug, P> fmt::Debug for Refresh<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Refresh")
             .field("inner", &self.inner)
-            .field("session", &self.shared.session)
+            .field("session", &self.shared.config.session)
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +61,13 @@ impl<S, P> Refresh<S, P> {
     }
 }
 
+/// Takes the ready instance out of `service`, leaving a fresh clone in its place: the future
+/// then holds the one unit of capacity `poll_ready` reserved, never two.
+fn take_ready<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}
+
 impl<S, B, ResBody, P> Service<Request<B>> for Refresh<S, P>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -79,9 +87,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        let state = shared.session.load();
+        let state = shared.config.session.load();
         let Some(tokens) = &state.tokens else {
-            return if shared.pass_through {
+            return if shared.config.pass_through {
                 ResponseFuture::pass_through(self.inner.call(req))
             } else {
                 ResponseFuture::failed(Error::NotAuthenticated)
@@ -91,39 +99,23 @@ where
             return ResponseFuture::failed(Error::SessionExpired);
         }
         let generation = state.generation;
-        let keep = match shared.plan(&tokens.0) {
+        let keep = match shared.config.plan(&tokens.0) {
             Plan::Send { keep } => keep,
             Plan::Refresh => {
-                // Refresh first, then send. The ready instance moves into the future (one unit
-                // of capacity held while waiting, never two); `self` keeps a fresh clone.
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                return ResponseFuture::slow(Box::pin(proactive(
-                    Arc::clone(shared),
-                    service,
-                    req,
-                    generation,
-                )));
+                let service = take_ready(&mut self.inner);
+                let slow = refresh_first(Arc::clone(shared), service, req, generation);
+                return ResponseFuture::slow(Box::pin(slow));
             }
         };
-        req.headers_mut().insert(
-            AUTHORIZATION,
-            tokens.0.header(shared.raw_authorization).clone(),
-        );
+        let authorization = tokens.0.header(shared.config.raw_authorization).clone();
+        req.headers_mut().insert(AUTHORIZATION, authorization);
         drop(state);
-        if !keep {
-            let future = self.inner.call(req);
-            return ResponseFuture::first(future, None, Arc::clone(shared), generation);
-        }
-        let (parts, body) = req.into_parts();
-        let (body, kept) = shared.policy.keep(body);
-        let kept = kept.map(|kept| Kept {
-            template: Template::of(&parts),
-            body: kept,
-            // Replays go through a clone, driven to readiness when needed.
-            service: self.inner.clone(),
-        });
-        let future = self.inner.call(Request::from_parts(parts, body));
+        let (req, kept) = if keep {
+            Kept::split(&shared.policy, req, &self.inner)
+        } else {
+            (req, None)
+        };
+        let future = self.inner.call(req);
         ResponseFuture::first(future, kept, Arc::clone(shared), generation)
     }
 }

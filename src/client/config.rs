@@ -1,0 +1,95 @@
+//! What every [`Refresh`](super::Refresh) service of one layer shares, and the per-request
+//! plan read from it: refresh first, or send (keeping a copy for a replay or not).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::error::Error;
+use super::rejection::RejectionRule;
+use super::session::{RefreshSettings, Session, TokenState};
+
+/// Everything a [`Refresh`](super::Refresh) service shares: the configuration and the replay
+/// policy, apart so that changing the policy moves the rest whole.
+#[derive(Clone)]
+pub(crate) struct Shared<P> {
+    pub(crate) config: Config,
+    pub(crate) policy: P,
+}
+
+/// The layer's configuration, but for the replay policy.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) session: Session,
+    pub(crate) settings: Arc<RefreshSettings>,
+    pub(crate) early: Early,
+    pub(crate) max_replays: usize,
+    pub(crate) rejection: RejectionRule,
+    pub(crate) pass_through: bool,
+    pub(crate) raw_authorization: bool,
+    pub(crate) replay_always: bool,
+}
+
+/// When to refresh before the access token expires.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Early {
+    /// The larger of 30 s and a tenth of the lifetime.
+    Auto,
+    Fixed(Duration),
+    Off,
+}
+
+/// What to do with a request, decided from its tokens.
+pub(crate) enum Plan {
+    /// The token is inside the early window: refresh, then send.
+    Refresh,
+    /// Send now; `keep` a copy of the request for a replay.
+    Send { keep: bool },
+}
+
+impl Config {
+    /// What to do with a request carrying `tokens`: refresh first, or send (keeping a copy
+    /// for a replay or not). Reads the clock only when the tokens' expiry is known.
+    pub(crate) fn plan(&self, tokens: &TokenState) -> Plan {
+        let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
+            // Unknown expiry: a rejection may come any time.
+            return Plan::Send {
+                keep: self.max_replays > 0,
+            };
+        };
+        let now = Instant::now();
+        // Never more than half the lifetime, so short-lived tokens are not refreshed on every
+        // request.
+        let early = match self.early {
+            Early::Off => None,
+            Early::Auto => Some(Duration::from_secs(30).max(lifetime / 10)),
+            Early::Fixed(early) => Some(early),
+        };
+        // An access-only session uses its token until it expires.
+        if tokens.can_refresh()
+            && early.is_some_and(|early| now + early.min(lifetime / 2) >= expires_at)
+        {
+            return Plan::Refresh;
+        }
+        // Rejections come near expiry; in the first half of its lifetime a token is not
+        // worth a copy of every request.
+        Plan::Send {
+            keep: self.max_replays > 0 && (self.replay_always || now + lifetime / 2 >= expires_at),
+        }
+    }
+
+    /// The `Authorization` value of the session's current tokens, and their generation.
+    pub(crate) fn authorization(&self) -> Result<(HeaderValue, u64), Error> {
+        let state = self.session.load();
+        if state.expired {
+            return Err(Error::SessionExpired);
+        }
+        let Some(tokens) = &state.tokens else {
+            return Err(Error::NotAuthenticated);
+        };
+        let header = tokens.0.header(self.raw_authorization).clone();
+        Ok((header, state.generation))
+    }
+}

@@ -1,0 +1,183 @@
+//! The slow paths of [`ResponseFuture`](super::ResponseFuture): refreshing before sending,
+//! and recovering from a rejection by refreshing and replaying.
+//!
+//! Both run as one boxed future, since they are rare. Every replay drives the service it
+//! goes through to readiness again, and a request waiting for a refresh holds no capacity of
+//! the inner service but the one ready instance it was called with.
+
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::config::{Config, Shared};
+use super::error::Error;
+use super::replay::ReplayPolicy;
+use super::session::{Joined, Session};
+use crate::BoxError;
+
+/// What a request keeps for a replay: its head, the kept body, and a service to send it
+/// through.
+pub(crate) struct Kept<S, K> {
+    parts: Parts,
+    body: K,
+    service: S,
+}
+
+impl<S: Clone, K> Kept<S, K> {
+    /// Splits `request` into the one to send now and, if `policy` keeps its body, what a
+    /// replay needs; replays go through a clone of `service`, driven to readiness when needed.
+    pub(crate) fn split<B, P>(
+        policy: &P,
+        request: Request<B>,
+        service: &S,
+    ) -> (Request<B>, Option<Self>)
+    where
+        P: ReplayPolicy<B, Kept = K>,
+    {
+        let (parts, body) = request.into_parts();
+        let (body, kept) = policy.keep(body);
+        let kept = kept.map(|body| Self {
+            parts: parts.clone(),
+            body,
+            service: service.clone(),
+        });
+        (Request::from_parts(parts, body), kept)
+    }
+}
+
+/// Waits until the session holds tokens newer than generation `seen`: at once if it does,
+/// else by joining or starting the refresh.
+async fn refresh_after(config: &Config, seen: u64) -> Result<(), Error> {
+    match config.session.join(seen, &config.settings)? {
+        Joined::Newer => Ok(()),
+        Joined::Wait(waiter) => config.session.wait(waiter, &config.settings).await,
+    }
+}
+
+/// Drives `service` to readiness, then sends `request` through it.
+async fn send<S, B>(service: &mut S, request: Request<B>) -> Result<S::Response, Error>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    let ready = service.ready().await.map_err(Error::inner)?;
+    ready.call(request).await.map_err(Error::inner)
+}
+
+/// The body to send; when another replay may follow (`again`), a copy of it goes into `kept`
+/// first.
+fn keep_again<B, P: ReplayPolicy<B>>(
+    policy: &P,
+    body: B,
+    kept: &mut Option<P::Kept>,
+    again: bool,
+) -> B {
+    if !again {
+        return body;
+    }
+    let (send, keep) = policy.keep(body);
+    *kept = keep;
+    send
+}
+
+/// After a rejection: get newer tokens (a stale rejection needs no refresh), then replay, at
+/// most `max_replays` times. Without a kept body, the refresh still happens and the rejection
+/// is returned, so the next request succeeds.
+pub(crate) async fn recover<S, B, ResBody, P>(
+    shared: Arc<Shared<P>>,
+    kept: Option<Kept<S, P::Kept>>,
+    mut seen: u64,
+    mut rejected: Response<ResBody>,
+) -> Result<Response<ResBody>, Error>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
+{
+    let (config, policy) = (&shared.config, &shared.policy);
+    let Some(Kept {
+        parts,
+        body,
+        mut service,
+    }) = kept
+    else {
+        refresh_after(config, seen).await?;
+        return Ok(rejected);
+    };
+    let mut body = Some(body);
+    for replay in 0..config.max_replays {
+        let stale = config.session.load().generation > seen;
+        let Some(next_body) = body.take().and_then(|kept| policy.rebuild(kept)) else {
+            // Nothing to replay: still refresh, so the next request succeeds.
+            refresh_after(config, seen).await?;
+            return Ok(rejected);
+        };
+        // The rejection will not be returned: let its connection go before waiting.
+        drop(rejected);
+        refresh_after(config, seen).await?;
+        let (authorization, generation) = config.authorization()?;
+        seen = generation;
+        let last = replay + 1 == config.max_replays;
+        let next_body = keep_again(policy, next_body, &mut body, !last);
+        config.session.count_replay(stale);
+        tracing::debug!(stale, "replaying a rejected request");
+        let mut request = Request::from_parts(parts.clone(), next_body);
+        request.headers_mut().insert(AUTHORIZATION, authorization);
+        let response = send(&mut service, request).await?;
+        if !config.rejection.matches(&response) {
+            return Ok(response);
+        }
+        rejected = response;
+    }
+    if config.max_replays == 0 {
+        refresh_after(config, seen).await?;
+    }
+    Ok(rejected)
+}
+
+/// The token is about to expire: refresh first, then send. If the refresh fails but the
+/// token is still valid, send with it anyway.
+pub(crate) async fn refresh_first<S, B, ResBody, P>(
+    shared: Arc<Shared<P>>,
+    mut service: S,
+    mut request: Request<B>,
+    seen: u64,
+) -> Result<Response<ResBody>, Error>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    P: ReplayPolicy<B>,
+{
+    let config = &shared.config;
+    if let Err(error) = refresh_after(config, seen).await {
+        let still_valid = still_valid(&config.session);
+        if matches!(error, Error::SessionExpired | Error::NotAuthenticated) || !still_valid {
+            return Err(error);
+        }
+        tracing::debug!(%error, "early refresh failed; sending with the current token");
+    }
+    let (authorization, generation) = config.authorization()?;
+    request.headers_mut().insert(AUTHORIZATION, authorization);
+    let (request, kept) = Kept::split(&shared.policy, request, &service);
+    let response = send(&mut service, request).await?;
+    if !config.rejection.matches(&response) {
+        return Ok(response);
+    }
+    recover(shared, kept, generation, response).await
+}
+
+/// Whether the session's access token may still be sent: not expired, and its expiry (when
+/// known) still ahead.
+fn still_valid(session: &Session) -> bool {
+    let state = session.load();
+    !state.expired
+        && state
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.0.expires_at.is_none_or(|at| Instant::now() < at))
+}

@@ -1,0 +1,241 @@
+//! [`OAuthRefresher`]: the RFC 6749 §6 refresh over any tower HTTP service.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use super::{RefreshFailure, RefreshedTokens, Refresher};
+use crate::BoxError;
+
+/// An RFC 6749 §6 refresh over any tower HTTP service: `POST` with
+/// `grant_type=refresh_token`, an RFC 6749 §5.1 response back.
+///
+/// An `invalid_grant` answer is permanent (the session expires); any other refusal, and
+/// every transport error, is transient. A 200 that cannot be read is permanent, since the
+/// server has consumed the refresh token. Response bodies over 64 KiB are refused.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+/// use tower_jwt_refresh::client::OAuthRefresher;
+///
+/// let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// let refresher = OAuthRefresher::new(http, "http://127.0.0.1:3000/oauth/token".parse().unwrap())
+///     .client_id("my-app");
+/// # let _ = refresher;
+/// ```
+#[derive(Clone)]
+pub struct OAuthRefresher<S> {
+    client: S,
+    token_url: Uri,
+    client_id: Option<String>,
+}
+
+impl<S> fmt::Debug for OAuthRefresher<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthRefresher")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+impl<S> OAuthRefresher<S> {
+    /// Refreshes at `token_url` through `client`.
+    pub fn new(client: S, token_url: Uri) -> Self {
+        Self {
+            client,
+            token_url,
+            client_id: None,
+        }
+    }
+
+    /// Sends `client_id` with each refresh, as public clients do.
+    #[must_use]
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The form `POST` that trades `refresh_token`.
+    fn request(&self, refresh_token: &str) -> Request<Full<Bytes>> {
+        let mut form = form_urlencoded(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ]);
+        if let Some(id) = &self.client_id {
+            form.push('&');
+            form.push_str(&form_urlencoded(&[("client_id", id)]));
+        }
+        let mut request = Request::new(Full::new(Bytes::from(form)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.token_url.clone();
+        let headers = request.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        request
+    }
+}
+
+impl<S, B> Refresher for OAuthRefresher<S>
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn refresh(&self, refresh_token: &str) -> Result<RefreshedTokens, RefreshFailure> {
+        let response = self
+            .client
+            .clone()
+            .oneshot(self.request(refresh_token))
+            .await
+            .map_err(|e| RefreshFailure::Transient(e.into()))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(RefreshFailure::Transient)?
+            .to_bytes();
+        if status == StatusCode::OK {
+            read_tokens(&body)
+        } else {
+            Err(read_refusal(status, &body))
+        }
+    }
+}
+
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// The RFC 6749 §5.1 fields read.
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in: Option<Seconds>,
+}
+
+/// `expires_in`: a number (some servers send `3599.0`), or a string of one. A value that is
+/// not a positive number leaves the lifetime unknown rather than failing the response: the
+/// server has rotated already.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(f64),
+    Text(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Seconds {
+    fn duration(&self) -> Option<Duration> {
+        let seconds = match self {
+            Self::Number(n) => *n,
+            Self::Text(s) => s.trim().parse().ok()?,
+            Self::Other(_) => return None,
+        };
+        (seconds.is_finite() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
+    }
+}
+
+/// The RFC 6749 §5.2 error code of a refusal.
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: String,
+}
+
+/// The tokens of a 200 answer.
+fn read_tokens(body: &[u8]) -> Result<RefreshedTokens, RefreshFailure> {
+    // The server has consumed the refresh token: an answer we cannot read leaves nothing to
+    // retry with, so the session is over.
+    let parsed: TokenResponse = serde_json::from_slice(body)
+        .map_err(|e| RefreshFailure::permanent(format!("unreadable token response: {e}")))?;
+    Ok(RefreshedTokens {
+        access_token: parsed.access_token,
+        refresh_token: parsed.refresh_token,
+        expires_in: parsed.expires_in.as_ref().and_then(Seconds::duration),
+    })
+}
+
+/// The failure a refusal stands for.
+fn read_refusal(status: StatusCode, body: &[u8]) -> RefreshFailure {
+    let code = serde_json::from_slice::<ErrorResponse>(body)
+        .map(|e| e.error)
+        .ok();
+    let message = format!(
+        "refresh answered {status} ({})",
+        code.as_deref().unwrap_or("no error code")
+    );
+    // Only `invalid_grant` says the refresh token itself is dead; anything else (a
+    // misconfigured client, a proxy, a 5xx) may pass and must not end sessions.
+    if code.as_deref() == Some("invalid_grant") {
+        RefreshFailure::permanent(message)
+    } else {
+        RefreshFailure::transient(message)
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs.
+fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    const SAFE: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, SAFE),
+                utf8_percent_encode(v, SAFE)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_escapes_everything_but_unreserved() {
+        assert_eq!(
+            form_urlencoded(&[("a", "b c+d/e=f&g.h~i")]),
+            "a=b%20c%2Bd%2Fe%3Df%26g.h~i"
+        );
+    }
+
+    #[test]
+    fn expires_in_is_read_leniently() {
+        let read = |json: &str| {
+            serde_json::from_str::<TokenResponse>(&format!(
+                r#"{{"access_token":"a","expires_in":{json}}}"#
+            ))
+            .unwrap()
+            .expires_in
+            .and_then(|s| s.duration())
+        };
+        assert_eq!(read("3599"), Some(Duration::from_secs(3599)));
+        assert_eq!(read("3599.0"), Some(Duration::from_secs(3599)));
+        assert_eq!(read(r#""60""#), Some(Duration::from_secs(60)));
+        for unknown in ["0", "-1", "null", r#""soon""#, "{}"] {
+            assert_eq!(read(unknown), None, "{unknown}");
+        }
+    }
+}

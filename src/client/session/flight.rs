@@ -1,0 +1,355 @@
+//! The single-flight refresh: one refresh per session at a time, in a task of its own, and
+//! the requests waiting for it.
+//!
+//! Laid out as tower's `buffer/worker.rs`: `Session::join` is the front (join the flight in
+//! progress, or start one), `run_refresh` the worker task, and `Finish` the one place a
+//! flight ends. A waiting request wakes in `Session::wait`, when `Finish` publishes the
+//! outcome on the flight's `watch` channel, or when its wait timeout passes.
+//!
+//! Where tower's buffer queues every caller unbounded, a flight bounds its waiters
+//! (`max_waiters`), their wait (`wait_timeout`), the refresh (`refresh_timeout`) and how often
+//! refreshes may start (the loop guard).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{Instrument as _, Span};
+
+use super::Session;
+use super::tokens::{TokenSet, Tokens};
+use crate::client::error::Error;
+use crate::client::refresher::{DynRefresher, RefreshFailure, RefreshedTokens};
+
+/// How a refresh is run: the layer's settings.
+#[derive(Clone)]
+pub(crate) struct RefreshSettings {
+    pub(crate) refresher: Arc<dyn DynRefresher>,
+    pub(crate) wait_timeout: Duration,
+    pub(crate) refresh_timeout: Duration,
+    pub(crate) max_waiters: usize,
+    pub(crate) loop_limit: usize,
+    pub(crate) loop_window: Duration,
+    pub(crate) on_refresh: Option<OnRefresh>,
+    pub(crate) on_session_expired: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// The `on_refresh` hook: awaited before waiters are released.
+pub(crate) type OnRefresh =
+    Arc<dyn Fn(TokenSet) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A flight's outcome, `None` until it lands.
+type Outcome = Option<Result<(), Error>>;
+
+/// What the session's mutex guards: the flight in progress and the loop guard.
+#[derive(Default)]
+pub(super) struct Control {
+    flight: Option<Flight>,
+    /// Start times of recent refreshes, for the loop guard.
+    recent: VecDeque<Instant>,
+    next_flight: u64,
+}
+
+/// The refresh in progress for one generation of tokens.
+struct Flight {
+    id: u64,
+    generation: u64,
+    outcome: watch::Receiver<Outcome>,
+    waiters: Arc<AtomicUsize>,
+}
+
+/// The result of asking for tokens newer than a generation.
+pub(crate) enum Joined {
+    /// Newer tokens are already installed.
+    Newer,
+    /// Wait for the refresh in flight.
+    Wait(Waiter),
+}
+
+/// A place among a refresh's waiters; leaving frees it.
+pub(crate) struct Waiter {
+    outcome: watch::Receiver<Outcome>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Flight {
+    /// One more waiter, unless `max_waiters` already wait.
+    fn join(&self, max_waiters: usize) -> Result<Waiter, Error> {
+        if self.waiters.fetch_add(1, Ordering::AcqRel) >= max_waiters {
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Overloaded);
+        }
+        Ok(Waiter {
+            outcome: self.outcome.clone(),
+            count: Arc::clone(&self.waiters),
+        })
+    }
+}
+
+impl Control {
+    /// The loop guard: at most `loop_limit` refreshes start within any `loop_window`.
+    fn admit(&mut self, settings: &RefreshSettings) -> Result<(), Error> {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= settings.loop_window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= settings.loop_limit {
+            tracing::warn!(limit = settings.loop_limit, "refresh loop guard tripped");
+            return Err(Error::RefreshLoop);
+        }
+        self.recent.push_back(now);
+        Ok(())
+    }
+
+    /// Records a new flight for `generation`, whose first waiter is the caller.
+    fn start(&mut self, generation: u64) -> (u64, watch::Sender<Outcome>, Waiter) {
+        let (tx, outcome) = watch::channel(None);
+        let waiters = Arc::new(AtomicUsize::new(1));
+        let id = self.next_flight;
+        self.next_flight += 1;
+        self.flight = Some(Flight {
+            id,
+            generation,
+            outcome: outcome.clone(),
+            waiters: Arc::clone(&waiters),
+        });
+        let waiter = Waiter {
+            outcome,
+            count: waiters,
+        };
+        (id, tx, waiter)
+    }
+}
+
+impl Session {
+    /// Asks for tokens newer than generation `seen`: at once if they exist, else by joining
+    /// the refresh in flight or starting one.
+    pub(crate) fn join(&self, seen: u64, settings: &Arc<RefreshSettings>) -> Result<Joined, Error> {
+        let mut control = self.control();
+        let state = self.shared.state.load();
+        if state.expired {
+            return Err(Error::SessionExpired);
+        }
+        if state.generation > seen {
+            return Ok(Joined::Newer);
+        }
+        let Some(tokens) = &state.tokens else {
+            return Err(Error::NotAuthenticated);
+        };
+        if let Some(flight) = control
+            .flight
+            .as_ref()
+            .filter(|f| f.generation == state.generation)
+        {
+            return flight.join(settings.max_waiters).map(Joined::Wait);
+        }
+        let Some(refresh_token) = tokens.refresh_token().map(str::to_owned) else {
+            drop(control);
+            self.expire(state.generation, settings);
+            return Err(Error::SessionExpired);
+        };
+        control.admit(settings)?;
+        let generation = state.generation;
+        let (id, tx, waiter) = control.start(generation);
+        drop(control);
+        drop(state);
+        // Outside the lock: a task dropped at once (a runtime shutting down) ends the flight
+        // through `Finish`, which takes the lock.
+        let finish = Finish {
+            session: self.clone(),
+            id,
+            tx: Some(tx),
+        };
+        spawn_refresh(Arc::clone(settings), refresh_token, generation, finish)?;
+        Ok(Joined::Wait(waiter))
+    }
+
+    /// Waits for the refresh, bounded by the wait timeout: where a waiting request wakes.
+    pub(crate) async fn wait(
+        &self,
+        waiter: Waiter,
+        settings: &RefreshSettings,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut outcome = waiter.outcome.clone();
+        let result =
+            tokio::time::timeout(settings.wait_timeout, outcome.wait_for(Option::is_some)).await;
+        self.count_wait(started.elapsed());
+        drop(waiter);
+        match result {
+            Err(_) => Err(Error::WaitTimeout),
+            Ok(Err(_)) => Err(Error::refresh_failed("refresh task ended without a result")),
+            Ok(Ok(outcome)) => outcome.clone().unwrap_or(Err(Error::WaitTimeout)),
+        }
+    }
+}
+
+/// One refresh as its task runs it: for which generation, and by when.
+struct Task {
+    session: Session,
+    settings: Arc<RefreshSettings>,
+    generation: u64,
+    deadline: Instant,
+    span: Span,
+}
+
+/// Starts the refresh task; without a Tokio runtime, ends the flight at once instead.
+fn spawn_refresh(
+    settings: Arc<RefreshSettings>,
+    refresh_token: String,
+    generation: u64,
+    finish: Finish,
+) -> Result<(), Error> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        let error = Error::refresh_failed("refreshing needs a Tokio runtime");
+        finish.send(Err(error.clone()));
+        return Err(error);
+    }
+    tokio::spawn(run_refresh(settings, refresh_token, generation, finish));
+    Ok(())
+}
+
+/// The refresh task: refresh, install, run the hook, then release the waiters, all within
+/// the refresh timeout.
+async fn run_refresh(
+    settings: Arc<RefreshSettings>,
+    refresh_token: String,
+    generation: u64,
+    finish: Finish,
+) {
+    let task = Task {
+        deadline: Instant::now() + settings.refresh_timeout,
+        span: tracing::info_span!("token_refresh", generation),
+        session: finish.session.clone(),
+        settings,
+        generation,
+    };
+    let refresh = Arc::clone(&task.settings.refresher).refresh_owned(refresh_token.clone());
+    let result = tokio::time::timeout_at(task.deadline, refresh)
+        .instrument(task.span.clone())
+        .await;
+    let outcome = match result {
+        Ok(Ok(new)) => task.accept(new, refresh_token).await,
+        Ok(Err(failure)) => Err(task.failed(failure)),
+        Err(_) => {
+            task.span.in_scope(|| tracing::warn!("refresh timed out"));
+            Err(Error::refresh_failed("refresh timed out"))
+        }
+    };
+    finish.send(task.settle(outcome));
+}
+
+impl Task {
+    /// Installs what the refresher returned, then awaits `on_refresh` with it.
+    async fn accept(&self, new: RefreshedTokens, spent: String) -> Result<(), Error> {
+        let set = match TokenSet::new(Tokens::refreshed(new, spent)) {
+            Ok(set) => set,
+            // The server has rotated already, so the refresh token this replaced is spent, and
+            // tokens that cannot be sent are no session: expire it rather than retry with a
+            // spent token.
+            Err(error) => {
+                self.span.in_scope(
+                    || tracing::warn!(%error, "refreshed access token unusable; session expired"),
+                );
+                return Err(self.expire());
+            }
+        };
+        if !self.session.install(set.clone(), self.generation) {
+            return Ok(());
+        }
+        self.session.count_refresh();
+        self.span.in_scope(|| tracing::debug!("tokens refreshed"));
+        // Persisted before any waiter goes on; only tokens in use.
+        if let Some(hook) = &self.settings.on_refresh
+            && tokio::time::timeout_at(self.deadline, hook(set))
+                .await
+                .is_err()
+        {
+            self.span
+                .in_scope(|| tracing::warn!("on_refresh hook timed out"));
+        }
+        Ok(())
+    }
+
+    /// What a refresher's failure means for the waiters.
+    fn failed(&self, failure: RefreshFailure) -> Error {
+        match failure {
+            RefreshFailure::Permanent(error) => {
+                self.span
+                    .in_scope(|| tracing::warn!(%error, "refresh token refused; session expired"));
+                self.expire()
+            }
+            RefreshFailure::Transient(error) => {
+                self.span
+                    .in_scope(|| tracing::warn!(%error, "refresh failed"));
+                Error::refresh_failed(error)
+            }
+        }
+    }
+
+    fn expire(&self) -> Error {
+        self.session.expire(self.generation, &self.settings);
+        Error::SessionExpired
+    }
+
+    /// Counts a failure, and turns it into success if the application logged in or out
+    /// meanwhile: waiters then re-read the session and go on with its tokens (or learn there
+    /// are none).
+    fn settle(&self, outcome: Result<(), Error>) -> Result<(), Error> {
+        let Err(error) = outcome else {
+            return Ok(());
+        };
+        self.session.count_refresh_failure();
+        let state = self.session.shared.state.load();
+        let moved_on = state.generation != self.generation && !state.expired;
+        if moved_on { Ok(()) } else { Err(error) }
+    }
+}
+
+/// Ends a flight: clears it from the session and releases its waiters, exactly once, even if
+/// the task panics or is dropped.
+struct Finish {
+    session: Session,
+    id: u64,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl Finish {
+    fn send(mut self, outcome: Result<(), Error>) {
+        self.complete(outcome);
+    }
+
+    fn complete(&mut self, outcome: Result<(), Error>) {
+        let Some(tx) = self.tx.take() else { return };
+        let mut control = self.session.control();
+        if control.flight.as_ref().is_some_and(|f| f.id == self.id) {
+            control.flight = None;
+        }
+        drop(control);
+        tx.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            let error = "the refresh task stopped: it panicked, or its runtime shut down";
+            self.complete(Err(Error::refresh_failed(error)));
+        }
+    }
+}

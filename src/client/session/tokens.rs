@@ -1,0 +1,252 @@
+//! The tokens a session holds: [`Tokens`] to log in with, [`TokenSet`] as requests read them,
+//! and the access token's lifetime, read from the JWT when the server gave none.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use crate::client::refresher::RefreshedTokens;
+
+/// Tokens to log in with.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tokens {
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token; without one, an expired access token ends the session.
+    pub refresh_token: Option<String>,
+    /// The access token's lifetime, if the server said (`expires_in`); otherwise it is read
+    /// from the JWT's `exp` claim, without verification.
+    pub expires_in: Option<Duration>,
+}
+
+impl Tokens {
+    /// Tokens with an access token and a refresh token.
+    pub fn new(access_token: impl Into<String>, refresh_token: impl Into<String>) -> Self {
+        Self {
+            access_token: access_token.into(),
+            refresh_token: Some(refresh_token.into()),
+            expires_in: None,
+        }
+    }
+
+    /// Tokens with only an access token: nothing to refresh with.
+    pub fn access_only(access_token: impl Into<String>) -> Self {
+        Self {
+            access_token: access_token.into(),
+            refresh_token: None,
+            expires_in: None,
+        }
+    }
+
+    /// Sets the access token's lifetime.
+    #[must_use]
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires_in = Some(lifetime);
+        self
+    }
+
+    /// What a refresh returned; `spent` stays the refresh token unless the server rotated it.
+    pub(crate) fn refreshed(new: RefreshedTokens, spent: String) -> Self {
+        Self {
+            access_token: new.access_token,
+            refresh_token: Some(new.refresh_token.unwrap_or(spent)),
+            expires_in: new.expires_in,
+        }
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_redacted(f, "Tokens", self.refresh_token.is_some(), self.expires_in)
+    }
+}
+
+/// The `Debug` output of a token bundle: which tokens there are, never the tokens.
+pub(crate) fn debug_redacted(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    has_refresh_token: bool,
+    expires_in: Option<Duration>,
+) -> fmt::Result {
+    f.debug_struct(name)
+        .field("access_token", &"[redacted]")
+        .field("refresh_token", &has_refresh_token.then_some("[redacted]"))
+        .field("expires_in", &expires_in)
+        .finish()
+}
+
+/// The access token cannot be sent: it has characters an HTTP header cannot carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidToken;
+
+impl fmt::Display for InvalidToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("access token has characters a header cannot carry")
+    }
+}
+
+impl std::error::Error for InvalidToken {}
+
+/// The session's current tokens, as the application reads them (to persist them, say).
+#[derive(Clone)]
+pub struct TokenSet(pub(crate) Arc<TokenState>);
+
+/// What a [`TokenSet`] shares: the tokens, their prebuilt header values and their expiry.
+pub(crate) struct TokenState {
+    /// `Bearer <access token>`, built once and shared by every request.
+    bearer: HeaderValue,
+    /// The bare token, for legacy servers (a slice of the same bytes).
+    raw: HeaderValue,
+    access_token: String,
+    refresh_token: Option<String>,
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) lifetime: Option<Duration>,
+}
+
+impl TokenState {
+    /// Whether there is a refresh token to refresh with.
+    pub(crate) fn can_refresh(&self) -> bool {
+        self.refresh_token.is_some()
+    }
+
+    /// The `Authorization` value: `Bearer <token>`, or the bare token.
+    pub(crate) fn header(&self, raw: bool) -> &HeaderValue {
+        if raw { &self.raw } else { &self.bearer }
+    }
+}
+
+impl TokenSet {
+    pub(super) fn new(tokens: Tokens) -> Result<Self, InvalidToken> {
+        let bytes = Bytes::from(format!("Bearer {}", tokens.access_token));
+        let value = |bytes: Bytes| {
+            let mut value = HeaderValue::from_maybe_shared(bytes).map_err(|_| InvalidToken)?;
+            value.set_sensitive(true);
+            Ok::<_, InvalidToken>(value)
+        };
+        let (bearer, raw) = (value(bytes.slice(..))?, value(bytes.slice(7..))?);
+        let lifetime = lifetime(tokens.expires_in, &tokens.access_token);
+        Ok(Self(Arc::new(TokenState {
+            bearer,
+            raw,
+            expires_at: lifetime.map(|l| Instant::now() + l),
+            lifetime,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+        })))
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &str {
+        &self.0.access_token
+    }
+
+    /// The refresh token, if any.
+    pub fn refresh_token(&self) -> Option<&str> {
+        self.0.refresh_token.as_deref()
+    }
+
+    /// When the access token expires, if known.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.0.expires_at
+    }
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"[redacted]")
+            .field("expires_at", &self.0.expires_at)
+            .finish()
+    }
+}
+
+/// The longest lifetime a token is taken to have (about 31 years).
+const MAX_LIFETIME: Duration = Duration::from_secs(1_000_000_000);
+
+/// The access token's lifetime from `expires_in` and the JWT's own claims.
+///
+/// Zero means "unknown" (a server that sends it means nothing by it). With both, the shorter:
+/// `expires_in` counts whole seconds from a truncated `iat`, so it can overstate a JWT's life
+/// by up to a second. Anything above `MAX_LIFETIME` is capped, so no deadline overflows.
+fn lifetime(expires_in: Option<Duration>, access_token: &str) -> Option<Duration> {
+    let expires_in = expires_in.filter(|l| !l.is_zero());
+    match (expires_in, jwt_lifetime(access_token)) {
+        (Some(given), Some(read)) => Some(given.min(read)),
+        (given, read) => given.or(read),
+    }
+    .map(|l| l.min(MAX_LIFETIME))
+}
+
+/// Reads a JWT's `exp` without verifying anything, as the time left until it. With `iat`, it
+/// is also at most `exp - iat`, the lifetime the server gave it: a client clock running behind
+/// the server's would otherwise take an expiring token for a young one.
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: f64,
+        iat: Option<f64>,
+    }
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > 16 * 1024 {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let Exp { exp, iat } = serde_json::from_slice(&json).ok()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let left = match iat {
+        Some(iat) if iat.is_finite() && iat < exp => (exp - now).min(exp - iat),
+        _ => exp - now,
+    };
+    (left.is_finite() && left > 0.0)
+        .then(|| Duration::from_secs_f64(left.min(MAX_LIFETIME.as_secs_f64())))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// An unsigned JWT expiring at `exp`, for lifetime tests.
+    pub(in crate::client::session) fn jwt(exp: u64) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{exp}}}"#));
+        format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig")
+    }
+
+    /// The wall clock in Unix seconds.
+    pub(in crate::client::session) fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn lifetime_comes_from_expires_in_or_the_jwt() {
+        let now = unix_now();
+        let from_jwt = jwt_lifetime(&jwt(now + 100)).unwrap();
+        assert!((98..=100).contains(&from_jwt.as_secs()), "{from_jwt:?}");
+        assert_eq!(jwt_lifetime(&jwt(now - 5)), None);
+        assert_eq!(jwt_lifetime("opaque"), None);
+        assert_eq!(jwt_lifetime("a.!!!.c"), None);
+    }
+
+    #[test]
+    fn a_jwt_lifetime_is_at_most_what_the_server_gave_it() {
+        let now = unix_now();
+        // A client clock an hour behind the server's sees `exp` an hour and a minute away;
+        // `exp - iat` says the token lives one minute.
+        let payload =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"iat":{},"exp":{}}}"#, now + 3600, now + 3660));
+        let lifetime = jwt_lifetime(&format!("e30.{payload}.sig")).unwrap();
+        assert_eq!(lifetime.as_secs(), 60);
+    }
+}
