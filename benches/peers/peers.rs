@@ -9,11 +9,7 @@ use http::StatusCode;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
-use super::{Claims6, bench_service, key_file, keys};
-
-const ISS: &str = "https://issuer.test";
-const AUD: &str = "api";
-const SECRET: &[u8] = b"benchmark-secret-benchmark-secret!!";
+use crate::fixture::{AUD, Claims6, ISS, SECRET, bench_service, key_file, keys};
 
 fn public_pem(alg: Algorithm) -> Vec<u8> {
     match alg {
@@ -137,7 +133,7 @@ fn base64_url(bytes: &[u8]) -> String {
 }
 
 /// Benchmarks every peer on `alg`.
-pub(super) fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, alg: Algorithm, valid: &str) {
+pub(crate) fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, alg: Algorithm, valid: &str) {
     let name = format!("{alg:?}");
     bench_service(
         c,
