@@ -18,7 +18,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_jwt_refresh::client::{RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn};
+use tower_jwt_refresh::client::{RefreshLayer, Session, Tokens, refresher_fn};
 
 use harness::complete;
 
@@ -67,7 +67,7 @@ fn request() -> Request<Full<Bytes>> {
 fn refresher() -> impl tower_jwt_refresh::client::Refresher {
     refresher_fn(|_| async {
         tokio::time::sleep(REFRESH_LATENCY).await;
-        Ok(RefreshedTokens::new("new").refresh_token("r2"))
+        Ok(Tokens::new("new", "r2"))
     })
 }
 

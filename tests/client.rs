@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
-    Error, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
+    Error, RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn,
 };
 
 /// What the mock server saw and accepts.
@@ -148,7 +148,7 @@ impl Script {
                     Outcome::Ok => {
                         let token = format!("t{n}");
                         server.accept(&token);
-                        Ok(RefreshedTokens::new(token).refresh_token(format!("r{n}")))
+                        Ok(Tokens::new(token, format!("r{n}")))
                     }
                     Outcome::Permanent => Err(RefreshFailure::permanent("invalid_grant")),
                     Outcome::Transient => {
@@ -569,7 +569,7 @@ async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_
         async move {
             assert!(n > 1, "the first refresh panics");
             server.accept("t2");
-            Ok(RefreshedTokens::new("t2").refresh_token("r2"))
+            Ok(Tokens::new("t2", "r2"))
         }
     });
     let session = logged_in("t0");
@@ -791,9 +791,7 @@ async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session() {
     let server = Server::default();
     let session = logged_in("t0");
     // The server rotated, so "r0" is spent; an access token no header can carry is no session.
-    let refresher = refresher_fn(|_refresh: String| async {
-        Ok(RefreshedTokens::new("bad\ntoken").refresh_token("r1"))
-    });
+    let refresher = refresher_fn(|_refresh: String| async { Ok(Tokens::new("bad\ntoken", "r1")) });
     let client = client(RefreshLayer::new(session.clone(), refresher), &server);
     assert!(matches!(
         status(&client, "/").await,

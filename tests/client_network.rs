@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use support::echo::{connect, say_via, serve_echo};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
-    OAuthRefresher, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
+    OAuthRefresher, RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn,
 };
 use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
@@ -48,7 +48,7 @@ async fn grpc_calls_across_an_expiry_all_succeed_with_one_refresh() {
                 .rotate(&refresh)
                 .await
                 .map_err(RefreshFailure::permanent)?;
-            Ok(RefreshedTokens::new(pair.access_token).refresh_token(pair.refresh_token))
+            Ok(Tokens::new(pair.access_token, pair.refresh_token))
         }
     });
     // Only the server's UNAUTHENTICATED triggers the refresh here, so the 401 path and the

@@ -308,7 +308,7 @@ mod client_model {
     use http_body_util::Full;
     use tower::{ServiceBuilder, ServiceExt};
     use tower_jwt_refresh::client::{
-        Error, RefreshFailure, RefreshLayer, RefreshedTokens, Session, Tokens, refresher_fn,
+        Error, RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn,
     };
 
     const WAIT: Duration = Duration::from_secs(2);
@@ -414,8 +414,7 @@ mod client_model {
                         Outcome::Ok => {
                             world.refreshed_from.lock().unwrap().push(refresh);
                             let n = world.newest.fetch_add(1, Ordering::SeqCst) + 1;
-                            Ok(RefreshedTokens::new(format!("t{n}"))
-                                .refresh_token(format!("r{n}"))
+                            Ok(Tokens::new(format!("t{n}"), format!("r{n}"))
                                 .expires_in(TOKEN_LIFETIME))
                         }
                         Outcome::Transient => Err(RefreshFailure::transient("503")),

@@ -8,8 +8,9 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::util::ServiceFn;
 use tower_jwt_refresh::keys::{KeySet, KeySource};
+use tower_jwt_refresh::server::future::ResponseFuture;
 use tower_jwt_refresh::server::{
-    AuthBody, Claims, FormToken, FormTokenLayer, JwtAuth, JwtAuthLayer, Rejection, ResponseFuture,
+    AuthBody, Claims, FormToken, FormTokenLayer, JwtAuth, JwtAuthLayer, Rejection,
 };
 
 type Inner = ServiceFn<

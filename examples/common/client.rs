@@ -12,8 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
-    OAuthRefresher, RefreshFailure, RefreshLayer, RefreshedTokens, Refresher, Session, Tokens,
-    refresher_fn,
+    OAuthRefresher, RefreshFailure, RefreshLayer, Refresher, Session, Tokens, refresher_fn,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -217,7 +216,7 @@ fn refresh_layer(
                         match answer {
                             (StatusCode::OK, body) => {
                                 let (access, refresh) = pair(&body)?;
-                                Ok(RefreshedTokens::new(access).refresh_token(refresh))
+                                Ok(Tokens::new(access, refresh))
                             }
                             (status, body) if status.is_client_error() => {
                                 Err(RefreshFailure::permanent(format!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tower::ServiceBuilder;
 use tower_jwt_refresh::client::{
-    RefreshFailure, RefreshLayer, RefreshedTokens, Session, SessionEvent, Tokens, refresher_fn,
+    RefreshFailure, RefreshLayer, Session, SessionEvent, Tokens, refresher_fn,
 };
 use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
@@ -49,7 +49,7 @@ pub async fn run(mut log: impl FnMut(&str)) -> Result<Outcome, BoxError> {
                 .rotate(&refresh)
                 .await
                 .map_err(RefreshFailure::permanent)?;
-            Ok(RefreshedTokens::new(pair.access_token).refresh_token(pair.refresh_token))
+            Ok(Tokens::new(pair.access_token, pair.refresh_token))
         }
     });
     let layer = RefreshLayer::new(session.clone(), refresher)

@@ -17,7 +17,7 @@ use super::refresher::Refresher;
 use super::rejection::RejectionRule;
 use super::replay::{CloneBodies, NoReplay, ReplayBody, TeeBodies};
 use super::service::Refresh;
-use super::session::{RefreshSettings, Session, TokenSet};
+use super::session::{CurrentTokens, RefreshSettings, Session};
 
 /// Attaches the session's access token to every request, refreshing it silently.
 ///
@@ -218,7 +218,7 @@ impl<P: Clone> RefreshLayer<P> {
     #[must_use]
     pub fn on_refresh<F, Fut>(self, hook: F) -> Self
     where
-        F: Fn(TokenSet) -> Fut + Send + Sync + 'static,
+        F: Fn(CurrentTokens) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.settings(|s| s.on_refresh = Some(Arc::new(move |tokens| Box::pin(hook(tokens)))))

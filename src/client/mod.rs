@@ -36,7 +36,7 @@
 //! - `layer.rs`: [`RefreshLayer`], configuration only; `config.rs`: what its services share,
 //!   and the per-request plan (refresh first, or send and keep a copy for a replay);
 //!   `rejection.rs`: what counts as "token rejected".
-//! - `service.rs`: [`Refresh`], which attaches the token; `future.rs`: [`ResponseFuture`], the
+//! - `service.rs`: [`Refresh`], which attaches the token; `future.rs`: [`ResponseFuture`](future::ResponseFuture), the
 //!   hot path; `recovery.rs`: the slow paths (refreshing first, recovering from a rejection,
 //!   driving the replays).
 //! - `session/`: the [`Session`] (`mod.rs`), its tokens (`tokens.rs`), and the single-flight
@@ -75,14 +75,14 @@
 //! ```
 //! use tonic::transport::Channel;
 //! use tower::ServiceBuilder;
-//! use tower_jwt_refresh::client::{RefreshLayer, RefreshedTokens, Session, refresher_fn};
+//! use tower_jwt_refresh::client::{RefreshLayer, Tokens, Session, refresher_fn};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let channel = Channel::from_static("http://127.0.0.1:50051").connect_lazy();
 //! let session = Session::new();
 //! let refresher = refresher_fn(|refresh_token: String| async move {
 //!     // Call your auth service here.
-//!     Ok(RefreshedTokens::new("new access").refresh_token(refresh_token))
+//!     Ok(Tokens::new("new access", refresh_token))
 //! });
 //! let channel = ServiceBuilder::new()
 //!     .layer(RefreshLayer::new(session, refresher).tee_bodies(64 * 1024, tonic::body::Body::new))
@@ -93,7 +93,7 @@
 
 mod config;
 mod error;
-mod future;
+pub mod future;
 mod layer;
 mod recovery;
 mod refresher;
@@ -103,11 +103,8 @@ mod service;
 mod session;
 
 pub use error::Error;
-pub use future::ResponseFuture;
 pub use layer::RefreshLayer;
-pub use refresher::{
-    OAuthRefresher, RefreshFailure, RefreshedTokens, Refresher, RefresherFn, refresher_fn,
-};
+pub use refresher::{OAuthRefresher, RefreshFailure, Refresher, RefresherFn, refresher_fn};
 pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, TeeBodies};
 pub use service::Refresh;
-pub use session::{InvalidToken, Session, SessionEvent, Stats, TokenSet, Tokens};
+pub use session::{CurrentTokens, Session, SessionEvent, Stats, Tokens, UnusableToken};

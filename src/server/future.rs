@@ -1,4 +1,5 @@
-//! [`ResponseFuture`]: the response of [`JwtAuth`](super::JwtAuth).
+//! The response futures: [`ResponseFuture`] of [`JwtAuth`](super::JwtAuth), and [`FormFuture`]
+//! of [`FormToken`](super::FormToken).
 
 use std::fmt;
 use std::future::Future;
@@ -9,6 +10,8 @@ use std::task::{Context, Poll, ready};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
+
+pub use crate::server::form::FormFuture;
 
 use crate::server::body::AuthBody;
 use crate::server::decision::{Auth, PendingCheck, Verdict};

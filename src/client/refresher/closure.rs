@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 
-use super::{RefreshFailure, RefreshedTokens, Refresher};
+use super::{RefreshFailure, Refresher, Tokens};
 
 /// A [`Refresher`] from an async closure taking the refresh token.
 ///
@@ -16,7 +16,7 @@ use super::{RefreshFailure, RefreshedTokens, Refresher};
 /// use bytes::Bytes;
 /// use http_body_util::{BodyExt, Empty};
 /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-/// use tower_jwt_refresh::client::{RefreshFailure, RefreshedTokens, refresher_fn};
+/// use tower_jwt_refresh::client::{RefreshFailure, Tokens, refresher_fn};
 ///
 /// let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 /// let refresher = refresher_fn(move |token: String| {
@@ -32,7 +32,7 @@ use super::{RefreshFailure, RefreshedTokens, Refresher};
 ///             .map_err(RefreshFailure::transient)?;
 ///         let (Some(access), Some(refresh)) = (json["accessToken"].as_str(), json["refreshToken"].as_str())
 ///         else { return Err(RefreshFailure::transient("unexpected refresh response")) };
-///         Ok(RefreshedTokens::new(access).refresh_token(refresh))
+///         Ok(Tokens::new(access, refresh))
 ///     }
 /// });
 /// # let _ = refresher;
@@ -40,7 +40,7 @@ use super::{RefreshFailure, RefreshedTokens, Refresher};
 pub fn refresher_fn<F, Fut>(f: F) -> RefresherFn<F>
 where
     F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<RefreshedTokens, RefreshFailure>> + Send + 'static,
+    Fut: Future<Output = Result<Tokens, RefreshFailure>> + Send + 'static,
 {
     RefresherFn(f)
 }
@@ -58,12 +58,12 @@ impl<F> fmt::Debug for RefresherFn<F> {
 impl<F, Fut> Refresher for RefresherFn<F>
 where
     F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<RefreshedTokens, RefreshFailure>> + Send + 'static,
+    Fut: Future<Output = Result<Tokens, RefreshFailure>> + Send + 'static,
 {
     fn refresh(
         &self,
         refresh_token: &str,
-    ) -> impl Future<Output = Result<RefreshedTokens, RefreshFailure>> + Send {
+    ) -> impl Future<Output = Result<Tokens, RefreshFailure>> + Send {
         (self.0)(refresh_token.to_owned())
     }
 }

@@ -6,61 +6,14 @@
 mod closure;
 mod oauth;
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use self::closure::{RefresherFn, refresher_fn};
 pub use self::oauth::OAuthRefresher;
 use crate::BoxError;
-use crate::client::session::debug_redacted;
-
-/// What a refresh returns.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RefreshedTokens {
-    /// The new access token.
-    pub access_token: String,
-    /// The new refresh token, when the server rotates them; `None` keeps the current one.
-    pub refresh_token: Option<String>,
-    /// The access token's lifetime, when the server says; otherwise it is read from the JWT's
-    /// `exp`.
-    pub expires_in: Option<Duration>,
-}
-
-impl RefreshedTokens {
-    /// New tokens with only an access token.
-    pub fn new(access_token: impl Into<String>) -> Self {
-        Self {
-            access_token: access_token.into(),
-            refresh_token: None,
-            expires_in: None,
-        }
-    }
-
-    /// Adds the rotated refresh token.
-    #[must_use]
-    pub fn refresh_token(mut self, token: impl Into<String>) -> Self {
-        self.refresh_token = Some(token.into());
-        self
-    }
-
-    /// Adds the access token's lifetime.
-    #[must_use]
-    pub fn expires_in(mut self, lifetime: Duration) -> Self {
-        self.expires_in = Some(lifetime);
-        self
-    }
-}
-
-impl fmt::Debug for RefreshedTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let has_refresh_token = self.refresh_token.is_some();
-        debug_redacted(f, "RefreshedTokens", has_refresh_token, self.expires_in)
-    }
-}
+use crate::client::session::Tokens;
 
 /// Why a refresh failed.
 #[derive(Debug)]
@@ -94,11 +47,11 @@ pub trait Refresher: Send + Sync + 'static {
     fn refresh(
         &self,
         refresh_token: &str,
-    ) -> impl Future<Output = Result<RefreshedTokens, RefreshFailure>> + Send;
+    ) -> impl Future<Output = Result<Tokens, RefreshFailure>> + Send;
 }
 
 pub(crate) type RefreshFuture =
-    Pin<Box<dyn Future<Output = Result<RefreshedTokens, RefreshFailure>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Tokens, RefreshFailure>> + Send>>;
 
 /// A [`Refresher`] behind a pointer, for the layer to hold without a type parameter.
 pub(crate) trait DynRefresher: Send + Sync {
@@ -117,7 +70,7 @@ mod tests {
 
     #[test]
     fn debug_redacts_tokens() {
-        let t = RefreshedTokens::new("secret-access").refresh_token("secret-refresh");
+        let t = Tokens::new("secret-access", "secret-refresh");
         let shown = format!("{t:?}");
         assert!(!shown.contains("secret"), "{shown}");
     }

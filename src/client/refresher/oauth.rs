@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use super::{RefreshFailure, RefreshedTokens, Refresher};
+use super::{RefreshFailure, Refresher, Tokens};
 use crate::BoxError;
 
 /// An RFC 6749 §6 refresh over any tower HTTP service: `POST` with
@@ -98,7 +98,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    async fn refresh(&self, refresh_token: &str) -> Result<RefreshedTokens, RefreshFailure> {
+    async fn refresh(&self, refresh_token: &str) -> Result<Tokens, RefreshFailure> {
         let response = self
             .client
             .clone()
@@ -158,12 +158,12 @@ struct ErrorResponse {
 }
 
 /// The tokens of a 200 answer.
-fn read_tokens(body: &[u8]) -> Result<RefreshedTokens, RefreshFailure> {
+fn read_tokens(body: &[u8]) -> Result<Tokens, RefreshFailure> {
     // The server has consumed the refresh token: an answer we cannot read leaves nothing to
     // retry with, so the session is over.
     let parsed: TokenResponse = serde_json::from_slice(body)
         .map_err(|e| RefreshFailure::permanent(format!("unreadable token response: {e}")))?;
-    Ok(RefreshedTokens {
+    Ok(Tokens {
         access_token: parsed.access_token,
         refresh_token: parsed.refresh_token,
         expires_in: parsed.expires_in.as_ref().and_then(Seconds::duration),

@@ -22,9 +22,9 @@ use tokio::time::Instant;
 use tracing::{Instrument as _, Span};
 
 use super::Session;
-use super::tokens::{TokenSet, Tokens};
+use super::tokens::{CurrentTokens, Tokens};
 use crate::client::error::Error;
-use crate::client::refresher::{DynRefresher, RefreshFailure, RefreshedTokens};
+use crate::client::refresher::{DynRefresher, RefreshFailure};
 
 /// How a refresh is run: the layer's settings.
 #[derive(Clone)]
@@ -41,7 +41,7 @@ pub(crate) struct RefreshSettings {
 
 /// The `on_refresh` hook: awaited before waiters are released.
 pub(crate) type OnRefresh =
-    Arc<dyn Fn(TokenSet) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    Arc<dyn Fn(CurrentTokens) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A flight's outcome, `None` until it lands.
 type Outcome = Option<Result<(), Error>>;
@@ -256,8 +256,8 @@ async fn run_refresh(
 
 impl Task {
     /// Installs what the refresher returned, then awaits `on_refresh` with it.
-    async fn accept(&self, new: RefreshedTokens, spent: String) -> Result<(), Error> {
-        let set = match TokenSet::new(Tokens::refreshed(new, spent)) {
+    async fn accept(&self, new: Tokens, spent: String) -> Result<(), Error> {
+        let set = match CurrentTokens::new(Tokens::refreshed(new, spent)) {
             Ok(set) => set,
             // The server has rotated already, so the refresh token this replaced is spent, and
             // tokens that cannot be sent are no session: expire it rather than retry with a

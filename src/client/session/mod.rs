@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use self::flight::Control;
 pub(crate) use self::flight::{Joined, RefreshSettings};
-pub use self::tokens::{InvalidToken, TokenSet, Tokens};
-pub(crate) use self::tokens::{TokenState, debug_redacted};
+pub(crate) use self::tokens::TokenState;
+pub use self::tokens::{CurrentTokens, Tokens, UnusableToken};
 
 /// What happened to a session, as [`Session::subscribe`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ struct Counters {
 
 /// What requests read, swapped whole on every change.
 pub(crate) struct State {
-    pub(crate) tokens: Option<TokenSet>,
+    pub(crate) tokens: Option<CurrentTokens>,
     pub(crate) generation: u64,
     pub(crate) expired: bool,
 }
@@ -92,7 +92,7 @@ pub(crate) struct State {
 /// assert_eq!(session.tokens().unwrap().refresh_token(), Some("refresh"));
 /// session.logout();
 /// assert!(session.tokens().is_none());
-/// # Ok::<_, tower_jwt_refresh::client::InvalidToken>(())
+/// # Ok::<_, tower_jwt_refresh::client::UnusableToken>(())
 /// ```
 #[derive(Clone)]
 pub struct Session {
@@ -142,8 +142,8 @@ impl Session {
     }
 
     /// Installs `tokens` (a login), ending any expiry; requests use them at once.
-    pub fn login(&self, tokens: Tokens) -> Result<(), InvalidToken> {
-        let set = TokenSet::new(tokens)?;
+    pub fn login(&self, tokens: Tokens) -> Result<(), UnusableToken> {
+        let set = CurrentTokens::new(tokens)?;
         let _control = self.control();
         let generation = self.shared.state.load().generation + 1;
         let state = State {
@@ -170,7 +170,7 @@ impl Session {
     }
 
     /// The current tokens.
-    pub fn tokens(&self) -> Option<TokenSet> {
+    pub fn tokens(&self) -> Option<CurrentTokens> {
         self.shared.state.load().tokens.clone()
     }
 
@@ -217,7 +217,7 @@ impl Session {
     }
 
     /// Installs `set` if the session is still at `generation` and not expired.
-    fn install(&self, set: TokenSet, generation: u64) -> bool {
+    fn install(&self, set: CurrentTokens, generation: u64) -> bool {
         let _control = self.control();
         let state = self.shared.state.load();
         if state.generation != generation || state.expired {
@@ -327,7 +327,7 @@ mod tests {
         assert_eq!(session.load().generation, 2);
         assert_eq!(
             session.login(Tokens::access_only("bad\ntoken")),
-            Err(InvalidToken)
+            Err(UnusableToken)
         );
     }
 }

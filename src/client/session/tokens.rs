@@ -1,4 +1,4 @@
-//! The tokens a session holds: [`Tokens`] to log in with, [`TokenSet`] as requests read them,
+//! The tokens a session holds: [`Tokens`] to log in with, [`CurrentTokens`] as requests read them,
 //! and the access token's lifetime, read from the JWT when the server gave none.
 
 use std::fmt;
@@ -11,15 +11,19 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use crate::client::refresher::RefreshedTokens;
-
-/// Tokens to log in with.
+/// Tokens handed to the session: at [`login`](super::Session::login), and as a
+/// [`Refresher`](crate::client::Refresher)'s result.
+///
+/// At login, tokens without a refresh token ([`access_only`](Self::access_only)) make a
+/// session that ends when its access token does. From a refresher, they keep the current
+/// refresh token, for servers that do not rotate it.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Tokens {
     /// The access token.
     pub access_token: String,
-    /// The refresh token; without one, an expired access token ends the session.
+    /// The refresh token. Without one, a login cannot be refreshed, and a refresh keeps the
+    /// current one.
     pub refresh_token: Option<String>,
     /// The access token's lifetime, if the server said (`expires_in`); otherwise it is read
     /// from the JWT's `exp` claim, without verification.
@@ -36,7 +40,8 @@ impl Tokens {
         }
     }
 
-    /// Tokens with only an access token: nothing to refresh with.
+    /// Tokens with only an access token: at login, nothing to refresh with; from a refresher,
+    /// the current refresh token stays.
     pub fn access_only(access_token: impl Into<String>) -> Self {
         Self {
             access_token: access_token.into(),
@@ -53,7 +58,7 @@ impl Tokens {
     }
 
     /// What a refresh returned; `spent` stays the refresh token unless the server rotated it.
-    pub(crate) fn refreshed(new: RefreshedTokens, spent: String) -> Self {
+    pub(crate) fn refreshed(new: Tokens, spent: String) -> Self {
         Self {
             access_token: new.access_token,
             refresh_token: Some(new.refresh_token.unwrap_or(spent)),
@@ -64,41 +69,34 @@ impl Tokens {
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_redacted(f, "Tokens", self.refresh_token.is_some(), self.expires_in)
+        f.debug_struct("Tokens")
+            .field("access_token", &"[redacted]")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("expires_in", &self.expires_in)
+            .finish()
     }
-}
-
-/// The `Debug` output of a token bundle: which tokens there are, never the tokens.
-pub(crate) fn debug_redacted(
-    f: &mut fmt::Formatter<'_>,
-    name: &str,
-    has_refresh_token: bool,
-    expires_in: Option<Duration>,
-) -> fmt::Result {
-    f.debug_struct(name)
-        .field("access_token", &"[redacted]")
-        .field("refresh_token", &has_refresh_token.then_some("[redacted]"))
-        .field("expires_in", &expires_in)
-        .finish()
 }
 
 /// The access token cannot be sent: it has characters an HTTP header cannot carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidToken;
+pub struct UnusableToken;
 
-impl fmt::Display for InvalidToken {
+impl fmt::Display for UnusableToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("access token has characters a header cannot carry")
     }
 }
 
-impl std::error::Error for InvalidToken {}
+impl std::error::Error for UnusableToken {}
 
 /// The session's current tokens, as the application reads them (to persist them, say).
 #[derive(Clone)]
-pub struct TokenSet(pub(crate) Arc<TokenState>);
+pub struct CurrentTokens(pub(crate) Arc<TokenState>);
 
-/// What a [`TokenSet`] shares: the tokens, their prebuilt header values and their expiry.
+/// What a [`CurrentTokens`] shares: the tokens, their prebuilt header values and their expiry.
 pub(crate) struct TokenState {
     /// `Bearer <access token>`, built once and shared by every request.
     bearer: HeaderValue,
@@ -122,13 +120,13 @@ impl TokenState {
     }
 }
 
-impl TokenSet {
-    pub(super) fn new(tokens: Tokens) -> Result<Self, InvalidToken> {
+impl CurrentTokens {
+    pub(super) fn new(tokens: Tokens) -> Result<Self, UnusableToken> {
         let bytes = Bytes::from(format!("Bearer {}", tokens.access_token));
         let value = |bytes: Bytes| {
-            let mut value = HeaderValue::from_maybe_shared(bytes).map_err(|_| InvalidToken)?;
+            let mut value = HeaderValue::from_maybe_shared(bytes).map_err(|_| UnusableToken)?;
             value.set_sensitive(true);
-            Ok::<_, InvalidToken>(value)
+            Ok::<_, UnusableToken>(value)
         };
         let (bearer, raw) = (value(bytes.slice(..))?, value(bytes.slice(7..))?);
         let lifetime = lifetime(tokens.expires_in, &tokens.access_token);
@@ -158,9 +156,9 @@ impl TokenSet {
     }
 }
 
-impl fmt::Debug for TokenSet {
+impl fmt::Debug for CurrentTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSet")
+        f.debug_struct("CurrentTokens")
             .field("access_token", &"[redacted]")
             .field("expires_at", &self.0.expires_at)
             .finish()
