@@ -13,14 +13,13 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::http_util::form_decode;
+use crate::http_util::{declares_more_than, form_decode, has_media_type, pairs};
 use crate::server::body::AuthBody;
 use crate::server::rejection::RequestError;
 
@@ -125,16 +124,7 @@ fn is_form<B>(req: &Request<B>) -> bool {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return false;
     }
-    req.headers().get(CONTENT_TYPE).is_some_and(|v| {
-        let essence = v
-            .as_bytes()
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default();
-        essence
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
-    })
+    has_media_type(req.headers(), "application/x-www-form-urlencoded")
 }
 
 impl<S, B> Service<Request<B>> for FormToken<S>
@@ -154,11 +144,7 @@ where
         if !is_form(&req) {
             return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
         }
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.config.limit as u64) {
+        if declares_more_than(req.headers(), self.config.limit) {
             // Marked without reading, so the body is passed on untouched.
             req.extensions_mut()
                 .insert(FormAccessToken::Invalid(RequestError::FormBody));
@@ -302,8 +288,7 @@ where
 fn find_access_token(body: &[u8]) -> Option<FormAccessToken> {
     let body = std::str::from_utf8(body).ok()?;
     let mut found = None;
-    for pair in body.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in pairs(body) {
         if key != "access_token" {
             continue;
         }
@@ -318,6 +303,7 @@ fn find_access_token(body: &[u8]) -> Option<FormAccessToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONTENT_TYPE;
     use http_body_util::{BodyExt, Full};
     use std::convert::Infallible;
     use tower::{ServiceExt, service_fn};
