@@ -96,6 +96,7 @@ impl fmt::Debug for AccessTokenIssuer {
 
 impl AccessTokenIssuer {
     /// Mints with `key`; tokens live 5 minutes unless [`ttl`](Self::ttl) says otherwise.
+    #[must_use]
     pub fn new(key: SigningKey) -> Self {
         let mut header = serde_json::json!({ "alg": key.algorithm(), "typ": "at+jwt" });
         if let Some(kid) = key.kid() {

@@ -121,6 +121,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
 impl<S: RefreshStore> TokenIssuer<S> {
     /// Mints access tokens with `access` and keeps families in `store`: a 7-day absolute
     /// lifetime, no idle timeout, no grace window.
+    #[must_use]
     pub fn new(access: AccessTokenIssuer, store: S) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -321,6 +322,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
     }
 
     /// The verifier hook that refuses access tokens of revoked families (by their `sid`).
+    #[must_use]
     pub fn revocation(&self) -> StoreRevocation<S> {
         StoreRevocation {
             issuer: self.clone(),

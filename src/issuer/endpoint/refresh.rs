@@ -41,6 +41,7 @@ endpoint_common!(RefreshEndpoint);
 
 impl<S: RefreshStore> TokenIssuer<S> {
     /// The refresh endpoint for this issuer.
+    #[must_use]
     pub fn refresh_endpoint(&self) -> RefreshEndpoint<S> {
         RefreshEndpoint {
             issuer: self.clone(),

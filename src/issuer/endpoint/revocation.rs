@@ -26,6 +26,7 @@ endpoint_common!(RevocationEndpoint);
 
 impl<S: RefreshStore> TokenIssuer<S> {
     /// The RFC 7009 revocation endpoint for this issuer.
+    #[must_use]
     pub fn revocation_endpoint(&self) -> RevocationEndpoint<S> {
         RevocationEndpoint {
             issuer: self.clone(),

@@ -162,6 +162,7 @@ fn poisoned<T>(_: T) -> StoreError {
 
 impl MemoryStore {
     /// An empty store.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }

@@ -94,6 +94,7 @@ impl<C> RedisStore<C> {
     /// Uses an existing connection: a configured `ConnectionManager`, or (with the `redis`
     /// crate's `cluster-async` feature) a Redis Cluster connection. Configure its timeouts:
     /// every wait of the store but the revocation check is bounded by them.
+    #[must_use]
     pub fn with_connection(connection: C) -> Self {
         Self {
             connection,
