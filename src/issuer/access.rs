@@ -11,46 +11,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::clock::unix_time;
-use crate::keys::KeyError;
+use crate::issuer::error::IssueError;
+use crate::issuer::util::{random_bytes, whole_seconds_up};
 use crate::keys::SigningKey;
 
 /// Claim names the issuer sets itself; custom claims may not use them.
 const REGISTERED: [&str; 8] = ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "sid"];
-
-/// Why a token could not be issued.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum IssueError {
-    /// The custom claims did not serialize to a JSON object.
-    Claims(serde_json::Error),
-    /// The custom claims use a name the issuer sets itself (`sub`, `exp`, …).
-    ReservedClaim(String),
-    /// The operating system's random number generator failed.
-    Random,
-    /// The signing key failed.
-    Signing(KeyError),
-}
-
-impl fmt::Display for IssueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Claims(_) => f.write_str("custom claims must serialize to a json object"),
-            Self::ReservedClaim(name) => write!(f, "custom claim `{name}` is set by the issuer"),
-            Self::Random => f.write_str("random number generator failed"),
-            Self::Signing(_) => f.write_str("signing failed"),
-        }
-    }
-}
-
-impl std::error::Error for IssueError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Claims(e) => Some(e),
-            Self::Signing(e) => Some(e),
-            _ => None,
-        }
-    }
-}
 
 /// A freshly minted access token.
 #[derive(Clone, PartialEq, Eq)]
@@ -130,6 +96,7 @@ impl fmt::Debug for AccessTokenIssuer {
 
 impl AccessTokenIssuer {
     /// Mints with `key`; tokens live 5 minutes unless [`ttl`](Self::ttl) says otherwise.
+    #[must_use]
     pub fn new(key: SigningKey) -> Self {
         let mut header = serde_json::json!({ "alg": key.algorithm(), "typ": "at+jwt" });
         if let Some(kid) = key.kid() {
@@ -164,8 +131,7 @@ impl AccessTokenIssuer {
     /// at most a year.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        self.ttl = Duration::from_secs(seconds)
+        self.ttl = Duration::from_secs(whole_seconds_up(ttl))
             .clamp(Duration::from_secs(1), Duration::from_secs(366 * 24 * 3600));
         self
     }
@@ -195,22 +161,11 @@ impl AccessTokenIssuer {
         sid: &str,
         claims: &C,
     ) -> Result<AccessToken, IssueError> {
-        let mut payload = match serde_json::to_value(claims).map_err(IssueError::Claims)? {
-            Value::Object(map) => map,
-            Value::Null => Map::new(),
-            _ => {
-                return Err(IssueError::Claims(serde::ser::Error::custom(
-                    "not an object",
-                )));
-            }
-        };
-        if let Some(name) = REGISTERED.iter().find(|name| payload.contains_key(**name)) {
-            return Err(IssueError::ReservedClaim((*name).to_owned()));
-        }
+        let mut payload = custom_claims(claims)?;
         let now = (self.clock)();
         let expires_in = self.ttl.as_secs();
         let expires_at = now + expires_in;
-        let jti = random_id::<16>()?;
+        let jti = URL_SAFE_NO_PAD.encode(random_bytes::<16>()?);
         payload.insert("sub".into(), subject.into());
         if let Some(iss) = &self.issuer {
             payload.insert("iss".into(), iss.as_str().into());
@@ -228,26 +183,40 @@ impl AccessTokenIssuer {
         payload.insert("iat".into(), now.into());
         payload.insert("jti".into(), jti.as_str().into());
         payload.insert("sid".into(), sid.into());
-        let body = serde_json::to_vec(&payload).map_err(IssueError::Claims)?;
-        let mut input = String::with_capacity(self.header.len() + 1 + body.len() * 4 / 3 + 4);
-        input.push_str(&self.header);
-        input.push('.');
-        URL_SAFE_NO_PAD.encode_string(body, &mut input);
-        let token = self.key.sign_jws(input).map_err(IssueError::Signing)?;
         Ok(AccessToken {
-            token,
+            token: self.sign(&payload)?,
             expires_at,
             expires_in,
             jti,
         })
     }
+
+    /// The compact JWS of `payload` under the precomputed header.
+    fn sign(&self, payload: &Map<String, Value>) -> Result<String, IssueError> {
+        let body = serde_json::to_vec(payload).map_err(IssueError::Claims)?;
+        let mut input = String::with_capacity(self.header.len() + 1 + body.len() * 4 / 3 + 4);
+        input.push_str(&self.header);
+        input.push('.');
+        URL_SAFE_NO_PAD.encode_string(body, &mut input);
+        self.key.sign_jws(input).map_err(IssueError::Signing)
+    }
 }
 
-/// `N` random bytes from the operating system, base64url-encoded.
-pub(crate) fn random_id<const N: usize>() -> Result<String, IssueError> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|_| IssueError::Random)?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+/// `claims` as a JSON object (`()` as an empty one), none of whose names the issuer sets.
+fn custom_claims<C: Serialize + ?Sized>(claims: &C) -> Result<Map<String, Value>, IssueError> {
+    let payload = match serde_json::to_value(claims).map_err(IssueError::Claims)? {
+        Value::Object(map) => map,
+        Value::Null => Map::new(),
+        _ => {
+            return Err(IssueError::Claims(serde::ser::Error::custom(
+                "not an object",
+            )));
+        }
+    };
+    match REGISTERED.iter().find(|name| payload.contains_key(**name)) {
+        Some(name) => Err(IssueError::ReservedClaim((*name).to_owned())),
+        None => Ok(payload),
+    }
 }
 
 #[cfg(test)]
@@ -291,8 +260,9 @@ mod tests {
 
     #[test]
     fn ids_are_random_and_sized() {
-        let a = random_id::<32>().unwrap();
-        assert_eq!(a.len(), 43);
-        assert_ne!(a, random_id::<32>().unwrap());
+        let issuer = AccessTokenIssuer::new(SigningKey::hmac(Algorithm::HS256, [1u8; 32]).unwrap());
+        let a = issuer.mint("a", "s", &()).unwrap().jti;
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, issuer.mint("a", "s", &()).unwrap().jti);
     }
 }

@@ -30,13 +30,16 @@
 
 mod access;
 mod endpoint;
+mod error;
 mod refresh_token;
 pub mod store;
 mod token_issuer;
+mod util;
 
-pub use access::{AccessToken, AccessTokenIssuer, IssueError};
+pub use access::{AccessToken, AccessTokenIssuer};
 pub use endpoint::{RefreshEndpoint, RevocationEndpoint};
-pub use store::memory::MemoryStore;
+pub use error::{GrantError, IssueError, RefreshError};
+pub use store::MemoryStore;
 #[cfg(feature = "redis")]
-pub use store::redis::RedisStore;
-pub use token_issuer::{GrantError, RefreshError, StoreRevocation, TokenIssuer, TokenPair};
+pub use store::RedisStore;
+pub use token_issuer::{StoreRevocation, TokenIssuer, TokenPair};

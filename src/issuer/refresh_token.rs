@@ -15,10 +15,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::issuer::access::IssueError;
+use crate::issuer::error::IssueError;
+use crate::issuer::util::random_bytes;
 
 const FAMILY_BYTES: usize = 16;
-const SECRET_BYTES: usize = 32;
+/// The bytes of a token's secret.
+pub(crate) const SECRET_BYTES: usize = 32;
 /// Base64url lengths of the two parts.
 const FAMILY_LEN: usize = 22;
 const SECRET_LEN: usize = 43;
@@ -56,18 +58,12 @@ impl<'t> RefreshToken<'t> {
 
 /// A new family id.
 pub(crate) fn new_family() -> Result<String, IssueError> {
-    Ok(URL_SAFE_NO_PAD.encode(random::<FAMILY_BYTES>()?))
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<FAMILY_BYTES>()?))
 }
 
 /// A new secret.
 pub(crate) fn new_secret() -> Result<[u8; SECRET_BYTES], IssueError> {
-    random::<SECRET_BYTES>()
-}
-
-fn random<const N: usize>() -> Result<[u8; N], IssueError> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|_| IssueError::Random)?;
-    Ok(bytes)
+    random_bytes::<SECRET_BYTES>()
 }
 
 /// The token `<family>.<secret>`.

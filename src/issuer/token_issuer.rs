@@ -7,9 +7,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::issuer::access::{AccessTokenIssuer, IssueError};
+use crate::issuer::access::AccessTokenIssuer;
+use crate::issuer::error::{GrantError, IssueError, RefreshError};
 use crate::issuer::refresh_token::{self as rt, RefreshToken};
-use crate::issuer::store::{NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError};
+use crate::issuer::store::{
+    FamilyInfo, NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError,
+};
+use crate::issuer::util::whole_seconds_up;
 use crate::server::RegisteredClaims;
 use crate::server::{Revocation, RevocationCheck};
 
@@ -41,79 +45,6 @@ impl fmt::Debug for TokenPair {
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &"[redacted]")
             .finish()
-    }
-}
-
-/// Why a refresh token was refused: each answers `invalid_grant`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum GrantError {
-    /// Not a refresh token of this format (an access token, for one).
-    Malformed,
-    /// No such family, or a token it never issued.
-    Unknown,
-    /// The family's absolute lifetime or idle timeout has passed.
-    Expired,
-    /// The family was revoked (logout, or an earlier reuse).
-    Revoked,
-    /// A rotated-out token was presented again: the family is now revoked.
-    Reused,
-}
-
-impl GrantError {
-    /// A fixed description.
-    pub fn description(self) -> &'static str {
-        match self {
-            Self::Malformed => "refresh token malformed",
-            Self::Unknown => "refresh token unknown",
-            Self::Expired => "refresh token expired",
-            Self::Revoked => "refresh token revoked",
-            Self::Reused => "refresh token reused; session revoked",
-        }
-    }
-}
-
-/// Why a rotation or issue failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum RefreshError {
-    /// The refresh token is not valid: RFC 6749 `invalid_grant`.
-    InvalidGrant(GrantError),
-    /// The store could not answer: retry later (503).
-    Unavailable(StoreError),
-    /// The access token could not be minted.
-    Issue(IssueError),
-}
-
-impl fmt::Display for RefreshError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidGrant(e) => f.write_str(e.description()),
-            Self::Unavailable(_) => f.write_str("refresh-token store unavailable"),
-            Self::Issue(_) => f.write_str("access token could not be issued"),
-        }
-    }
-}
-
-impl std::error::Error for RefreshError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::InvalidGrant(_) => None,
-            Self::Unavailable(e) => Some(e),
-            Self::Issue(e) => Some(e),
-        }
-    }
-}
-
-impl From<StoreError> for RefreshError {
-    fn from(e: StoreError) -> Self {
-        Self::Unavailable(e)
-    }
-}
-
-impl From<IssueError> for RefreshError {
-    fn from(e: IssueError) -> Self {
-        Self::Issue(e)
     }
 }
 
@@ -190,6 +121,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
 impl<S: RefreshStore> TokenIssuer<S> {
     /// Mints access tokens with `access` and keeps families in `store`: a 7-day absolute
     /// lifetime, no idle timeout, no grace window.
+    #[must_use]
     pub fn new(access: AccessTokenIssuer, store: S) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -204,6 +136,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
         }
     }
 
+    #[must_use]
     fn with(mut self, f: impl FnOnce(&mut Inner<S>)) -> Self
     where
         S: Clone,
@@ -244,8 +177,8 @@ impl<S: RefreshStore> TokenIssuer<S> {
     where
         S: Clone,
     {
-        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-        self.with(|i| i.grace = Duration::from_secs(seconds).min(MAX_GRACE))
+        let grace = Duration::from_secs(whole_seconds_up(grace));
+        self.with(|i| i.grace = grace.min(MAX_GRACE))
     }
 
     /// How long a revoked family is remembered, so its access tokens are refused (default: the
@@ -294,22 +227,22 @@ impl<S: RefreshStore> TokenIssuer<S> {
     }
 
     /// Starts a family for `subject` whose access tokens carry `claims` (any value serializing
-    /// to a JSON object, or `()`), and returns its first pair.
+    /// to a JSON object, or `()`), and returns its first pair. Nothing is handed out that the
+    /// store did not record: when it cannot answer, this fails with
+    /// [`IssueError::Unavailable`].
     pub async fn issue<C: Serialize + ?Sized>(
         &self,
         subject: &str,
         claims: &C,
-    ) -> Result<TokenPair, RefreshError> {
+    ) -> Result<TokenPair, IssueError> {
         let inner = &self.inner;
         let family = rt::new_family()?;
         // Mint first: it checks the claims before anything is recorded.
         let access = inner.access.mint(subject, &family, claims)?;
-        let claims = serde_json::to_string(claims).map_err(IssueError::Claims)?;
-        let claims = if claims == "null" {
-            "{}".to_owned()
-        } else {
-            claims
-        };
+        let mut claims = serde_json::to_string(claims).map_err(IssueError::Claims)?;
+        if claims == "null" {
+            claims = "{}".to_owned();
+        }
         let refresh = rt::format(&family, &rt::new_secret()?);
         let now = (inner.clock)();
         let hash = rt::hash(&refresh);
@@ -332,9 +265,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
     /// Trades `refresh_token` for a new pair. Only a token the store recorded is ever
     /// returned.
     pub async fn rotate(&self, refresh_token: &str) -> Result<TokenPair, RefreshError> {
-        let inner = &self.inner;
-        let presented = RefreshToken::parse(refresh_token)
-            .ok_or(RefreshError::InvalidGrant(GrantError::Malformed))?;
+        let presented = RefreshToken::parse(refresh_token).ok_or(GrantError::Malformed)?;
         let successor = rt::new_secret()?;
         let successor_hash = rt::hash(&rt::format(presented.family, &successor));
         let sealed = rt::seal(&successor, &presented.secret);
@@ -344,55 +275,28 @@ impl<S: RefreshStore> TokenIssuer<S> {
             presented: &presented_hash,
             successor: &successor_hash,
             sealed_successor: &sealed,
-            now: (inner.clock)(),
-            grace: inner.grace.as_secs(),
+            now: (self.inner.clock)(),
+            grace: self.inner.grace.as_secs(),
             tombstone_ttl: self.tombstone_ttl(),
         };
-        let outcome = match inner.store.rotate(rotation.clone()).await {
-            // The reply was lost, the rotation may have happened: the same rotation again is
-            // either applied now or recognised as done.
-            Err(e) if e.is_ambiguous() => inner.store.rotate(rotation).await?,
-            other => other?,
-        };
-        let (info, secret) = match outcome {
-            RotationOutcome::Rotated(info) => (info, successor),
-            RotationOutcome::Retried {
-                info,
-                sealed,
-                current,
-            } => {
-                // Only a token the store recorded is returned.
-                let secret = rt::open(&sealed, &presented.secret)
-                    .filter(|s| rt::hash(&rt::format(presented.family, s)) == current)
-                    .ok_or(RefreshError::InvalidGrant(GrantError::Unknown))?;
-                (info, secret)
-            }
-            RotationOutcome::Reused => {
-                tracing::warn!(
-                    family = presented.family,
-                    "refresh token reused; family revoked"
-                );
-                return Err(RefreshError::InvalidGrant(GrantError::Reused));
-            }
-            RotationOutcome::Expired => {
-                return Err(RefreshError::InvalidGrant(GrantError::Expired));
-            }
-            RotationOutcome::Revoked => {
-                return Err(RefreshError::InvalidGrant(GrantError::Revoked));
-            }
-            RotationOutcome::Unknown => {
-                return Err(RefreshError::InvalidGrant(GrantError::Unknown));
-            }
-        };
+        let outcome = self.apply(rotation).await?;
+        let (info, secret) = settle(outcome, &presented, successor)?;
         let claims: Value = serde_json::from_str(&info.claims).map_err(IssueError::Claims)?;
-        let access = inner
+        let access = self
+            .inner
             .access
             .mint(&info.subject, presented.family, &claims)?;
-        Ok(pair(
-            access.token,
-            access.expires_in,
-            rt::format(presented.family, &secret),
-        ))
+        let refresh = rt::format(presented.family, &secret);
+        Ok(pair(access.token, access.expires_in, refresh))
+    }
+
+    /// Applies `rotation` in the store. When the reply was lost, the rotation may have
+    /// happened: the same rotation again is either applied now or recognised as done.
+    async fn apply(&self, rotation: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
+        match self.inner.store.rotate(rotation.clone()).await {
+            Err(e) if e.is_ambiguous() => self.inner.store.rotate(rotation).await,
+            other => other,
+        }
     }
 
     /// Ends the family of `refresh_token` (logout). Succeeds for unknown tokens too, as RFC
@@ -418,10 +322,44 @@ impl<S: RefreshStore> TokenIssuer<S> {
     }
 
     /// The verifier hook that refuses access tokens of revoked families (by their `sid`).
+    #[must_use]
     pub fn revocation(&self) -> StoreRevocation<S> {
         StoreRevocation {
             issuer: self.clone(),
         }
+    }
+}
+
+/// The family and the secret of the refresh token to hand out, for a rotation's outcome:
+/// `successor` when it was installed now, the sealed one for a retry inside the grace window.
+fn settle(
+    outcome: RotationOutcome,
+    presented: &RefreshToken<'_>,
+    successor: [u8; rt::SECRET_BYTES],
+) -> Result<(FamilyInfo, [u8; rt::SECRET_BYTES]), GrantError> {
+    match outcome {
+        RotationOutcome::Rotated(info) => Ok((info, successor)),
+        RotationOutcome::Retried {
+            info,
+            sealed,
+            current,
+        } => {
+            // Only a token the store recorded is returned.
+            let secret = rt::open(&sealed, &presented.secret)
+                .filter(|s| rt::hash(&rt::format(presented.family, s)) == current)
+                .ok_or(GrantError::Unknown)?;
+            Ok((info, secret))
+        }
+        RotationOutcome::Reused => {
+            tracing::warn!(
+                family = presented.family,
+                "refresh token reused; family revoked"
+            );
+            Err(GrantError::Reused)
+        }
+        RotationOutcome::Expired => Err(GrantError::Expired),
+        RotationOutcome::Revoked => Err(GrantError::Revoked),
+        RotationOutcome::Unknown => Err(GrantError::Unknown),
     }
 }
 

@@ -201,8 +201,7 @@ fn query<'r, B>(
         return Ok(None);
     };
     let mut found = None;
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in crate::http_util::pairs(query) {
         if key != name {
             continue;
         }

@@ -204,3 +204,29 @@ pub async fn get_bearer(client: &HttpClient, addr: SocketAddr, token: &str) -> R
     )
     .await
 }
+
+/// Whether the tests run in CI: `CI` is set to `true`. There, a missing outside service (a
+/// Redis, the Wycheproof vectors) fails the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// Skips a test whose outside service is missing, saying so, except in CI, where it fails.
+/// `missing` says what is missing, `how` how to provide it.
+pub fn skip_or_fail(missing: &str, how: &str) {
+    assert!(!in_ci(), "CI=true but {missing}");
+    eprintln!("{missing}: skipping ({how})");
+}
+
+/// `REDIS_URL`, or `None` after a notice when it is not set outside CI (where its absence
+/// fails the test). `scripts/test` starts a server and sets it.
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok();
+    if url.is_none() {
+        skip_or_fail(
+            "REDIS_URL is not set",
+            "scripts/test starts a redis-server and sets it",
+        );
+    }
+    url
+}

@@ -83,6 +83,58 @@ impl Family {
             || self.previous.as_ref().is_some_and(|p| p.hash == hash)
             || self.history.iter().any(|h| h == hash)
     }
+
+    /// Applies `r`, which presents one of this live family's tokens. On
+    /// [`Reused`](RotationOutcome::Reused) the caller ends the family.
+    fn rotate(&mut self, r: &Rotation<'_>) -> RotationOutcome {
+        let previous = self.previous.as_ref();
+        // The same rotation sent again after a lost reply.
+        if previous.is_some_and(|p| p.hash == r.presented) && self.current == r.successor {
+            return RotationOutcome::Rotated(self.info.clone());
+        }
+        if self.current == r.presented {
+            self.install(r);
+            return RotationOutcome::Rotated(self.info.clone());
+        }
+        // The immediately previous token, inside the grace window: the same successor.
+        if let Some(sealed) = previous.and_then(|p| p.sealed_for(r)) {
+            return RotationOutcome::Retried {
+                info: self.info.clone(),
+                sealed: sealed.to_owned(),
+                current: self.current.clone(),
+            };
+        }
+        // A token the family rotated out earlier.
+        RotationOutcome::Reused
+    }
+
+    /// Makes `r.successor` current; the current token becomes the previous one (with the
+    /// sealed successor for the grace window), the previous one joins the history.
+    fn install(&mut self, r: &Rotation<'_>) {
+        if let Some(previous) = self.previous.take() {
+            self.history.push_front(previous.hash);
+            self.history.truncate(REUSE_HISTORY);
+        }
+        let current = std::mem::replace(&mut self.current, r.successor.to_owned());
+        let sealed =
+            (r.grace > 0).then(|| (r.sealed_successor.to_owned(), r.now.saturating_add(r.grace)));
+        self.previous = Some(Previous {
+            hash: current,
+            rotated_at: r.now,
+            sealed,
+        });
+        self.last_used = r.now;
+    }
+}
+
+impl Previous {
+    /// The sealed successor, if `r` presents this token inside its grace window (and from a
+    /// clock not behind the rotation).
+    fn sealed_for(&self, r: &Rotation<'_>) -> Option<&str> {
+        let (sealed, until) = self.sealed.as_ref()?;
+        (self.hash == r.presented && r.now >= self.rotated_at && r.now <= *until)
+            .then_some(sealed.as_str())
+    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -110,6 +162,7 @@ fn poisoned<T>(_: T) -> StoreError {
 
 impl MemoryStore {
     /// An empty store.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
@@ -206,52 +259,17 @@ impl RefreshStore for MemoryStore {
         if !family.knows(r.presented) {
             return Ok(RotationOutcome::Unknown);
         }
-        if family.ends_at() <= r.now {
-            families.map.remove(r.family);
+        let outcome = if family.ends_at() <= r.now {
+            RotationOutcome::Expired
+        } else {
+            family.rotate(&r)
+        };
+        if matches!(outcome, RotationOutcome::Expired | RotationOutcome::Reused) {
+            // Remembered as revoked before it is forgotten.
             self.tombstone(r.family, r.tombstone_ttl)?;
-            return Ok(RotationOutcome::Expired);
+            families.map.remove(r.family);
         }
-        let previous = family.previous.as_ref();
-        // The same rotation sent again after a lost reply.
-        if previous.is_some_and(|p| p.hash == r.presented) && family.current == r.successor {
-            return Ok(RotationOutcome::Rotated(family.info.clone()));
-        }
-        if family.current == r.presented {
-            if let Some(previous) = family.previous.take() {
-                family.history.push_front(previous.hash);
-                family.history.truncate(REUSE_HISTORY);
-            }
-            let current = std::mem::replace(&mut family.current, r.successor.to_owned());
-            let sealed = (r.grace > 0)
-                .then(|| (r.sealed_successor.to_owned(), r.now.saturating_add(r.grace)));
-            family.previous = Some(Previous {
-                hash: current,
-                rotated_at: r.now,
-                sealed,
-            });
-            family.last_used = r.now;
-            return Ok(RotationOutcome::Rotated(family.info.clone()));
-        }
-        // The immediately previous token, inside the grace window: the same successor.
-        if let Some(Previous {
-            hash,
-            rotated_at,
-            sealed: Some((sealed, until)),
-        }) = previous
-            && *hash == r.presented
-            && r.now >= *rotated_at
-            && r.now <= *until
-        {
-            return Ok(RotationOutcome::Retried {
-                info: family.info.clone(),
-                sealed: sealed.clone(),
-                current: family.current.clone(),
-            });
-        }
-        // A token the family rotated out earlier: reuse.
-        self.tombstone(r.family, r.tombstone_ttl)?;
-        families.map.remove(r.family);
-        Ok(RotationOutcome::Reused)
+        Ok(outcome)
     }
 
     async fn revoke(

@@ -4,6 +4,11 @@
 //! lifetimes, and the SHA-256 of its tokens (the current one, the previous one for the grace
 //! window, and a short history for reuse detection). Every operation is atomic in the store,
 //! so two instances (or two tasks) racing on one token cannot both win.
+//!
+//! Two stores implement [`RefreshStore`]: [`MemoryStore`], for one process, and (feature
+//! `redis`) `RedisStore`, shared by every instance, whose operations are the Lua scripts in
+//! `store/lua/`. Implement the trait for another backend; `tests/store.rs` holds the
+//! conformance suite both stores pass.
 
 use std::fmt;
 use std::future::Future;
@@ -11,9 +16,13 @@ use std::future::Future;
 use crate::BoxError;
 use crate::server::RevocationCheck;
 
-pub mod memory;
+mod memory;
 #[cfg(feature = "redis")]
-pub mod redis;
+mod redis;
+
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 /// How many past token hashes a family remembers, for reuse detection. A token older than
 /// that is refused as unknown, without revoking the family.
@@ -155,8 +164,8 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// Where refresh-token families live. [`MemoryStore`](memory::MemoryStore) and (feature
-/// `redis`) `RedisStore` implement it; its conformance suite runs against both.
+/// Where refresh-token families live. [`MemoryStore`] and (feature `redis`) `RedisStore`
+/// implement it; its conformance suite runs against both.
 ///
 /// Each operation must be atomic: a rotation reads and writes the family as one step.
 pub trait RefreshStore: Send + Sync + 'static {

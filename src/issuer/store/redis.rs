@@ -13,89 +13,23 @@ use crate::issuer::store::{
 };
 use crate::server::{RevocationCheck, TokenStatus};
 
-/// The family hash: its data, current/previous token hashes, and history. The key outlives
-/// the family by the tombstone TTL, so that a logout near its end still revokes it.
-const CREATE: &str = r"
-local now, exp, idle, keep = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local ends = exp
-if idle > 0 and now + idle < ends then ends = now + idle end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'sub', ARGV[2], 'claims', ARGV[3], 'exp', exp,
-  'idle', idle, 'used', now, 'prev', '', 'rotated', 0, 'hist', '')
-redis.call('EXPIRE', KEYS[1], math.max(1, ends - now) + keep)
-return 1
-";
+/// The server-side scripts, one per write operation; each file documents its keys, arguments
+/// and replies.
+struct Scripts {
+    create: Script,
+    rotate: Script,
+    revoke: Script,
+}
 
-/// One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
-/// successor hash, sealed successor, now, grace, tombstone TTL, history length in characters.
-/// Tombstones are written before anything is deleted, so an error half-way never leaves a
-/// family gone without its tombstone.
-const ROTATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
-  return {'unknown'}
-end
-local f = redis.call('HMGET', KEYS[1], 'sub', 'claims', 'exp', 'idle', 'used', 'cur', 'prev',
-  'rotated', 'hist')
-local presented, now, grace, keep = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local in_history = string.find(' ' .. f[9] .. ' ', ' ' .. presented .. ' ', 1, true)
-if not (presented == f[6] or presented == f[7] or in_history) then
-  return {'unknown'}
-end
-local exp, idle, used = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
-local ends = exp
-if idle > 0 and used + idle < ends then ends = used + idle end
-if now >= ends then
-  redis.call('SET', KEYS[2], '1', 'EX', keep)
-  redis.call('DEL', KEYS[1], KEYS[3])
-  return {'expired'}
-end
-if presented == f[7] and ARGV[2] == f[6] then
-  return {'rotated', f[1], f[2]}
-end
-if presented == f[6] then
-  local hist = f[9]
-  if f[7] ~= '' then
-    if hist == '' then hist = f[7] else hist = f[7] .. ' ' .. hist end
-    hist = string.sub(hist, 1, tonumber(ARGV[7]))
-  end
-  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', presented, 'rotated', now, 'used', now,
-    'hist', hist)
-  if grace > 0 then
-    redis.call('SET', KEYS[3], ARGV[3], 'EX', grace)
-  else
-    redis.call('DEL', KEYS[3])
-  end
-  local next_end = exp
-  if idle > 0 and now + idle < next_end then next_end = now + idle end
-  redis.call('EXPIRE', KEYS[1], math.max(1, next_end - now) + keep)
-  return {'rotated', f[1], f[2]}
-end
-local rotated = tonumber(f[8])
-if presented == f[7] and now >= rotated and now - rotated <= grace then
-  local sealed = redis.call('GET', KEYS[3])
-  if sealed then return {'retried', f[1], f[2], sealed, f[6]} end
-end
-redis.call('SET', KEYS[2], '1', 'EX', keep)
-redis.call('DEL', KEYS[1], KEYS[3])
-return {'reused'}
-";
-
-/// Revokes a family, if the presented hash (when given) is one of its tokens. KEYS: family,
-/// tombstone, sealed successor. ARGV: the hash or '', the tombstone TTL.
-const REVOKE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local h = ARGV[1]
-if h ~= '' then
-  local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'hist')
-  if not (h == f[1] or h == f[2] or string.find(' ' .. f[3] .. ' ', ' ' .. h .. ' ', 1, true)) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
-redis.call('DEL', KEYS[1], KEYS[3])
-return 1
-";
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            create: Script::new(include_str!("lua/create.lua")),
+            rotate: Script::new(include_str!("lua/rotate.lua")),
+            revoke: Script::new(include_str!("lua/revoke.lua")),
+        }
+    }
+}
 
 /// Characters of history kept: [`REUSE_HISTORY`] hashes of 43 characters, space-separated.
 const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
@@ -126,7 +60,7 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 pub struct RedisStore<C = ConnectionManager> {
     connection: C,
     prefix: Arc<str>,
-    scripts: Arc<[Script; 3]>,
+    scripts: Arc<Scripts>,
     check_timeout: Duration,
     breaker: Arc<Breaker>,
 }
@@ -145,10 +79,10 @@ impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::new)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(1))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(2)
-            .set_max_delay(1000);
+            .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(StoreError::new)?;
@@ -160,15 +94,12 @@ impl<C> RedisStore<C> {
     /// Uses an existing connection: a configured `ConnectionManager`, or (with the `redis`
     /// crate's `cluster-async` feature) a Redis Cluster connection. Configure its timeouts:
     /// every wait of the store but the revocation check is bounded by them.
+    #[must_use]
     pub fn with_connection(connection: C) -> Self {
         Self {
             connection,
             prefix: Arc::from("tjr"),
-            scripts: Arc::new([
-                Script::new(CREATE),
-                Script::new(ROTATE),
-                Script::new(REVOKE),
-            ]),
+            scripts: Arc::new(Scripts::load()),
             check_timeout: Duration::from_millis(250),
             breaker: Arc::new(Breaker::default()),
         }
@@ -237,6 +168,38 @@ fn store_error(error: redis::RedisError) -> StoreError {
     }
 }
 
+/// The outcome a `rotate.lua` reply stands for.
+fn rotation_outcome(reply: Vec<String>) -> Result<RotationOutcome, StoreError> {
+    let malformed = || StoreError::new("malformed rotate reply");
+    let mut reply = reply.into_iter();
+    let outcome = match reply.next().as_deref() {
+        Some("rotated") => {
+            let (Some(subject), Some(claims)) = (reply.next(), reply.next()) else {
+                return Err(malformed());
+            };
+            RotationOutcome::Rotated(FamilyInfo::new(subject, claims))
+        }
+        Some("retried") => {
+            let (Some(subject), Some(claims), Some(sealed), Some(current)) =
+                (reply.next(), reply.next(), reply.next(), reply.next())
+            else {
+                return Err(malformed());
+            };
+            RotationOutcome::Retried {
+                info: FamilyInfo::new(subject, claims),
+                sealed,
+                current,
+            }
+        }
+        Some("reused") => RotationOutcome::Reused,
+        Some("expired") => RotationOutcome::Expired,
+        Some("revoked") => RotationOutcome::Revoked,
+        Some("unknown") => RotationOutcome::Unknown,
+        _ => return Err(malformed()),
+    };
+    Ok(outcome)
+}
+
 /// Whether `error` says Redis cannot be reached (rather than refusing a command).
 fn unreachable(error: &redis::RedisError) -> bool {
     error.is_timeout()
@@ -279,7 +242,8 @@ where
         let [key, _, _] = self.keys(family.id);
         let _: i64 = self
             .invoke(
-                self.scripts[0]
+                self.scripts
+                    .create
                     .key(key)
                     .arg(family.token_hash)
                     .arg(family.subject)
@@ -297,7 +261,8 @@ where
         let [key, tombstone, sealed] = self.keys(r.family);
         let reply: Vec<String> = self
             .invoke(
-                self.scripts[1]
+                self.scripts
+                    .rotate
                     .key(key)
                     .key(tombstone)
                     .key(sealed)
@@ -310,34 +275,7 @@ where
                     .arg(HISTORY_CHARS),
             )
             .await?;
-        let malformed = || StoreError::new("malformed rotate reply");
-        let mut reply = reply.into_iter();
-        let outcome = match reply.next().as_deref() {
-            Some("rotated") => {
-                let (Some(subject), Some(claims)) = (reply.next(), reply.next()) else {
-                    return Err(malformed());
-                };
-                RotationOutcome::Rotated(FamilyInfo::new(subject, claims))
-            }
-            Some("retried") => {
-                let (Some(subject), Some(claims), Some(sealed), Some(current)) =
-                    (reply.next(), reply.next(), reply.next(), reply.next())
-                else {
-                    return Err(malformed());
-                };
-                RotationOutcome::Retried {
-                    info: FamilyInfo::new(subject, claims),
-                    sealed,
-                    current,
-                }
-            }
-            Some("reused") => RotationOutcome::Reused,
-            Some("expired") => RotationOutcome::Expired,
-            Some("revoked") => RotationOutcome::Revoked,
-            Some("unknown") => RotationOutcome::Unknown,
-            _ => return Err(malformed()),
-        };
-        Ok(outcome)
+        rotation_outcome(reply)
     }
 
     async fn revoke(
@@ -349,7 +287,8 @@ where
         let [key, tombstone, sealed] = self.keys(family);
         let revoked: i64 = self
             .invoke(
-                self.scripts[2]
+                self.scripts
+                    .revoke
                     .key(key)
                     .key(tombstone)
                     .key(sealed)

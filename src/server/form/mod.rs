@@ -6,7 +6,7 @@
 //! bodies of non-GET requests up to a limit, finds `access_token`, and passes the whole body on
 //! unchanged. Other requests pass straight through.
 
-use crate::http_util::form_decode;
+use crate::http_util::{form_decode, pairs};
 use crate::server::rejection::RequestError;
 
 mod future;
@@ -28,8 +28,7 @@ pub(crate) enum FormAccessToken {
 fn find_access_token(body: &[u8]) -> Option<FormAccessToken> {
     let body = std::str::from_utf8(body).ok()?;
     let mut found = None;
-    for pair in body.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in pairs(body) {
         if key != "access_token" {
             continue;
         }

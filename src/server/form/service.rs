@@ -3,11 +3,11 @@
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request};
 use http_body::Body;
 use tower_service::Service;
 
+use crate::http_util::{declares_more_than, has_media_type};
 use crate::server::body::AuthBody;
 use crate::server::form::{FormAccessToken, FormFuture, FormTokenLayer};
 use crate::server::rejection::RequestError;
@@ -42,16 +42,7 @@ fn is_form<B>(req: &Request<B>) -> bool {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return false;
     }
-    req.headers().get(CONTENT_TYPE).is_some_and(|v| {
-        let essence = v
-            .as_bytes()
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default();
-        essence
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
-    })
+    has_media_type(req.headers(), "application/x-www-form-urlencoded")
 }
 
 impl<S, B> Service<Request<B>> for FormToken<S>
@@ -71,11 +62,7 @@ where
         if !is_form(&req) {
             return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
         }
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.config.limit as u64) {
+        if declares_more_than(req.headers(), self.config.limit) {
             // Marked without reading, so the body is passed on untouched.
             req.extensions_mut()
                 .insert(FormAccessToken::Invalid(RequestError::FormBody));

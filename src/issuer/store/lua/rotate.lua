@@ -1,0 +1,54 @@
+-- One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
+-- successor hash, sealed successor, now, grace, tombstone TTL, history length in characters.
+--
+-- Replies {'rotated', sub, claims}, {'retried', sub, claims, sealed, current hash},
+-- {'reused'}, {'expired'}, {'revoked'} or {'unknown'}. Tombstones are written before anything
+-- is deleted, so an error half-way never leaves a family gone without its tombstone.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
+  return {'unknown'}
+end
+local f = redis.call('HMGET', KEYS[1], 'sub', 'claims', 'exp', 'idle', 'used', 'cur', 'prev',
+  'rotated', 'hist')
+local presented, now, grace, keep = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local in_history = string.find(' ' .. f[9] .. ' ', ' ' .. presented .. ' ', 1, true)
+if not (presented == f[6] or presented == f[7] or in_history) then
+  return {'unknown'}
+end
+local exp, idle, used = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
+local ends = exp
+if idle > 0 and used + idle < ends then ends = used + idle end
+if now >= ends then
+  redis.call('SET', KEYS[2], '1', 'EX', keep)
+  redis.call('DEL', KEYS[1], KEYS[3])
+  return {'expired'}
+end
+if presented == f[7] and ARGV[2] == f[6] then
+  return {'rotated', f[1], f[2]}
+end
+if presented == f[6] then
+  local hist = f[9]
+  if f[7] ~= '' then
+    if hist == '' then hist = f[7] else hist = f[7] .. ' ' .. hist end
+    hist = string.sub(hist, 1, tonumber(ARGV[7]))
+  end
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', presented, 'rotated', now, 'used', now,
+    'hist', hist)
+  if grace > 0 then
+    redis.call('SET', KEYS[3], ARGV[3], 'EX', grace)
+  else
+    redis.call('DEL', KEYS[3])
+  end
+  local next_end = exp
+  if idle > 0 and now + idle < next_end then next_end = now + idle end
+  redis.call('EXPIRE', KEYS[1], math.max(1, next_end - now) + keep)
+  return {'rotated', f[1], f[2]}
+end
+local rotated = tonumber(f[8])
+if presented == f[7] and now >= rotated and now - rotated <= grace then
+  local sealed = redis.call('GET', KEYS[3])
+  if sealed then return {'retried', f[1], f[2], sealed, f[6]} end
+end
+redis.call('SET', KEYS[2], '1', 'EX', keep)
+redis.call('DEL', KEYS[1], KEYS[3])
+return {'reused'}
