@@ -65,7 +65,7 @@ fn revocation_check<S: RefreshStore + Clone>(
     let mut group = c.benchmark_group("revocation_check");
     let plain = tower::Layer::layer(&JwtAuthLayer::new(key.verification_key()), noop());
     let hooked = tower::Layer::layer(
-        &JwtAuthLayer::new(key.verification_key()).revocation(issuer.revocation()),
+        &JwtAuthLayer::new(key.verification_key()).deny_list(issuer.deny_list()),
         noop(),
     );
     let request = || {

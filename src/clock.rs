@@ -68,11 +68,6 @@ impl fmt::Debug for Clock {
     }
 }
 
-/// The system clock, where a plain function pointer is wanted.
-pub(crate) fn unix_time() -> u64 {
-    system_now()
-}
-
 fn system_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

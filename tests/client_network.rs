@@ -24,7 +24,7 @@ use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 
 fn issuer(ttl: Duration) -> (SigningKey, TokenIssuer<MemoryStore>) {
     let key = SigningKey::hmac(Algorithm::HS256, [8u8; 32]).unwrap();
-    let access = AccessTokenIssuer::new(key.clone()).ttl(ttl);
+    let access = AccessTokenIssuer::new(key.clone()).lifetime(ttl);
     (key.clone(), TokenIssuer::new(access, MemoryStore::new()))
 }
 

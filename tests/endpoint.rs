@@ -1,6 +1,6 @@
 //! The refresh (RFC 6749 §6) and revocation (RFC 7009) endpoints over a real axum server: form
 //! and JSON bodies, every error row, and the headers on every response. `/` is a route behind
-//! the verifier with the store's revocation hook.
+//! the verifier with the store's deny-list hook.
 
 mod support;
 
@@ -18,15 +18,15 @@ use tower_jwt_refresh::issuer::store::{
 };
 use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
-use tower_jwt_refresh::server::{Claims, JwtAuthLayer, RevocationCheck};
+use tower_jwt_refresh::server::{Claims, DenyCheck, JwtAuthLayer};
 
 fn key() -> SigningKey {
     SigningKey::hmac(Algorithm::HS256, [5u8; 32]).unwrap()
 }
 
-/// The token endpoints, and `/` behind the verifier with the store's revocation hook.
+/// The token endpoints, and `/` behind the verifier with the store's deny-list hook.
 fn app<S: RefreshStore + Clone>(issuer: &TokenIssuer<S>) -> Router {
-    let auth = JwtAuthLayer::new(key().verification_key()).revocation(issuer.revocation());
+    let auth = JwtAuthLayer::new(key().verification_key()).deny_list(issuer.deny_list());
     Router::new()
         .route(
             "/",
@@ -344,8 +344,8 @@ impl RefreshStore for DownStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         std::future::ready(Err(StoreError::new("down")))
     }
-    fn is_revoked(&self, _: &str) -> RevocationCheck {
-        RevocationCheck::active()
+    fn is_revoked(&self, _: &str) -> DenyCheck {
+        DenyCheck::active()
     }
 }
 
@@ -388,7 +388,7 @@ impl RefreshStore for BrokenClaims {
     async fn revoke(&self, family: &str, hash: Option<&str>, ttl: u64) -> Result<bool, StoreError> {
         self.0.revoke(family, hash, ttl).await
     }
-    fn is_revoked(&self, family: &str) -> RevocationCheck {
+    fn is_revoked(&self, family: &str) -> DenyCheck {
         self.0.is_revoked(family)
     }
 }

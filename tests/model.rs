@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
+use tower_jwt_refresh::Clock;
 use tower_jwt_refresh::issuer::store::RefreshStore;
 use tower_jwt_refresh::issuer::{
     AccessTokenIssuer, GrantError, MemoryStore, RefreshError, TokenIssuer,
@@ -107,9 +108,9 @@ impl Family {
 /// Runs `ops` on `store` and checks each outcome against the model.
 async fn run_model<S: RefreshStore + Clone>(store: S, ops: Vec<Op>) {
     let key = SigningKey::hmac(Algorithm::HS256, [4u8; 32]).unwrap();
-    let access = AccessTokenIssuer::new(key).clock(clock);
+    let access = AccessTokenIssuer::new(key).clock(Clock::from_fn(clock));
     let issuer = TokenIssuer::new(access, store)
-        .clock(clock)
+        .clock(Clock::from_fn(clock))
         .grace_period(Duration::from_secs(GRACE))
         .refresh_lifetime(Duration::from_secs(LIFETIME))
         .idle_timeout(Duration::from_secs(IDLE));
@@ -286,7 +287,7 @@ proptest! {
 
     #[test]
     fn memory_store_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        model_runtime().block_on(run_model(MemoryStore::new().clock(clock), ops));
+        model_runtime().block_on(run_model(MemoryStore::new().clock(Clock::from_fn(clock)), ops));
     }
 
     #[cfg(feature = "redis")]

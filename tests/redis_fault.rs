@@ -138,7 +138,7 @@ async fn redis_outage_and_recovery() {
     let key = SigningKey::hmac(Algorithm::HS256, [3u8; 32]).unwrap();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     let issuer = TokenIssuer::new(AccessTokenIssuer::new(key.clone()), store);
-    let auth = JwtAuthLayer::new(key.verification_key()).revocation(issuer.revocation());
+    let auth = JwtAuthLayer::new(key.verification_key()).deny_list(issuer.deny_list());
     let app = Router::new()
         .route(
             "/",

@@ -17,8 +17,7 @@ use serde_json::{Value, json};
 use support::*;
 use tower_jwt_refresh::keys::install_crypto_provider;
 use tower_jwt_refresh::server::{
-    FormTokenLayer, JwtAuthLayer, RegisteredClaims, Rejection, RevocationCheck, TokenError,
-    TokenStatus,
+    DenyCheck, FormTokenLayer, JwtAuthLayer, RegisteredClaims, Rejection, TokenError, TokenStatus,
 };
 
 /// The layer every table row runs against: all fixture keys, our issuer and audience.
@@ -597,7 +596,7 @@ async fn every_algorithm_is_accepted_with_its_own_key() {
 
 #[tokio::test]
 async fn malformed_credentials_are_invalid_request() {
-    let addr = serve(app(layer().cookie("at"))).await;
+    let addr = serve(app(layer().token_from_cookie("at"))).await;
     let client = client();
     let token = hs(good_claims());
     let bearer = format!("Bearer {token}");
@@ -709,7 +708,7 @@ async fn query_and_form_sources_are_opt_in() {
 
     let on = serve(app(tower::ServiceBuilder::new()
         .layer(FormTokenLayer::new())
-        .layer(layer().query("access_token").form())))
+        .layer(layer().token_from_query("access_token").token_from_form())))
     .await;
     let reply = send(
         &client,
@@ -750,7 +749,7 @@ async fn the_form_body_reaches_the_handler_intact() {
     let token = hs(good_claims());
     let addr = serve(app(tower::ServiceBuilder::new()
         .layer(FormTokenLayer::new())
-        .layer(layer().form())))
+        .layer(layer().token_from_form())))
     .await;
     let body = format!("a=1&access_token={token}&b=2");
     let req = Request::post(format!("http://{addr}/echo"))
@@ -831,12 +830,12 @@ async fn revocation_is_consulted_on_every_request_cache_hits_included() {
     let hook = move |claims: &RegisteredClaims| {
         seen.fetch_add(1, Ordering::SeqCst);
         if claims.jti.as_deref() == Some("revoked") {
-            RevocationCheck::revoked()
+            DenyCheck::revoked()
         } else {
-            RevocationCheck::active()
+            DenyCheck::active()
         }
     };
-    let addr = serve(app(layer().revocation(hook))).await;
+    let addr = serve(app(layer().deny_list(hook))).await;
     let client = client();
     let token = hs(good_claims());
     for _ in 0..3 {
@@ -861,7 +860,7 @@ async fn revocation_is_consulted_on_every_request_cache_hits_included() {
 async fn async_revocation_is_awaited_bounded_and_fails_closed() {
     let hook = |claims: &RegisteredClaims| {
         let jti = claims.jti.clone();
-        RevocationCheck::pending(async move {
+        DenyCheck::pending(async move {
             match jti.as_deref() {
                 Some("slow") => std::future::pending().await,
                 Some("broken") => Err("backend down".into()),
@@ -871,7 +870,7 @@ async fn async_revocation_is_awaited_bounded_and_fails_closed() {
         })
     };
     let addr = serve(app(layer()
-        .revocation(hook)
+        .deny_list(hook)
         .io_timeout(Duration::from_millis(200))))
     .await;
     let client = client();
@@ -993,7 +992,7 @@ async fn requests_waiting_on_io_are_bounded_and_free_their_place() {
     let hook = move |claims: &RegisteredClaims| {
         let slow = claims.jti.as_deref() == Some("slow");
         seen.fetch_add(usize::from(slow), Ordering::SeqCst);
-        RevocationCheck::pending(async move {
+        DenyCheck::pending(async move {
             if slow {
                 std::future::pending::<()>().await;
             }
@@ -1001,7 +1000,7 @@ async fn requests_waiting_on_io_are_bounded_and_free_their_place() {
         })
     };
     let layer = layer()
-        .revocation(hook)
+        .deny_list(hook)
         .io_timeout(Duration::from_secs(3600))
         .max_pending_checks(2);
     let slow = set("jti", json!("slow"));
@@ -1018,7 +1017,7 @@ async fn requests_waiting_on_io_are_bounded_and_free_their_place() {
     let fine = set("jti", json!("fine"));
     assert_eq!(
         layer.verify(&fine).await.unwrap_err(),
-        Rejection::RevocationUnavailable
+        Rejection::DenyListUnavailable
     );
     // A caller that gives up frees its place.
     for task in waiting {

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
+use tower_jwt_refresh::Clock;
 use tower_jwt_refresh::issuer::store::{
     NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
@@ -24,7 +25,7 @@ use tower_jwt_refresh::issuer::{
     AccessTokenIssuer, GrantError, MemoryStore, RefreshError, TokenIssuer,
 };
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
-use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, RevocationCheck, TokenError};
+use tower_jwt_refresh::server::{DenyCheck, JwtAuthLayer, Rejection, TokenError};
 
 const BASE: u64 = 1_900_000_000;
 
@@ -66,12 +67,12 @@ fn key() -> SigningKey {
 
 fn issuer<S: RefreshStore + Clone>(store: S, grace: u64) -> TokenIssuer<S> {
     let access = AccessTokenIssuer::new(key())
-        .ttl(Duration::from_secs(300))
-        .clock(clock);
+        .lifetime(Duration::from_secs(300))
+        .clock(Clock::from_fn(clock));
     TokenIssuer::new(access, store)
         .grace_period(Duration::from_secs(grace))
         .refresh_lifetime(Duration::from_secs(7 * 24 * 3600))
-        .clock(clock)
+        .clock(Clock::from_fn(clock))
 }
 
 fn grant_error(result: Result<impl std::fmt::Debug, RefreshError>) -> GrantError {
@@ -101,7 +102,8 @@ async fn rotation_installs_a_successor_with_the_family_claims<S: RefreshStore + 
     struct Role {
         role: String,
     }
-    let layer = JwtAuthLayer::<Role>::with_claims(key().verification_key()).clock(clock);
+    let layer =
+        JwtAuthLayer::<Role>::with_claims(key().verification_key()).clock(Clock::from_fn(clock));
     let claims = layer.verify(&second.access_token).await.unwrap();
     assert_eq!(
         (claims.subject(), claims.role.as_str()),
@@ -215,8 +217,8 @@ async fn revoke_by_token_or_by_session<S: RefreshStore + Clone>(store: S, _: Tim
 async fn revoked_families_lose_their_access_tokens<S: RefreshStore + Clone>(store: S, _: Time) {
     let issuer = issuer(store, 0);
     let layer = JwtAuthLayer::new(key().verification_key())
-        .clock(clock)
-        .revocation(issuer.revocation());
+        .clock(Clock::from_fn(clock))
+        .deny_list(issuer.deny_list());
     let pair = issuer.issue("alice", &()).await.unwrap();
     let other = issuer.issue("bob", &()).await.unwrap();
     assert!(layer.verify(&pair.access_token).await.is_ok());
@@ -464,7 +466,7 @@ mod memory {
     use super::*;
 
     async fn store() -> Option<MemoryStore> {
-        Some(MemoryStore::new().clock(clock))
+        Some(MemoryStore::new().clock(Clock::from_fn(clock)))
     }
 
     conformance!(
@@ -475,7 +477,7 @@ mod memory {
 
     #[tokio::test(start_paused = true)]
     async fn purges_ended_families_whatever_the_traffic() {
-        let store = MemoryStore::new().clock(clock);
+        let store = MemoryStore::new().clock(Clock::from_fn(clock));
         let issuer = issuer(store.clone(), 0)
             .refresh_lifetime(Duration::from_secs(60))
             .revocation_ttl(Duration::from_secs(30));
@@ -497,9 +499,16 @@ mod memory {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrency_on_many_threads() {
-        super::concurrent_rotation_without_grace(MemoryStore::new().clock(clock), Time::Paused)
-            .await;
-        super::concurrent_rotation_with_grace(MemoryStore::new().clock(clock), Time::Paused).await;
+        super::concurrent_rotation_without_grace(
+            MemoryStore::new().clock(Clock::from_fn(clock)),
+            Time::Paused,
+        )
+        .await;
+        super::concurrent_rotation_with_grace(
+            MemoryStore::new().clock(Clock::from_fn(clock)),
+            Time::Paused,
+        )
+        .await;
     }
 }
 
@@ -543,8 +552,8 @@ mod redis {
         );
         // And B's verifier refuses the family's access tokens.
         let layer = JwtAuthLayer::new(key().verification_key())
-            .clock(clock)
-            .revocation(b.revocation());
+            .clock(Clock::from_fn(clock))
+            .deny_list(b.deny_list());
         assert!(layer.verify(&next.access_token).await.is_err());
     }
 
@@ -586,10 +595,10 @@ mod redis {
 
 #[tokio::test(start_paused = true)]
 async fn grace_is_capped_at_60_s_and_defaults_are_strict() {
-    let store = MemoryStore::new().clock(clock);
-    let access = AccessTokenIssuer::new(key()).clock(clock);
+    let store = MemoryStore::new().clock(Clock::from_fn(clock));
+    let access = AccessTokenIssuer::new(key()).clock(Clock::from_fn(clock));
     // Defaults: no grace, a 7-day lifetime.
-    let strict = TokenIssuer::new(access.clone(), store.clone()).clock(clock);
+    let strict = TokenIssuer::new(access.clone(), store.clone()).clock(Clock::from_fn(clock));
     let pair = strict.issue("alice", &()).await.unwrap();
     strict.rotate(&pair.refresh_token).await.unwrap();
     assert_eq!(
@@ -606,7 +615,7 @@ async fn grace_is_capped_at_60_s_and_defaults_are_strict() {
     );
     // An hour of grace is cut to 60 s.
     let lenient = TokenIssuer::new(access, store)
-        .clock(clock)
+        .clock(Clock::from_fn(clock))
         .grace_period(Duration::from_secs(3600));
     let pair = lenient.issue("bob", &()).await.unwrap();
     lenient.rotate(&pair.refresh_token).await.unwrap();
@@ -643,7 +652,7 @@ impl RefreshStore for LosesReply {
         self.inner.revoke(family, hash, ttl).await
     }
 
-    fn is_revoked(&self, family: &str) -> RevocationCheck {
+    fn is_revoked(&self, family: &str) -> DenyCheck {
         self.inner.is_revoked(family)
     }
 }
@@ -651,7 +660,7 @@ impl RefreshStore for LosesReply {
 #[tokio::test(start_paused = true)]
 async fn a_rotation_whose_reply_was_lost_is_confirmed_not_lost() {
     let store = LosesReply {
-        inner: MemoryStore::new().clock(clock),
+        inner: MemoryStore::new().clock(Clock::from_fn(clock)),
         lose: Default::default(),
     };
     let issuer = issuer(store.clone(), 0);

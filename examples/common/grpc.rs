@@ -32,7 +32,7 @@ pub async fn run(mut log: impl FnMut(&str)) -> Result<Outcome, BoxError> {
 
     // The server: 2 s access tokens, refused the moment they expire.
     let key = SigningKey::hmac(Algorithm::HS256, b"grpc-demo-secret-grpc-demo-secret!")?;
-    let access = AccessTokenIssuer::new(key.clone()).ttl(Duration::from_secs(2));
+    let access = AccessTokenIssuer::new(key.clone()).lifetime(Duration::from_secs(2));
     let issuer = TokenIssuer::new(access, MemoryStore::new());
     let addr = serve_echo(JwtAuthLayer::new(key.verification_key()).leeway(Duration::ZERO)).await;
     log(&format!("{} gRPC server on {addr}", at()));

@@ -149,7 +149,7 @@ pub async fn bind_with<S: RefreshStore + Clone>(
         }
     };
     let key = SigningKey::hmac(Algorithm::HS256, &secret)?;
-    let mut access = AccessTokenIssuer::new(key.clone()).ttl(config.access_ttl);
+    let mut access = AccessTokenIssuer::new(key.clone()).lifetime(config.access_ttl);
     if let Some(iss) = &config.issuer {
         access = access.issuer(iss.clone());
     }
@@ -169,7 +169,7 @@ pub async fn bind_with<S: RefreshStore + Clone>(
     let mut auth = JwtAuthLayer::new(KeySet::try_from_keys(keys)?)
         .leeway(Duration::ZERO)
         .allow_raw_authorization()
-        .revocation(issuer.revocation());
+        .deny_list(issuer.deny_list());
     if let Some(iss) = &config.issuer {
         auth = auth.issuer(iss.clone());
     }

@@ -22,8 +22,8 @@ fn layer() -> &'static JwtAuthLayer {
             .unwrap();
         JwtAuthLayer::new(keys)
             .allow_raw_authorization()
-            .cookie("at")
-            .query("access_token")
+            .token_from_cookie("at")
+            .token_from_query("access_token")
             .cache_capacity(64 * 1024)
     })
 }

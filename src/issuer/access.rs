@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::clock::unix_time;
+use crate::Clock;
 use crate::issuer::error::IssueError;
 use crate::issuer::util::{random_bytes, whole_seconds_up};
 use crate::keys::SigningKey;
@@ -62,7 +62,7 @@ impl fmt::Debug for AccessToken {
 /// let issuer = AccessTokenIssuer::new(key.clone())
 ///     .issuer("https://auth.example")
 ///     .audience("api")
-///     .ttl(Duration::from_secs(300));
+///     .lifetime(Duration::from_secs(300));
 /// let token = issuer.mint("alice", "session-1", &serde_json::json!({"role": "admin"}))?;
 ///
 /// let layer = JwtAuthLayer::new(key.verification_key())
@@ -79,8 +79,8 @@ pub struct AccessTokenIssuer {
     header: String,
     issuer: Option<String>,
     audience: Vec<String>,
-    ttl: Duration,
-    clock: fn() -> u64,
+    lifetime: Duration,
+    clock: Clock,
 }
 
 impl fmt::Debug for AccessTokenIssuer {
@@ -89,13 +89,13 @@ impl fmt::Debug for AccessTokenIssuer {
             .field("key", &self.key)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .field("ttl", &self.ttl)
+            .field("lifetime", &self.lifetime)
             .finish()
     }
 }
 
 impl AccessTokenIssuer {
-    /// Mints with `key`; tokens live 5 minutes unless [`ttl`](Self::ttl) says otherwise.
+    /// Mints with `key`; tokens live 5 minutes unless [`lifetime`](Self::lifetime) says otherwise.
     #[must_use]
     pub fn new(key: SigningKey) -> Self {
         let mut header = serde_json::json!({ "alg": key.algorithm(), "typ": "at+jwt" });
@@ -108,8 +108,8 @@ impl AccessTokenIssuer {
             header,
             issuer: None,
             audience: Vec::new(),
-            ttl: Duration::from_secs(300),
-            clock: unix_time,
+            lifetime: Duration::from_secs(300),
+            clock: Clock::system(),
         }
     }
 
@@ -130,22 +130,23 @@ impl AccessTokenIssuer {
     /// How long tokens live: whole seconds, as `exp` is (a fraction rounds up); at least one,
     /// at most a year.
     #[must_use]
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Duration::from_secs(whole_seconds_up(ttl))
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = Duration::from_secs(whole_seconds_up(lifetime))
             .clamp(Duration::from_secs(1), Duration::from_secs(366 * 24 * 3600));
         self
     }
 
-    /// The source of Unix time in seconds (default: the system clock). For tests.
+    /// The wall clock for `iat` and `exp` (default: the system clock). A
+    /// [`TokenIssuer`](crate::issuer::TokenIssuer) sets it to its own.
     #[must_use]
-    pub fn clock(mut self, now: fn() -> u64) -> Self {
-        self.clock = now;
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
-    /// How long tokens live.
-    pub fn lifetime(&self) -> Duration {
-        self.ttl
+    /// How long tokens live, as [`lifetime`](Self::lifetime) set it.
+    pub(crate) fn configured_lifetime(&self) -> Duration {
+        self.lifetime
     }
 
     /// The signing key.
@@ -162,8 +163,8 @@ impl AccessTokenIssuer {
         claims: &C,
     ) -> Result<AccessToken, IssueError> {
         let mut payload = custom_claims(claims)?;
-        let now = (self.clock)();
-        let expires_in = self.ttl.as_secs();
+        let now = self.clock.now();
+        let expires_in = self.lifetime.as_secs();
         let expires_at = now + expires_in;
         let jti = URL_SAFE_NO_PAD.encode(random_bytes::<16>()?);
         payload.insert("sub".into(), subject.into());
@@ -249,8 +250,8 @@ mod tests {
         }
         let key = SigningKey::hmac(Algorithm::HS256, [1u8; 32]).unwrap();
         let issuer = AccessTokenIssuer::new(key.clone())
-            .ttl(Duration::from_secs(60))
-            .clock(at_zero);
+            .lifetime(Duration::from_secs(60))
+            .clock(Clock::from_fn(at_zero));
         let token = issuer.mint("a", "s", &()).unwrap();
         assert_eq!((token.expires_at, token.expires_in), (1_000_060, 60));
         let layer = JwtAuthLayer::new(key.verification_key()).leeway(Duration::ZERO);

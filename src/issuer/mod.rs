@@ -6,7 +6,7 @@
 //! ([`MemoryStore`], or `RedisStore` with the `redis` feature). It serves the RFC 6749 §6
 //! refresh endpoint ([`RefreshEndpoint`]) and the RFC 7009 revocation endpoint
 //! ([`RevocationEndpoint`]) as tower services, and its
-//! [`revocation`](TokenIssuer::revocation) hook makes the verification layer refuse a revoked
+//! [`deny_list`](TokenIssuer::deny_list) hook makes the verification layer refuse a revoked
 //! session's access tokens from the next request on.
 //!
 //! Every use of a refresh token rotates it; presenting a rotated-out token revokes its whole
@@ -42,4 +42,4 @@ pub use error::{GrantError, IssueError, RefreshError};
 pub use store::MemoryStore;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
-pub use token_issuer::{StoreRevocation, TokenIssuer, TokenPair};
+pub use token_issuer::{IssuedTokens, StoreDenyList, TokenIssuer};

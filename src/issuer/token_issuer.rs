@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Clock;
 use crate::issuer::access::AccessTokenIssuer;
 use crate::issuer::error::{GrantError, IssueError, RefreshError};
 use crate::issuer::refresh_token::{self as rt, RefreshToken};
@@ -15,7 +16,7 @@ use crate::issuer::store::{
 };
 use crate::issuer::util::whole_seconds_up;
 use crate::server::RegisteredClaims;
-use crate::server::{Revocation, RevocationCheck};
+use crate::server::{DenyCheck, DenyList};
 
 /// The longest grace window accepted.
 const MAX_GRACE: Duration = Duration::from_secs(60);
@@ -26,7 +27,7 @@ const MAX_LIFETIME: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 /// An RFC 6749 §5.1 token response.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct TokenPair {
+pub struct IssuedTokens {
     /// The access token (a JWT).
     pub access_token: String,
     /// Always `Bearer`.
@@ -37,9 +38,9 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
-impl fmt::Debug for TokenPair {
+impl fmt::Debug for IssuedTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenPair")
+        f.debug_struct("IssuedTokens")
             .field("access_token", &"[redacted]")
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
@@ -55,7 +56,7 @@ impl fmt::Debug for TokenPair {
 ///   a token presented after it was rotated out revokes the whole family, except that inside
 ///   the grace window (default 0, at most 60 s) the immediately previous token gets the same
 ///   successor again;
-/// - [`revoke`](Self::revoke) ends a family (logout); [`revocation`](Self::revocation) is the
+/// - [`revoke`](Self::revoke) ends a family (logout); [`deny_list`](Self::deny_list) is the
 ///   verifier hook that refuses that family's access tokens from the next request on.
 ///
 /// Refresh tokens are opaque (`<family>.<256-bit secret>`, never a JWT) and the store keeps
@@ -75,7 +76,7 @@ impl fmt::Debug for TokenPair {
 /// let key = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?;
 /// let issuer = TokenIssuer::new(AccessTokenIssuer::new(key.clone()), MemoryStore::new())
 ///     .grace_period(Duration::from_secs(5));
-/// let layer = JwtAuthLayer::new(key.verification_key()).revocation(issuer.revocation());
+/// let layer = JwtAuthLayer::new(key.verification_key()).deny_list(issuer.deny_list());
 ///
 /// let pair = issuer.issue("alice", &serde_json::json!({"role": "admin"})).await?;
 /// assert!(layer.verify(&pair.access_token).await.is_ok());
@@ -95,7 +96,7 @@ struct Inner<S> {
     idle_timeout: Option<Duration>,
     grace: Duration,
     revocation_ttl: Option<Duration>,
-    clock: fn() -> u64,
+    clock: Clock,
 }
 
 impl<S> Clone for TokenIssuer<S> {
@@ -131,7 +132,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
                 idle_timeout: None,
                 grace: Duration::ZERO,
                 revocation_ttl: None,
-                clock: crate::clock::unix_time,
+                clock: Clock::system(),
             }),
         }
     }
@@ -192,14 +193,19 @@ impl<S: RefreshStore> TokenIssuer<S> {
         self.with(|i| i.revocation_ttl = Some(ttl.min(MAX_LIFETIME)))
     }
 
-    /// The source of Unix time in seconds (default: the system clock). For tests; give the
-    /// access-token issuer and the store the same one.
+    /// The wall clock (default: the system clock). The issuer hands it to its access-token
+    /// issuer and its store, so one call moves all three; give the verifying
+    /// [`JwtAuthLayer`](crate::server::JwtAuthLayer) the same one.
     #[must_use]
-    pub fn clock(self, now: fn() -> u64) -> Self
+    pub fn clock(self, clock: Clock) -> Self
     where
         S: Clone,
     {
-        self.with(|i| i.clock = now)
+        self.with(|i| {
+            i.access = i.access.clone().clock(clock.clone());
+            i.store.set_clock(clock.clone());
+            i.clock = clock;
+        })
     }
 
     /// The store.
@@ -219,7 +225,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
         ttl.unwrap_or_else(|| {
             self.inner
                 .access
-                .lifetime()
+                .configured_lifetime()
                 .saturating_add(Duration::from_secs(60))
         })
         .as_secs()
@@ -234,7 +240,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
         &self,
         subject: &str,
         claims: &C,
-    ) -> Result<TokenPair, IssueError> {
+    ) -> Result<IssuedTokens, IssueError> {
         let inner = &self.inner;
         let family = rt::new_family()?;
         // Mint first: it checks the claims before anything is recorded.
@@ -244,7 +250,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
             claims = "{}".to_owned();
         }
         let refresh = rt::format(&family, &rt::new_secret()?);
-        let now = (inner.clock)();
+        let now = inner.clock.now();
         let hash = rt::hash(&refresh);
         inner
             .store
@@ -264,7 +270,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
 
     /// Trades `refresh_token` for a new pair. Only a token the store recorded is ever
     /// returned.
-    pub async fn rotate(&self, refresh_token: &str) -> Result<TokenPair, RefreshError> {
+    pub async fn rotate(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError> {
         let presented = RefreshToken::parse(refresh_token).ok_or(GrantError::Malformed)?;
         let successor = rt::new_secret()?;
         let successor_hash = rt::hash(&rt::format(presented.family, &successor));
@@ -275,7 +281,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
             presented: &presented_hash,
             successor: &successor_hash,
             sealed_successor: &sealed,
-            now: (self.inner.clock)(),
+            now: self.inner.clock.now(),
             grace: self.inner.grace.as_secs(),
             tombstone_ttl: self.tombstone_ttl(),
         };
@@ -323,8 +329,8 @@ impl<S: RefreshStore> TokenIssuer<S> {
 
     /// The verifier hook that refuses access tokens of revoked families (by their `sid`).
     #[must_use]
-    pub fn revocation(&self) -> StoreRevocation<S> {
-        StoreRevocation {
+    pub fn deny_list(&self) -> StoreDenyList<S> {
+        StoreDenyList {
             issuer: self.clone(),
         }
     }
@@ -363,8 +369,8 @@ fn settle(
     }
 }
 
-fn pair(access_token: String, expires_in: u64, refresh_token: String) -> TokenPair {
-    TokenPair {
+fn pair(access_token: String, expires_in: u64, refresh_token: String) -> IssuedTokens {
+    IssuedTokens {
         access_token,
         token_type: "Bearer".to_owned(),
         expires_in,
@@ -372,23 +378,23 @@ fn pair(access_token: String, expires_in: u64, refresh_token: String) -> TokenPa
     }
 }
 
-/// The revocation hook of a [`TokenIssuer`]: refuses access tokens whose `sid` names a
-/// revoked family. Tokens without `sid` pass. Built by [`TokenIssuer::revocation`].
-pub struct StoreRevocation<S> {
+/// The deny-list hook of a [`TokenIssuer`]: refuses access tokens whose `sid` names a
+/// revoked family. Tokens without `sid` pass. Built by [`TokenIssuer::deny_list`].
+pub struct StoreDenyList<S> {
     issuer: TokenIssuer<S>,
 }
 
-impl<S> fmt::Debug for StoreRevocation<S> {
+impl<S> fmt::Debug for StoreDenyList<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreRevocation").finish_non_exhaustive()
+        f.debug_struct("StoreDenyList").finish_non_exhaustive()
     }
 }
 
-impl<S: RefreshStore> Revocation for StoreRevocation<S> {
-    fn check(&self, claims: &RegisteredClaims) -> RevocationCheck {
+impl<S: RefreshStore> DenyList for StoreDenyList<S> {
+    fn check(&self, claims: &RegisteredClaims) -> DenyCheck {
         match &claims.sid {
             Some(sid) => self.issuer.inner.store.is_revoked(sid),
-            None => RevocationCheck::active(),
+            None => DenyCheck::active(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Entries are keyed by the whole token string and compared in full, never by a hash alone.
 //! An entry is used only while `now < exp` and while the key set that verified it is still
-//! current, so it never outlives the token's `exp` nor a retired key. Revocation is not cached:
+//! current, so it never outlives the token's `exp` nor a retired key. DenyList is not cached:
 //! the layer checks it on every request, hits included.
 //!
 //! Memory is bounded by weight: an entry weighs its token length plus its decoded payload

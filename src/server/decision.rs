@@ -1,4 +1,4 @@
-//! The per-request decision: extract, look up the cache, verify, check revocation and scope.
+//! The per-request decision: extract, look up the cache, verify, check the deny list and scope.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,10 +11,11 @@ use std::time::Duration;
 use http::Request;
 use serde::de::DeserializeOwned;
 
+use crate::Clock;
 use crate::keys::KeySource;
 use crate::server::cache::TokenCache;
 use crate::server::claims::Claims;
-use crate::server::deny_list::{Check, Revocation, TokenStatus};
+use crate::server::deny_list::{Check, DenyList, TokenStatus};
 use crate::server::rejection::{Rejection, Responder, TokenError};
 use crate::server::sources::Sources;
 use crate::server::verify::Validation;
@@ -24,7 +25,7 @@ pub(crate) enum Outcome<C> {
     /// Go on, with the claims (or without, in optional mode).
     Pass(Option<Claims<C>>),
     Reject(Rejection),
-    /// The verdict needs I/O: a revocation backend or a key refetch.
+    /// The verdict needs I/O: a deny-list backend or a key refetch.
     Pending(PendingCheck<C>),
 }
 
@@ -49,18 +50,18 @@ pub(crate) struct Auth<C> {
     pub(crate) validation: Validation,
     pub(crate) sources: Sources,
     pub(crate) cache: Option<Arc<TokenCache<C>>>,
-    pub(crate) revocation: Option<Arc<dyn Revocation>>,
+    pub(crate) deny_list: Option<Arc<dyn DenyList>>,
     /// Every one of these scopes is required.
     pub(crate) scopes: Vec<Box<str>>,
     pub(crate) optional: bool,
     pub(crate) responder: Responder,
-    /// How long a revocation check or a key refetch may take.
+    /// How long a deny-list check or a key refetch may take.
     pub(crate) io_timeout: Duration,
     /// Requests waiting on I/O now, shared by the layer's clones.
     pub(crate) parked: Arc<AtomicUsize>,
     /// The most requests that may wait on I/O at once.
     pub(crate) max_parked: usize,
-    pub(crate) clock: fn() -> u64,
+    pub(crate) clock: Clock,
 }
 
 impl<C> Clone for Auth<C> {
@@ -70,14 +71,14 @@ impl<C> Clone for Auth<C> {
             validation: self.validation.clone(),
             sources: self.sources.clone(),
             cache: self.cache.clone(),
-            revocation: self.revocation.clone(),
+            deny_list: self.deny_list.clone(),
             scopes: self.scopes.clone(),
             optional: self.optional,
             responder: self.responder.clone(),
             io_timeout: self.io_timeout,
             parked: Arc::clone(&self.parked),
             max_parked: self.max_parked,
-            clock: self.clock,
+            clock: self.clock.clone(),
         }
     }
 }
@@ -89,7 +90,7 @@ impl<C> fmt::Debug for Auth<C> {
             .field("validation", &self.validation)
             .field("sources", &self.sources)
             .field("cache", &self.cache)
-            .field("revocation", &self.revocation.as_ref().map(|_| "hook"))
+            .field("deny_list", &self.deny_list.as_ref().map(|_| "hook"))
             .field("scopes", &self.scopes)
             .field("optional", &self.optional)
             .field("responder", &self.responder)
@@ -152,7 +153,7 @@ where
 
     /// The token's claims, from the cache or by full verification.
     pub(crate) fn verify(&self, token: &str) -> Result<Claims<C>, TokenError> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let keys = self.keys.load();
         if let Some(cache) = &self.cache
             && let Some(claims) = cache.get(token, now, keys.epoch())
@@ -175,25 +176,25 @@ where
     }
 
     fn after_verify(self: &Arc<Self>, claims: Claims<C>) -> Outcome<C> {
-        let Some(revocation) = &self.revocation else {
+        let Some(deny_list) = &self.deny_list else {
             return self.check_scope(claims);
         };
-        match revocation.check(claims.registered()).0 {
-            Check::Ready(status) => match revocation_verdict(status) {
+        match deny_list.check(claims.registered()).0 {
+            Check::Ready(status) => match deny_list_verdict(status) {
                 Ok(()) => self.check_scope(claims),
                 Err(rejection) => Outcome::Reject(rejection),
             },
             Check::Pending(check) => {
                 let Some(parked) = self.park() else {
-                    return Outcome::Reject(Rejection::RevocationUnavailable);
+                    return Outcome::Reject(Rejection::DenyListUnavailable);
                 };
                 let this = Arc::clone(self);
                 Outcome::Pending(Box::pin(async move {
                     let _parked = parked;
                     let status = tokio::time::timeout(this.io_timeout, check)
                         .await
-                        .map_err(|_| Rejection::RevocationUnavailable)?;
-                    revocation_verdict(status)?;
+                        .map_err(|_| Rejection::DenyListUnavailable)?;
+                    deny_list_verdict(status)?;
                     this.check_scope(claims).resolve().await
                 }))
             }
@@ -229,13 +230,13 @@ impl<C> Outcome<C> {
     }
 }
 
-fn revocation_verdict(status: Result<TokenStatus, crate::BoxError>) -> Result<(), Rejection> {
+fn deny_list_verdict(status: Result<TokenStatus, crate::BoxError>) -> Result<(), Rejection> {
     match status {
         Ok(TokenStatus::Active) => Ok(()),
         Ok(TokenStatus::Revoked) => Err(Rejection::InvalidToken(TokenError::Revoked)),
         Err(error) => {
-            tracing::warn!(%error, "revocation check failed");
-            Err(Rejection::RevocationUnavailable)
+            tracing::warn!(%error, "deny-list check failed");
+            Err(Rejection::DenyListUnavailable)
         }
     }
 }

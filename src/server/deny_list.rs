@@ -1,4 +1,4 @@
-//! The revocation hook, consulted on every request after the token verifies (cache hits
+//! The deny-list hook, consulted on every request after the token verifies (cache hits
 //! included).
 
 use std::fmt;
@@ -18,19 +18,19 @@ pub enum TokenStatus {
     Revoked,
 }
 
-/// The answer of a [`Revocation`] check: ready now, or after a future resolves.
+/// The answer of a [`DenyList`] check: ready now, or after a future resolves.
 ///
-/// An in-memory denylist answers with [`RevocationCheck::ready`] and costs no allocation; a
-/// remote one returns [`RevocationCheck::pending`]. An error answers 503 (fail closed); a
+/// An in-memory denylist answers with [`DenyCheck::ready`] and costs no allocation; a
+/// remote one returns [`DenyCheck::pending`]. An error answers 503 (fail closed); a
 /// backend that prefers to fail open returns [`TokenStatus::Active`] on its own errors.
-pub struct RevocationCheck(pub(crate) Check);
+pub struct DenyCheck(pub(crate) Check);
 
 pub(crate) enum Check {
     Ready(Result<TokenStatus, BoxError>),
     Pending(Pin<Box<dyn Future<Output = Result<TokenStatus, BoxError>> + Send>>),
 }
 
-impl RevocationCheck {
+impl DenyCheck {
     /// An answer known now.
     pub fn ready(status: Result<TokenStatus, BoxError>) -> Self {
         Self(Check::Ready(status))
@@ -55,7 +55,7 @@ impl RevocationCheck {
     }
 }
 
-impl fmt::Debug for RevocationCheck {
+impl fmt::Debug for DenyCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Check::Ready(status) => f.debug_tuple("Ready").field(status).finish(),
@@ -65,16 +65,21 @@ impl fmt::Debug for RevocationCheck {
 }
 
 /// Decides whether a verified token has been revoked, for example by a `jti` or a session
-/// (`sid`) denylist.
+/// (`sid`) deny list.
 ///
-/// Implemented for every `Fn(&RegisteredClaims) -> RevocationCheck`.
+/// This is the verifier's per-request hook. It is not RFC 7009 token revocation, which is an
+/// endpoint of the issuer ([`RevocationEndpoint`](crate::issuer::RevocationEndpoint)); a
+/// [`TokenIssuer`](crate::issuer::TokenIssuer)'s [`deny_list`](crate::issuer::TokenIssuer::deny_list)
+/// connects the two, refusing the access tokens of a session that endpoint revoked.
+///
+/// Implemented for every `Fn(&RegisteredClaims) -> DenyCheck`.
 ///
 /// # Example
 ///
 /// ```
 /// use std::collections::HashSet;
 /// use std::sync::{Arc, RwLock};
-/// use tower_jwt_refresh::server::{RegisteredClaims, RevocationCheck};
+/// use tower_jwt_refresh::server::{RegisteredClaims, DenyCheck};
 ///
 /// let revoked_sessions = Arc::new(RwLock::new(HashSet::<String>::new()));
 /// let hook = move |claims: &RegisteredClaims| {
@@ -82,20 +87,20 @@ impl fmt::Debug for RevocationCheck {
 ///         .sid
 ///         .as_ref()
 ///         .is_some_and(|sid| revoked_sessions.read().unwrap().contains(sid));
-///     if denied { RevocationCheck::revoked() } else { RevocationCheck::active() }
+///     if denied { DenyCheck::revoked() } else { DenyCheck::active() }
 /// };
-/// # let _: &dyn tower_jwt_refresh::server::Revocation = &hook;
+/// # let _: &dyn tower_jwt_refresh::server::DenyList = &hook;
 /// ```
-pub trait Revocation: Send + Sync + 'static {
+pub trait DenyList: Send + Sync + 'static {
     /// Checks one token. Called on every request; keep the ready path cheap.
-    fn check(&self, claims: &RegisteredClaims) -> RevocationCheck;
+    fn check(&self, claims: &RegisteredClaims) -> DenyCheck;
 }
 
-impl<F> Revocation for F
+impl<F> DenyList for F
 where
-    F: Fn(&RegisteredClaims) -> RevocationCheck + Send + Sync + 'static,
+    F: Fn(&RegisteredClaims) -> DenyCheck + Send + Sync + 'static,
 {
-    fn check(&self, claims: &RegisteredClaims) -> RevocationCheck {
+    fn check(&self, claims: &RegisteredClaims) -> DenyCheck {
         self(claims)
     }
 }

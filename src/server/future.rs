@@ -21,7 +21,7 @@ pin_project! {
     /// The response future of [`JwtAuth`](super::JwtAuth).
     ///
     /// On the common path it is the inner service's future with no extra allocation. Only a
-    /// check that needs I/O (an asynchronous revocation hook, or a key refetch) holds the
+    /// check that needs I/O (an asynchronous deny-list hook, or a key refetch) holds the
     /// request and the ready inner service until it resolves.
     pub struct ResponseFuture<S, ReqBody, C>
     where

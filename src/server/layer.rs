@@ -10,12 +10,12 @@ use http::{HeaderName, HeaderValue};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use tower_layer::Layer;
 
-use crate::clock::unix_time;
+use crate::Clock;
 use crate::keys::KeySource;
 use crate::server::cache::{DEFAULT_CAPACITY, TokenCache};
 use crate::server::claims::Claims;
 use crate::server::decision::Auth;
-use crate::server::deny_list::Revocation;
+use crate::server::deny_list::DenyList;
 use crate::server::rejection::{Rejection, Responder};
 use crate::server::service::JwtAuth;
 use crate::server::sources::Sources;
@@ -33,7 +33,7 @@ use crate::server::verify::Validation;
 /// Every key verifies tokens for every accepted issuer: with several issuers that must not
 /// sign for each other, build one layer per issuer.
 ///
-/// An asynchronous revocation hook, a remote JWKS, or a [`FormTokenLayer`](super::FormTokenLayer)
+/// An asynchronous deny-list hook, a remote JWKS, or a [`FormTokenLayer`](super::FormTokenLayer)
 /// needs a Tokio runtime with its time driver (`#[tokio::main]` and axum provide one); the
 /// synchronous path needs no runtime at all.
 ///
@@ -118,14 +118,14 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             validation: Validation::default(),
             sources: Sources::default(),
             cache: Some(Arc::new(TokenCache::new(DEFAULT_CAPACITY))),
-            revocation: None,
+            deny_list: None,
             scopes: Vec::new(),
             optional: false,
             responder: Responder::new("api"),
             io_timeout: Duration::from_secs(2),
             parked: Arc::default(),
             max_parked: 1024,
-            clock: unix_time,
+            clock: Clock::system(),
         };
         Self {
             auth: Arc::new(auth),
@@ -134,10 +134,10 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     }
 
     /// Verifies `token` as the layer would, without a request: the cache, every check, and
-    /// the revocation hook if it answers synchronously.
+    /// the deny-list hook if it answers synchronously.
     ///
     /// Useful for WebSocket handshakes and other places a token arrives outside a header.
-    /// A revocation hook that needs I/O is awaited.
+    /// A deny-list hook that needs I/O is awaited.
     pub async fn verify(&self, token: &str) -> Result<Claims<C>, Rejection> {
         // Extraction caps a request's token; a token handed in directly is capped here.
         self.auth
@@ -223,21 +223,21 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// Also read the token from the cookie `name`. Mind CSRF: a cookie is sent by the browser
     /// on cross-site requests too.
     #[must_use]
-    pub fn cookie(self, name: impl Into<String>) -> Self {
+    pub fn token_from_cookie(self, name: impl Into<String>) -> Self {
         let name = name.into().into_boxed_str();
         self.sources(|s| s.cookie = Some(name))
     }
 
     /// Also read the token from the header `name` (a raw token, `Bearer ` optional).
     #[must_use]
-    pub fn header(self, name: HeaderName) -> Self {
+    pub fn token_from_header(self, name: HeaderName) -> Self {
         self.sources(|s| s.header = Some(name))
     }
 
     /// Also read the token from the query parameter `name` (RFC 6750 §2.3 suggests
     /// `access_token`). Query strings end up in logs and `Referer` headers: avoid if you can.
     #[must_use]
-    pub fn query(self, name: impl Into<String>) -> Self {
+    pub fn token_from_query(self, name: impl Into<String>) -> Self {
         let name = name.into().into_boxed_str();
         self.sources(|s| s.query = Some(name))
     }
@@ -245,7 +245,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// Also accept the `access_token` form parameter read by a
     /// [`FormTokenLayer`](super::FormTokenLayer) in front of this layer (RFC 6750 §2.2).
     #[must_use]
-    pub fn form(self) -> Self {
+    pub fn token_from_form(self) -> Self {
         self.sources(|s| s.form = true)
     }
 
@@ -258,20 +258,20 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
 
     /// Checks each verified token with `hook`, on every request (cache hits included).
     #[must_use]
-    pub fn revocation(self, hook: impl Revocation) -> Self {
-        self.with(|auth| auth.revocation = Some(Arc::new(hook)))
+    pub fn deny_list(self, hook: impl DenyList) -> Self {
+        self.with(|auth| auth.deny_list = Some(Arc::new(hook)))
     }
 
-    /// How long an asynchronous revocation check, or a wait for a key refetch, may take
-    /// (default 2 s). A revocation check that overruns answers 503.
+    /// How long an asynchronous deny-list check, or a wait for a key refetch, may take
+    /// (default 2 s). A deny-list check that overruns answers 503.
     #[must_use]
     pub fn io_timeout(self, timeout: Duration) -> Self {
         self.with(|auth| auth.io_timeout = timeout)
     }
 
     /// The most requests that may wait on I/O at once (default 1024): an asynchronous
-    /// revocation check, or a key refetch for an unknown `kid`. Past it, a request is answered
-    /// at once (503 for revocation, 401 for the unknown key) instead of queueing, so garbage
+    /// deny-list check, or a key refetch for an unknown `kid`. Past it, a request is answered
+    /// at once (503 for the deny list, 401 for the unknown key) instead of queueing, so garbage
     /// tokens cannot pile up requests. Shared by this layer and its clones.
     #[must_use]
     pub fn max_pending_checks(self, requests: usize) -> Self {
@@ -316,11 +316,12 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
         self.with(|auth| auth.responder.set_body(Arc::new(handler)))
     }
 
-    /// The source of Unix time in seconds (default: the system clock). For tests.
+    /// The wall clock that `exp`, `nbf` and `iat` are checked against (default: the system
+    /// clock). For tests; give the [`TokenIssuer`](crate::issuer::TokenIssuer) the same one.
     #[must_use]
-    pub fn clock(self, now: fn() -> u64) -> Self {
+    pub fn clock(self, clock: Clock) -> Self {
         self.with(|auth| {
-            auth.clock = now;
+            auth.clock = clock;
             auth.fresh_cache();
         })
     }

@@ -10,7 +10,7 @@
 //! Per request: extract the token ([`Rejection::InvalidRequest`] for duplicated or malformed
 //! credentials), look it up in a bounded cache of verified tokens, otherwise verify it (keys
 //! chosen by `kid`, each bound to one algorithm; `typ`, `exp`, `nbf`, `iat`, `iss`, `aud` and
-//! `crit` checked), ask the revocation hook, check required scopes, and insert the claims.
+//! `crit` checked), ask the deny-list hook, check required scopes, and insert the claims.
 //!
 //! The issuer ([`crate::issuer`]) mints the tokens this layer accepts, and its deny-list hook
 //! makes this layer refuse a revoked session's access tokens from the next request on.
@@ -79,7 +79,7 @@ pub use body::AuthBody;
 #[cfg(feature = "axum")]
 pub use claims::MissingClaims;
 pub use claims::{Claims, RegisteredClaims};
-pub use deny_list::{Revocation, RevocationCheck, TokenStatus};
+pub use deny_list::{DenyCheck, DenyList, TokenStatus};
 pub use form::{FormToken, FormTokenLayer};
 pub use layer::JwtAuthLayer;
 pub use rejection::{Rejection, RequestError, TokenError};

@@ -29,8 +29,8 @@ pub enum Rejection {
     InvalidToken(TokenError),
     /// A valid token without a required scope: 403 `insufficient_scope`.
     InsufficientScope,
-    /// The revocation check could not answer, so the token's status is unknown: 503.
-    RevocationUnavailable,
+    /// The deny-list check could not answer, so the token's status is unknown: 503.
+    DenyListUnavailable,
 }
 
 /// What was wrong with the request's credentials (400 `invalid_request`).
@@ -83,7 +83,7 @@ pub enum TokenError {
     MissingClaim,
     /// A claim has the wrong JSON type or an impossible value.
     Claims,
-    /// The revocation check says the token, or its session, is revoked.
+    /// The deny-list check says the token, or its session, is revoked.
     Revoked,
 }
 
@@ -129,7 +129,7 @@ impl Rejection {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
-            Self::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DenyListUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -140,7 +140,7 @@ impl Rejection {
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
             Self::InsufficientScope => Some("insufficient_scope"),
-            Self::RevocationUnavailable => Some("temporarily_unavailable"),
+            Self::DenyListUnavailable => Some("temporarily_unavailable"),
         }
     }
 
@@ -151,7 +151,7 @@ impl Rejection {
             Self::InvalidRequest(e) => e.description(),
             Self::InvalidToken(e) => e.description(),
             Self::InsufficientScope => "token lacks a required scope",
-            Self::RevocationUnavailable => "token status could not be checked",
+            Self::DenyListUnavailable => "token status could not be checked",
         }
     }
 
@@ -160,7 +160,7 @@ impl Rejection {
     pub fn grpc_code(&self) -> u16 {
         match self {
             Self::InsufficientScope => 7,
-            Self::RevocationUnavailable => 14,
+            Self::DenyListUnavailable => 14,
             _ => 16,
         }
     }
@@ -246,7 +246,7 @@ impl Responder {
         *response.status_mut() = rejection.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, content_type);
-        if rejection == Rejection::RevocationUnavailable {
+        if rejection == Rejection::DenyListUnavailable {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         } else {
             headers.insert(WWW_AUTHENTICATE, self.challenge(rejection));
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn revocation_outage_is_503_with_retry_after() {
-        let res = Responder::new("api").respond::<()>(Rejection::RevocationUnavailable, false);
+        let res = Responder::new("api").respond::<()>(Rejection::DenyListUnavailable, false);
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()[RETRY_AFTER], "1");
     }

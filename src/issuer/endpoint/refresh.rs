@@ -13,7 +13,7 @@ use super::params::{Params, read_params};
 use super::{EndpointFuture, Limits, OAuthError, json_response};
 use crate::issuer::error::RefreshError;
 use crate::issuer::store::RefreshStore;
-use crate::issuer::token_issuer::{TokenIssuer, TokenPair};
+use crate::issuer::token_issuer::{IssuedTokens, TokenIssuer};
 
 /// The refresh endpoint: `grant_type=refresh_token` (RFC 6749 §6) in, an RFC 6749 §5.1 token
 /// response out. Built by [`TokenIssuer::refresh_endpoint`].
@@ -93,7 +93,9 @@ fn refresh_token(params: Params) -> Result<String, OAuthError> {
 }
 
 /// The answer to a rotation.
-fn respond(rotated: Result<TokenPair, RefreshError>) -> Result<Response<Full<Bytes>>, OAuthError> {
+fn respond(
+    rotated: Result<IssuedTokens, RefreshError>,
+) -> Result<Response<Full<Bytes>>, OAuthError> {
     match rotated {
         Ok(pair) => {
             // Cannot fail (strings and a number); were it to, the rotation has happened, so

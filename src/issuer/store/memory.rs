@@ -4,11 +4,11 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::clock::unix_time;
+use crate::Clock;
 use crate::issuer::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
-use crate::server::RevocationCheck;
+use crate::server::DenyCheck;
 
 /// Refresh-token families in this process's memory.
 ///
@@ -40,7 +40,7 @@ pub struct MemoryStore {
     /// the per-request check never waits behind a rotation (only, briefly, behind the
     /// periodic sweep).
     tombstones: Arc<RwLock<HashMap<String, u64>>>,
-    clock: fn() -> u64,
+    clock: Clock,
 }
 
 #[derive(Default)]
@@ -151,7 +151,7 @@ impl Default for MemoryStore {
         Self {
             families: Arc::default(),
             tombstones: Arc::default(),
-            clock: unix_time,
+            clock: Clock::system(),
         }
     }
 }
@@ -167,11 +167,12 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The source of Unix time in seconds for tombstones and purging (default: the system
-    /// clock). For tests; use the issuer's clock.
+    /// The wall clock for tombstones and purging (default: the system clock). A
+    /// [`TokenIssuer`](crate::issuer::TokenIssuer) sets it to its own; set it here only for a
+    /// store used on its own.
     #[must_use]
-    pub fn clock(mut self, now: fn() -> u64) -> Self {
-        self.clock = now;
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -193,7 +194,7 @@ impl MemoryStore {
         let mut families = self.families.lock().map_err(poisoned)?;
         families.since_sweep += 1;
         if families.since_sweep > families.map.len() / 2 + 64 {
-            let now = (self.clock)();
+            let now = self.clock.now();
             families
                 .map
                 .retain(|_, f| f.ends_at().saturating_add(f.retain) > now);
@@ -207,7 +208,7 @@ impl MemoryStore {
     }
 
     fn tombstone(&self, family: &str, ttl: u64) -> Result<(), StoreError> {
-        let until = (self.clock)().saturating_add(ttl);
+        let until = self.clock.now().saturating_add(ttl);
         self.tombstones
             .write()
             .map_err(poisoned)?
@@ -222,7 +223,7 @@ impl MemoryStore {
             .read()
             .map_err(poisoned)?
             .get(family)
-            .is_some_and(|&until| until > (self.clock)()))
+            .is_some_and(|&until| until > self.clock.now()))
     }
 }
 
@@ -291,11 +292,15 @@ impl RefreshStore for MemoryStore {
         Ok(known)
     }
 
-    fn is_revoked(&self, family: &str) -> RevocationCheck {
+    fn is_revoked(&self, family: &str) -> DenyCheck {
         match self.is_tombstoned(family) {
-            Ok(true) => RevocationCheck::revoked(),
-            Ok(false) => RevocationCheck::active(),
-            Err(e) => RevocationCheck::ready(Err(e.into())),
+            Ok(true) => DenyCheck::revoked(),
+            Ok(false) => DenyCheck::active(),
+            Err(e) => DenyCheck::ready(Err(e.into())),
         }
+    }
+
+    fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 }

@@ -13,8 +13,8 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::BoxError;
-use crate::server::RevocationCheck;
+use crate::server::DenyCheck;
+use crate::{BoxError, Clock};
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -190,7 +190,14 @@ pub trait RefreshStore: Send + Sync + 'static {
         tombstone_ttl: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Whether family `family` was revoked, for the verifier's revocation hook; called on
+    /// Whether family `family` was revoked, for the verifier's deny-list hook; called on
     /// every request, so keep it cheap.
-    fn is_revoked(&self, family: &str) -> RevocationCheck;
+    fn is_revoked(&self, family: &str) -> DenyCheck;
+
+    /// Adopts the issuer's clock for what the store times itself (tombstones, purging).
+    /// [`TokenIssuer::clock`](crate::issuer::TokenIssuer::clock) calls it. The default ignores
+    /// it, as a store whose times come from its server (Redis key expiry) may.
+    fn set_clock(&mut self, clock: Clock) {
+        let _ = clock;
+    }
 }

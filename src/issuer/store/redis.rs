@@ -11,7 +11,7 @@ use redis::{AsyncCommands, Script};
 use crate::issuer::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
-use crate::server::{RevocationCheck, TokenStatus};
+use crate::server::{DenyCheck, TokenStatus};
 
 /// The server-side scripts, one per write operation; each file documents its keys, arguments
 /// and replies.
@@ -38,7 +38,7 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 ///
 /// Every operation is one round trip: a server-side Lua script for create, rotate and revoke
 /// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for the
-/// per-request revocation check. (After Redis restarts, a script's first call also loads it:
+/// per-request deny-list check. (After Redis restarts, a script's first call also loads it:
 /// two more round trips, once.) Keys expire a tombstone TTL after their family ends. A
 /// family's keys share one hash tag (`<prefix>:{<family>}`), so the store works on Redis
 /// Cluster too. It talks through a reconnecting connection manager: while Redis is down,
@@ -46,7 +46,7 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// answers 503), and it recovers by itself.
 ///
 /// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
-/// revocation check lets access tokens through (it fails open), so that verification keeps
+/// deny-list check lets access tokens through (it fails open), so that verification keeps
 /// working; revocations made before the outage are enforced again once Redis answers.
 ///
 /// Run Redis with `maxmemory-policy noeviction`: an evicted tombstone would let a revoked
@@ -93,7 +93,7 @@ impl RedisStore {
 impl<C> RedisStore<C> {
     /// Uses an existing connection: a configured `ConnectionManager`, or (with the `redis`
     /// crate's `cluster-async` feature) a Redis Cluster connection. Configure its timeouts:
-    /// every wait of the store but the revocation check is bounded by them.
+    /// every wait of the store but the deny-list check is bounded by them.
     #[must_use]
     pub fn with_connection(connection: C) -> Self {
         Self {
@@ -112,7 +112,7 @@ impl<C> RedisStore<C> {
         self
     }
 
-    /// How long the per-request revocation check may wait for Redis before it lets the token
+    /// How long the per-request deny-list check may wait for Redis before it lets the token
     /// through (default 250 ms). After a check fails, checks let tokens through without asking
     /// Redis for one second, so an outage costs one bounded wait per second, not one per
     /// request.
@@ -209,7 +209,7 @@ fn unreachable(error: &redis::RedisError) -> bool {
 }
 
 /// The circuit breaker every call shares: once Redis proves unreachable, for a second
-/// revocation checks pass without asking it and writes fail at once (503, `Retry-After: 1`)
+/// deny-list checks pass without asking it and writes fail at once (503, `Retry-After: 1`)
 /// instead of each waiting out the connection's timeouts.
 #[derive(Default)]
 struct Breaker {
@@ -299,24 +299,24 @@ where
         Ok(revoked == 1)
     }
 
-    fn is_revoked(&self, family: &str) -> RevocationCheck {
+    fn is_revoked(&self, family: &str) -> DenyCheck {
         if self.breaker.is_open() {
-            return RevocationCheck::active();
+            return DenyCheck::active();
         }
         let tombstone = self.tombstone_key(family);
         let mut connection = self.connection.clone();
         let (bound, breaker) = (self.check_timeout, Arc::clone(&self.breaker));
-        RevocationCheck::pending(async move {
+        DenyCheck::pending(async move {
             match tokio::time::timeout(bound, connection.exists::<_, bool>(tombstone)).await {
                 Ok(Ok(true)) => Ok(TokenStatus::Revoked),
                 Ok(Ok(false)) => Ok(TokenStatus::Active),
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "redis unreachable; revocation checks fail open for 1 s");
+                    tracing::warn!(%error, "redis unreachable; deny-list checks fail open for 1 s");
                     breaker.trip();
                     Ok(TokenStatus::Active)
                 }
                 Err(_) => {
-                    tracing::warn!("redis slow; revocation checks fail open for 1 s");
+                    tracing::warn!("redis slow; deny-list checks fail open for 1 s");
                     breaker.trip();
                     Ok(TokenStatus::Active)
                 }

@@ -21,7 +21,7 @@ use crate::server::form::FormToken;
 /// let app: Router = Router::new().route("/submit", post(|| async { "ok" })).layer(
 ///     ServiceBuilder::new()
 ///         .layer(FormTokenLayer::new())
-///         .layer(JwtAuthLayer::new(key).form()),
+///         .layer(JwtAuthLayer::new(key).token_from_form()),
 /// );
 /// # Ok(()) }
 /// ```

@@ -2,7 +2,7 @@
 //!
 //! Reading a form parameter means buffering the body, which [`JwtAuth`](crate::server::JwtAuth)
 //! never does. This separate layer, placed in front of a layer built with
-//! [`JwtAuthLayer::form`](crate::server::JwtAuthLayer::form), buffers `application/x-www-form-urlencoded`
+//! [`JwtAuthLayer::token_from_form`](crate::server::JwtAuthLayer::token_from_form), buffers `application/x-www-form-urlencoded`
 //! bodies of non-GET requests up to a limit, finds `access_token`, and passes the whole body on
 //! unchanged. Other requests pass straight through.
 
