@@ -1,11 +1,26 @@
-//! Request-reading helpers shared by the issuer's endpoints and the server's form and query
-//! token sources: the `Content-Length` pre-check, the media type of `Content-Type`, and
-//! `&`-separated `key=value` parameters.
+//! HTTP helpers shared by the issuer's endpoints and the server's layers: the
+//! `Content-Length` pre-check, the media type of `Content-Type`, `&`-separated `key=value`
+//! parameters, and the OAuth error answer (its JSON body, and `Retry-After` on a 503).
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue};
+
+/// The JSON body of an OAuth error (RFC 6749 §5.2, RFC 6750 §3):
+/// `{"error":"<code>","error_description":"<description>"}`. Both are fixed texts of this
+/// crate, never request data, so nothing needs escaping.
+pub(crate) fn oauth_error_body(code: &str, description: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"error":"{code}","error_description":"{description}"}}"#
+    ))
+}
+
+/// Marks a 503 as worth retrying a second later (`Retry-After: 1`).
+pub(crate) fn retry_soon(headers: &mut HeaderMap) {
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+}
 
 /// Whether the request declares (in `Content-Length`) a body longer than `limit`, so that it
 /// can be refused before a byte of it is read. A missing or unparsable header declares

@@ -54,6 +54,8 @@ mod clock;
 pub use clock::Clock;
 #[cfg(feature = "server")]
 mod http_util;
+#[cfg(feature = "server")]
+mod tower_util;
 
 /// The README's examples, compiled as doctests.
 #[cfg(all(

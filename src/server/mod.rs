@@ -41,27 +41,6 @@
 //! # Ok(()) }
 //! ```
 
-/// `get_ref`, `get_mut` and `into_inner` for a service that wraps `self.inner: S`, as
-/// tower-http defines them.
-macro_rules! define_inner_service_accessors {
-    () => {
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// Consumes `self`, returning the inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
-    };
-}
-
 mod body;
 mod cache;
 mod claims;

@@ -7,10 +7,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use crate::http_util::{oauth_error_body, retry_soon};
 use crate::server::body::AuthBody;
 
 /// Why a request was refused.
@@ -247,7 +248,7 @@ impl Responder {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, content_type);
         if rejection == Rejection::DenyListUnavailable {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            retry_soon(headers);
         } else {
             headers.insert(WWW_AUTHENTICATE, self.challenge(rejection));
         }
@@ -274,10 +275,7 @@ impl Responder {
 
 fn json_body(rejection: Rejection) -> Bytes {
     let code = rejection.error_code().unwrap_or("unauthorized");
-    Bytes::from(format!(
-        r#"{{"error":"{code}","error_description":"{}"}}"#,
-        rejection.description()
-    ))
+    oauth_error_body(code, rejection.description())
 }
 
 fn grpc_response<B>(rejection: Rejection) -> Response<AuthBody<B>> {
@@ -375,6 +373,6 @@ mod tests {
     fn revocation_outage_is_503_with_retry_after() {
         let res = Responder::new("api").respond::<()>(Rejection::DenyListUnavailable, false);
         assert_eq!(res.status(), 503);
-        assert_eq!(res.headers()[RETRY_AFTER], "1");
+        assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
     }
 }

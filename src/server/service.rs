@@ -13,6 +13,7 @@ use crate::server::body::AuthBody;
 use crate::server::decision::{Auth, Outcome};
 use crate::server::future::ResponseFuture;
 use crate::server::layer::JwtAuthLayer;
+use crate::tower_util::take_ready;
 
 /// Verifies the request's bearer token before calling the inner service.
 ///
@@ -62,7 +63,7 @@ impl<S, C> JwtAuth<S, C> {
         JwtAuthLayer::from_auth(Arc::clone(&self.auth))
     }
 
-    define_inner_service_accessors!();
+    crate::tower_util::define_inner_service_accessors!();
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
@@ -83,9 +84,7 @@ where
             Outcome::Pass(claims) => Ok(claims),
             Outcome::Reject(rejection) => Err(rejection),
             Outcome::Pending(check) => {
-                // The ready service moves into the future; `self` keeps a fresh clone.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
+                let inner = take_ready(&mut self.inner);
                 return ResponseFuture::pending(check, req, inner, Arc::clone(&self.auth));
             }
         };

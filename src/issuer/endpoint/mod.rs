@@ -25,9 +25,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+
+use crate::http_util::{oauth_error_body, retry_soon};
 
 /// The parts both endpoints share: a `Clone` and `Debug` that need no `S: Clone`, and the
 /// request-limit builders. Defined before the modules that use it.
@@ -143,16 +145,11 @@ impl OAuthError {
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
-        let body = format!(
-            r#"{{"error":"{}","error_description":"{}"}}"#,
-            self.code, self.description
-        );
-        let mut response = json_response(self.status, Bytes::from(body));
+        let body = oauth_error_body(self.code, self.description);
+        let mut response = json_response(self.status, body);
         let headers = response.headers_mut();
         match self.status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            }
+            StatusCode::SERVICE_UNAVAILABLE => retry_soon(headers),
             StatusCode::METHOD_NOT_ALLOWED => {
                 headers.insert(ALLOW, HeaderValue::from_static("POST"));
             }

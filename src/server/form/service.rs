@@ -11,6 +11,7 @@ use crate::http_util::{declares_more_than, has_media_type};
 use crate::server::body::AuthBody;
 use crate::server::form::{FormAccessToken, FormFuture, FormTokenLayer};
 use crate::server::rejection::RequestError;
+use crate::tower_util::take_ready;
 
 /// Finds the `access_token` form parameter; see [`FormTokenLayer`].
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ impl<S> FormToken<S> {
         self.config
     }
 
-    define_inner_service_accessors!();
+    crate::tower_util::define_inner_service_accessors!();
 }
 
 /// Whether the request may carry a form body: not `GET` or `HEAD`, and
@@ -68,9 +69,7 @@ where
                 .insert(FormAccessToken::Invalid(RequestError::FormBody));
             return FormFuture::inner(self.inner.call(req.map(AuthBody::inner)));
         }
-        // The ready service moves into the future; `self` keeps a fresh clone.
-        let clone = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, clone);
+        let service = take_ready(&mut self.inner);
         let (parts, body) = req.into_parts();
         let deadline = tokio::time::sleep(self.config.read_timeout);
         FormFuture::collecting(parts, body, self.config.limit, deadline, service)
