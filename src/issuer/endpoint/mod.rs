@@ -31,10 +31,52 @@ use http_body_util::Full;
 
 use crate::http_util::{oauth_error_body, retry_soon};
 
-/// The parts both endpoints share: a `Clone` and `Debug` that need no `S: Clone`, and the
-/// request-limit builders. Defined before the modules that use it.
+/// The parts both endpoints share: the constructor on [`TokenIssuer`], a `Clone` and `Debug`
+/// that need no `S: Clone`, the request-limit builders, and the `Service` impl, which reads
+/// the parameters and hands them to the endpoint's own `handle`. Defined before the modules
+/// that use it.
 macro_rules! endpoint_common {
-    ($name:ident) => {
+    ($name:ident, $constructor:ident, $doc:literal) => {
+        impl<S: RefreshStore> TokenIssuer<S> {
+            #[doc = $doc]
+            #[must_use]
+            pub fn $constructor(&self) -> $name<S> {
+                $name {
+                    issuer: self.clone(),
+                    limits: super::Limits::default(),
+                }
+            }
+        }
+
+        impl<S, B> tower_service::Service<http::Request<B>> for $name<S>
+        where
+            S: RefreshStore,
+            B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        {
+            type Response = http::Response<http_body_util::Full<bytes::Bytes>>;
+            type Error = std::convert::Infallible;
+            type Future = super::EndpointFuture;
+
+            fn poll_ready(
+                &mut self,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: http::Request<B>) -> super::EndpointFuture {
+                let (issuer, limits) = (self.issuer.clone(), self.limits);
+                Box::pin(async move {
+                    let outcome = async {
+                        Self::handle(issuer, super::params::read_params(req, limits).await?).await
+                    };
+                    Ok(outcome
+                        .await
+                        .unwrap_or_else(super::OAuthError::into_response))
+                })
+            }
+        }
+
         impl<S> Clone for $name<S> {
             fn clone(&self) -> Self {
                 Self {

@@ -1,16 +1,11 @@
 //! [`RefreshEndpoint`]: a refresh token in, a new token pair out (RFC 6749 §6).
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body::Body;
+use http::{Response, StatusCode};
 use http_body_util::Full;
-use tower_service::Service;
 
-use super::params::{Params, read_params};
-use super::{EndpointFuture, Limits, OAuthError, json_response};
+use super::params::Params;
+use super::{Limits, OAuthError, json_response};
 use crate::issuer::error::RefreshError;
 use crate::issuer::store::RefreshStore;
 use crate::issuer::token_issuer::{IssuedTokens, TokenIssuer};
@@ -37,41 +32,18 @@ pub struct RefreshEndpoint<S> {
     limits: Limits,
 }
 
-endpoint_common!(RefreshEndpoint);
+endpoint_common!(
+    RefreshEndpoint,
+    refresh_endpoint,
+    "The refresh endpoint for this issuer."
+);
 
-impl<S: RefreshStore> TokenIssuer<S> {
-    /// The refresh endpoint for this issuer.
-    #[must_use]
-    pub fn refresh_endpoint(&self) -> RefreshEndpoint<S> {
-        RefreshEndpoint {
-            issuer: self.clone(),
-            limits: Limits::default(),
-        }
-    }
-}
-
-impl<S, B> Service<Request<B>> for RefreshEndpoint<S>
-where
-    S: RefreshStore,
-    B: Body<Data = Bytes> + Send + 'static,
-{
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> EndpointFuture {
-        let (issuer, limits) = (self.issuer.clone(), self.limits);
-        Box::pin(async move {
-            let outcome = async {
-                let token = refresh_token(read_params(req, limits).await?)?;
-                respond(issuer.rotate(&token).await)
-            };
-            Ok(outcome.await.unwrap_or_else(OAuthError::into_response))
-        })
+impl<S: RefreshStore> RefreshEndpoint<S> {
+    async fn handle(
+        issuer: TokenIssuer<S>,
+        params: Params,
+    ) -> Result<Response<Full<Bytes>>, OAuthError> {
+        respond(issuer.rotate(&refresh_token(params)?).await)
     }
 }
 
