@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::{Http, pair, send_json};
-use http::{Method, Request, StatusCode};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -263,7 +263,7 @@ struct Tally {
 async fn login(http: &Http, base: &str) -> Result<Session, BoxError> {
     let body = json!({"username": "admin", "password": "admin"});
     let (status, body) = send_json(http, Method::POST, format!("{base}/login"), body).await?;
-    if status != StatusCode::OK {
+    if !status.is_success() {
         return Err(format!("login: {status}").into());
     }
     let (access, refresh) = pair(&body).map_err(|e| format!("{e:?}"))?;
@@ -299,7 +299,7 @@ async fn client(
             let request = Request::get(format!("{base}/aaa")).body(Full::default())?;
             let mut described = String::new();
             let outcome = match service.clone().oneshot(request).await {
-                Ok(response) if response.status() == StatusCode::OK => {
+                Ok(response) if response.status().is_success() => {
                     let body = response.into_body().collect().await?.to_bytes();
                     if body == "aaa" {
                         Ok(())
