@@ -87,7 +87,7 @@ async fn send(
     let response = http.request(request.body(Full::default())?).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
-    if status != 200 || body != "aaa" {
+    if !status.is_success() || body != "aaa" {
         return Err(format!("unexpected answer {status}").into());
     }
     Ok(())

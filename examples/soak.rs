@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example soak -- [--clients 500] [--seconds 60] [--access-ttl 2]
-//!     [--fault none|redis|slow-refresh|server-restart]
+//!     [--fault none|redis|slow-refresh|lost-reply|server-restart] [--grace S]
 //! ```
 //!
 //! The server runs as a child process (this binary with `--serve`), so a fault can kill it for
@@ -15,6 +15,11 @@
 //! - `redis`: the server's store is a `redis-server` this run starts (append-only file, so a
 //!   restart keeps every family); it is stopped, then started again.
 //! - `slow-refresh`: the refresh endpoint answers after 5 s; clients bound their waits at 3 s.
+//! - `lost-reply`: the refresh endpoint rotates at once, then holds its answer 5 s, past the
+//!   clients' 2 s refresh bound: every rotation is committed and its reply lost. Clients retry
+//!   with the rotated-out token, which the issuer's grace window (30 s by default) answers
+//!   with the same successor; no session is lost. `--grace 0` (the issuer's old default)
+//!   shows what happens without a grace window.
 //! - `server-restart`: the server is killed and started again on the same port, with the
 //!   same store (`--redis` keeps sessions; memory loses them and clients log in again).
 
@@ -27,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::{Http, pair, send_json};
-use http::{Method, Request, StatusCode};
+use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -47,6 +52,7 @@ enum Fault {
     None,
     Redis,
     SlowRefresh,
+    LostReply,
     ServerRestart,
 }
 
@@ -56,6 +62,8 @@ struct Args {
     access_ttl: u64,
     fault: Fault,
     redis: bool,
+    /// The server's grace window in seconds; `None` keeps the issuer's default.
+    grace: Option<u64>,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -65,6 +73,7 @@ fn args() -> Result<Args, BoxError> {
         access_ttl: 2,
         fault: Fault::None,
         redis: false,
+        grace: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -74,11 +83,13 @@ fn args() -> Result<Args, BoxError> {
             "--seconds" => parsed.seconds = value()?.parse()?,
             "--access-ttl" => parsed.access_ttl = value()?.parse()?,
             "--redis" => parsed.redis = true,
+            "--grace" => parsed.grace = Some(value()?.parse()?),
             "--fault" => {
                 parsed.fault = match value()?.as_str() {
                     "none" => Fault::None,
                     "redis" => Fault::Redis,
                     "slow-refresh" => Fault::SlowRefresh,
+                    "lost-reply" => Fault::LostReply,
                     "server-restart" => Fault::ServerRestart,
                     other => return Err(format!("unknown fault {other}").into()),
                 }
@@ -92,18 +103,22 @@ fn args() -> Result<Args, BoxError> {
     Ok(parsed)
 }
 
-/// The server child: `--serve ADDR ACCESS_TTL [REDIS_URL] [--slow-refresh-after S]`.
+/// The server child: `--serve ADDR ACCESS_TTL [REDIS_URL] [--slow-refresh|--lost-reply FROM
+/// TO] [--grace S]`.
 async fn serve_child(mut args: impl Iterator<Item = String>) -> Result<(), BoxError> {
     let addr: SocketAddr = args.next().ok_or("addr")?.parse()?;
     let ttl: u64 = args.next().ok_or("ttl")?.parse()?;
     let mut redis_url = None;
     let mut slow = None;
+    let mut grace = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--slow-refresh" => {
+            "--grace" => grace = Some(Duration::from_secs(args.next().ok_or("grace")?.parse()?)),
+            "--slow-refresh" | "--lost-reply" => {
                 let from: u64 = args.next().ok_or("from")?.parse()?;
                 let to: u64 = args.next().ok_or("to")?.parse()?;
-                slow = Some((Duration::from_secs(from), Duration::from_secs(to)));
+                let window = (Duration::from_secs(from), Duration::from_secs(to));
+                slow = Some((window, arg == "--lost-reply"));
             }
             url => redis_url = Some(url.to_owned()),
         }
@@ -113,23 +128,41 @@ async fn serve_child(mut args: impl Iterator<Item = String>) -> Result<(), BoxEr
         secret: Some(SECRET.as_bytes().to_vec()),
         access_ttl: Duration::from_secs(ttl),
         redis_url,
+        grace,
         ..common::server::Config::default()
     };
     let mut server = common::server::bind(config).await?;
-    if let Some((from, to)) = slow {
-        let started = Instant::now();
-        server.router = server.router.layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                let at = started.elapsed();
-                if req.uri().path() == "/oauth/token" && at >= from && at < to {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-                next.run(req).await
-            },
-        ));
+    if let Some(((from, to), after)) = slow {
+        server.router = delay_refreshes(server.router, from, to, after);
     }
     common::server::serve(server, std::future::pending()).await?;
     Ok(())
+}
+
+/// The refresh endpoint, from `from` to `to` into the run, answering 5 s late: delayed before
+/// it rotates (`slow-refresh`), or `after` it has rotated (`lost-reply`: the rotation is
+/// committed, and the client has given up on the answer by the time it comes).
+fn delay_refreshes(
+    router: axum::Router,
+    from: Duration,
+    to: Duration,
+    after: bool,
+) -> axum::Router {
+    let started = Instant::now();
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let at = started.elapsed();
+            let delay = req.uri().path() == "/oauth/token" && at >= from && at < to;
+            if delay && !after {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            let response = next.run(req).await;
+            if delay && after {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            response
+        },
+    ))
 }
 
 fn free_port() -> Result<u16, BoxError> {
@@ -219,12 +252,20 @@ fn spawn_server(addr: SocketAddr, args: &Args, redis: Option<&Redis>) -> Result<
     if let Some(redis) = redis {
         command.arg(format!("redis://127.0.0.1:{}/", redis.port));
     }
-    if args.fault == Fault::SlowRefresh {
+    if matches!(args.fault, Fault::SlowRefresh | Fault::LostReply) {
         let (from, to) = fault_window(args.seconds);
+        let flag = if args.fault == Fault::LostReply {
+            "--lost-reply"
+        } else {
+            "--slow-refresh"
+        };
         command
-            .arg("--slow-refresh")
+            .arg(flag)
             .arg(from.as_secs().to_string())
             .arg(to.as_secs().to_string());
+    }
+    if let Some(grace) = args.grace {
+        command.arg("--grace").arg(grace.to_string());
     }
     let child = command.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -263,7 +304,7 @@ struct Tally {
 async fn login(http: &Http, base: &str) -> Result<Session, BoxError> {
     let body = json!({"username": "admin", "password": "admin"});
     let (status, body) = send_json(http, Method::POST, format!("{base}/login"), body).await?;
-    if status != StatusCode::OK {
+    if !status.is_success() {
         return Err(format!("login: {status}").into());
     }
     let (access, refresh) = pair(&body).map_err(|e| format!("{e:?}"))?;
@@ -299,7 +340,7 @@ async fn client(
             let request = Request::get(format!("{base}/aaa")).body(Full::default())?;
             let mut described = String::new();
             let outcome = match service.clone().oneshot(request).await {
-                Ok(response) if response.status() == StatusCode::OK => {
+                Ok(response) if response.status().is_success() => {
                     let body = response.into_body().collect().await?.to_bytes();
                     if body == "aaa" {
                         Ok(())
@@ -414,7 +455,7 @@ async fn main() -> Result<(), BoxError> {
                     server.kill()?;
                     server.wait()?;
                 }
-                Fault::SlowRefresh | Fault::None => {}
+                Fault::SlowRefresh | Fault::LostReply | Fault::None => {}
             }
         }
         if fault_started && !fault_ended && at >= to {
@@ -424,7 +465,7 @@ async fn main() -> Result<(), BoxError> {
                     redis.as_mut().ok_or("no redis")?.resume()?;
                 }
                 Fault::ServerRestart => server = spawn_server(addr, &args, redis.as_ref())?,
-                Fault::SlowRefresh | Fault::None => {}
+                Fault::SlowRefresh | Fault::LostReply | Fault::None => {}
             }
         }
     }
@@ -454,6 +495,7 @@ async fn main() -> Result<(), BoxError> {
             "access_ttl_s": args.access_ttl,
             "fault": format!("{:?}", args.fault),
             "store": if args.redis { "redis" } else { "memory" },
+            "grace_s": args.grace,
             "ok": load(&tally.ok),
             "failed": load(&tally.failed),
             "failed_outside_fault": load(&tally.failed_outside_fault),

@@ -177,8 +177,9 @@ impl JsonClient {
 }
 
 /// A backend shaped like the NestJS write-up's: the refresh token is a JWT signed with the
-/// same key, `/aaa` reads the raw `authorization` header, `GET /refresh?token=` answers a new
-/// pair. Written here with plain jsonwebtoken, as a stranger's server would be.
+/// same key, `/aaa` reads the raw `authorization` header, `GET /refresh?token=` and `POST
+/// /refresh` answer a new pair. Its `POST`s answer 201 Created, NestJS's default. Written here
+/// with plain jsonwebtoken, as a stranger's server would be.
 mod seed {
     use super::*;
 
@@ -218,7 +219,7 @@ mod seed {
         async fn login(Json(body): Json<Value>) -> impl IntoResponse {
             let mut answer = pair(body["username"].as_str().unwrap_or_default());
             answer["userInfo"] = json!({"username": body["username"]});
-            Json(answer)
+            (StatusCode::CREATED, Json(answer))
         }
         async fn guarded(headers: HeaderMap) -> impl IntoResponse {
             // The write-up's guard: the header is the token itself, no scheme.
@@ -237,17 +238,23 @@ mod seed {
                     .into_response(),
             }
         }
-        async fn refresh(
-            Query(query): Query<std::collections::HashMap<String, String>>,
-        ) -> impl IntoResponse {
-            match query.get("token").and_then(|t| verify(t)) {
-                Some(_) => Json(pair("admin")).into_response(),
+        fn refreshed(token: Option<&str>, success: StatusCode) -> axum::response::Response {
+            match token.and_then(verify) {
+                Some(_) => (success, Json(pair("admin"))).into_response(),
                 None => (
                     StatusCode::UNAUTHORIZED,
                     Json(json!({"statusCode": 401, "message": "token 已失效，请重新登录"})),
                 )
                     .into_response(),
             }
+        }
+        async fn refresh(
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> impl IntoResponse {
+            refreshed(query.get("token").map(String::as_str), StatusCode::OK)
+        }
+        async fn refresh_post(Json(body): Json<Value>) -> impl IntoResponse {
+            refreshed(body["refreshToken"].as_str(), StatusCode::CREATED)
         }
         Router::new()
             .route("/login", post(login))
@@ -263,7 +270,7 @@ mod seed {
                     }
                 }),
             )
-            .route("/refresh", get(refresh))
+            .route("/refresh", get(refresh).post(refresh_post))
     }
 }
 
@@ -272,15 +279,19 @@ async fn the_example_client_works_unchanged_against_the_original_backend_shape()
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, seed::app()).await.unwrap() });
-    let options = Options {
-        base_url: format!("http://{addr}"),
-        requests: 200,
-        refresh_style: RefreshStyle::SeedGet,
-        raw_auth: true,
-        ..Options::default()
-    };
-    let summary = common::client::run(&options, |_| {}).await.unwrap();
-    assert_eq!((summary.ok, summary.failed, summary.refreshes), (200, 0, 1));
+    // The login answers 201 in both; so does the refresh in `SeedPost`.
+    for style in [RefreshStyle::SeedGet, RefreshStyle::SeedPost] {
+        let options = Options {
+            base_url: format!("http://{addr}"),
+            requests: 200,
+            refresh_style: style,
+            raw_auth: true,
+            ..Options::default()
+        };
+        let summary = common::client::run(&options, |_| {}).await.unwrap();
+        let summary = (summary.ok, summary.failed, summary.refreshes);
+        assert_eq!(summary, (200, 0, 1), "{style:?}");
+    }
 }
 
 #[tokio::test]

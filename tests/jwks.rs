@@ -287,3 +287,26 @@ async fn over_http_the_layer_serves_with_remote_keys() {
         (StatusCode::OK, "hello alice")
     );
 }
+
+#[tokio::test]
+async fn a_jwks_answered_with_any_2xx_is_read() {
+    // A transforming proxy answers 203 Non-Authoritative Information; the document is good.
+    let (jwk, sign) = hmac_jwk("p");
+    let document = json!({ "keys": [jwk] });
+    let app = Router::new().route(
+        "/jwks.json",
+        get(move || async move {
+            (
+                StatusCode::NON_AUTHORITATIVE_INFORMATION,
+                axum::Json(document),
+            )
+        }),
+    );
+    let url = format!("http://{}/jwks.json", serve(app).await);
+    let jwks = loopback(&url)
+        .build()
+        .await
+        .expect("a 203 document is read");
+    let layer = JwtAuthLayer::new(jwks);
+    assert!(layer.verify(&sign(claims())).await.is_ok());
+}

@@ -594,23 +594,27 @@ mod redis {
 // ----- issuer behaviour on the memory store -----
 
 #[tokio::test(start_paused = true)]
-async fn grace_is_capped_at_60_s_and_defaults_are_strict() {
+async fn grace_defaults_to_30_s_and_is_capped_at_60_s() {
     let store = MemoryStore::new().clock(Clock::from_fn(clock));
     let access = AccessTokenIssuer::new(key()).clock(Clock::from_fn(clock));
-    // Defaults: no grace, a 7-day lifetime.
-    let strict = TokenIssuer::new(access.clone(), store.clone()).clock(Clock::from_fn(clock));
-    let pair = strict.issue("alice", &()).await.unwrap();
-    strict.rotate(&pair.refresh_token).await.unwrap();
-    assert_eq!(
-        grant_error(strict.rotate(&pair.refresh_token).await),
-        GrantError::Reused
-    );
-    let pair = strict.issue("alice", &()).await.unwrap();
-    tokio::time::advance(Duration::from_secs(7 * 24 * 3600 - 1)).await;
-    let pair = strict.rotate(&pair.refresh_token).await.unwrap();
+    // Defaults: 30 s of grace (over the client's 10 s refresh timeout), a 7-day lifetime.
+    let defaults = TokenIssuer::new(access.clone(), store.clone()).clock(Clock::from_fn(clock));
+    let pair = defaults.issue("alice", &()).await.unwrap();
+    let next = defaults.rotate(&pair.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let retried = defaults.rotate(&pair.refresh_token).await.unwrap();
+    assert_eq!(retried.refresh_token, next.refresh_token);
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(
-        grant_error(strict.rotate(&pair.refresh_token).await),
+        grant_error(defaults.rotate(&pair.refresh_token).await),
+        GrantError::Reused
+    );
+    let pair = defaults.issue("alice", &()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(7 * 24 * 3600 - 1)).await;
+    let pair = defaults.rotate(&pair.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        grant_error(defaults.rotate(&pair.refresh_token).await),
         GrantError::Expired
     );
     // An hour of grace is cut to 60 s.

@@ -214,7 +214,8 @@ fn refresh_layer(
                                 .map_err(RefreshFailure::transient)?
                         };
                         match answer {
-                            (StatusCode::OK, body) => {
+                            // NestJS answers a POST with 201 Created: any 2xx is a success.
+                            (status, body) if status.is_success() => {
                                 let (access, refresh) = pair(&body)?;
                                 Ok(Tokens::new(access, refresh))
                             }
@@ -256,7 +257,8 @@ pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Su
         login,
     )
     .await?;
-    if status != StatusCode::OK {
+    // The original backend answers its login with 201 Created, as NestJS does for a POST.
+    if !status.is_success() {
         return Err(format!("login failed with {status}: {body}").into());
     }
     let (access, refresh) = pair(&body).map_err(|e| format!("{e:?}"))?;
@@ -303,7 +305,7 @@ pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Su
             let client = client.clone();
             tokio::spawn(async move {
                 let response = client.oneshot(request?).await?;
-                let ok = response.status() == StatusCode::OK;
+                let ok = response.status().is_success();
                 let body = response.into_body().collect().await?.to_bytes();
                 Ok::<_, BoxError>(ok && body == path.as_bytes())
             })

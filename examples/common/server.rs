@@ -42,6 +42,9 @@ pub struct Config {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub redis_url: Option<String>,
+    /// The issuer's grace window; `None` keeps its default (30 s). The soak sets it to show
+    /// what a lost reply does without one.
+    pub grace: Option<Duration>,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             access_ttl: Duration::from_millis(3600),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             redis_url: None,
+            grace: None,
         }
     }
 }
@@ -93,6 +97,7 @@ impl Config {
             access_ttl: seconds("ACCESS_TTL", defaults.access_ttl)?,
             refresh_ttl: seconds("REFRESH_TTL", defaults.refresh_ttl)?,
             redis_url: var("REDIS_URL"),
+            grace: None,
         })
     }
 }
@@ -156,10 +161,11 @@ pub async fn bind_with<S: RefreshStore + Clone>(
     if let Some(aud) = &config.audience {
         access = access.audience(aud.clone());
     }
-    // A client that lost a refresh response may retry for a few seconds.
-    let issuer = TokenIssuer::new(access, store)
-        .refresh_lifetime(config.refresh_ttl)
-        .grace_period(Duration::from_secs(5));
+    // The default grace window (30 s) lets a client that lost a refresh response retry.
+    let mut issuer = TokenIssuer::new(access, store).refresh_lifetime(config.refresh_ttl);
+    if let Some(grace) = config.grace {
+        issuer = issuer.grace_period(grace);
+    }
 
     let mut keys = vec![key.verification_key()];
     if let Some(jwks) = &config.jwks {

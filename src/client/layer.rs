@@ -133,7 +133,9 @@ impl<P: Clone> RefreshLayer<P> {
     }
 
     /// How long a refresh and its `on_refresh` hook may take together before the refresh
-    /// counts as failed (default 10 s).
+    /// counts as failed (default 10 s). Keep it under the server's grace window, so a refresh
+    /// whose reply was lost can be retried with the same refresh token: the issuer's default
+    /// (`TokenIssuer::grace_period`, 30 s) covers this default with margin.
     #[must_use]
     pub fn refresh_timeout(self, timeout: Duration) -> Self {
         self.settings(|s| s.refresh_timeout = timeout)

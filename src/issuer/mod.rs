@@ -13,6 +13,12 @@
 //! family (RFC 9700 §4.14.2). The rotation itself happens atomically in the store:
 //! [`store::RefreshStore::rotate`].
 //!
+//! A rotation whose reply is lost on the way back (a dropped connection, a client's timeout)
+//! is not a logout: within the grace window ([`TokenIssuer::grace_period`], 30 s by default,
+//! at most 60 s) a retry with the immediately previous token gets the same successor. The
+//! default covers the client's default refresh timeout (10 s, `RefreshLayer::refresh_timeout`)
+//! with margin, so the two sides' defaults agree.
+//!
 //! # Example
 //!
 //! ```

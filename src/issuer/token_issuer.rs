@@ -18,6 +18,10 @@ use crate::issuer::util::whole_seconds_up;
 use crate::server::RegisteredClaims;
 use crate::server::{DenyCheck, DenyList};
 
+/// The grace window by default: it covers the client's default refresh timeout (10 s) with
+/// margin, and is the common industry default.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
 /// The longest grace window accepted.
 const MAX_GRACE: Duration = Duration::from_secs(60);
 
@@ -54,14 +58,16 @@ impl fmt::Debug for IssuedTokens {
 /// - [`issue`](Self::issue) starts a family (a login session);
 /// - [`rotate`](Self::rotate) trades a refresh token for a new pair, atomically in the store:
 ///   a token presented after it was rotated out revokes the whole family, except that inside
-///   the grace window (default 0, at most 60 s) the immediately previous token gets the same
-///   successor again;
+///   the grace window (default 30 s, at most 60 s) the immediately previous token gets the
+///   same successor again;
 /// - [`revoke`](Self::revoke) ends a family (logout); [`deny_list`](Self::deny_list) is the
 ///   verifier hook that refuses that family's access tokens from the next request on.
 ///
 /// Refresh tokens are opaque (`<family>.<256-bit secret>`, never a JWT) and the store keeps
-/// only their SHA-256. Cloning is cheap. With grace 0 a client whose rotation response was
-/// lost has no way back (its retry counts as reuse); a few seconds of grace avoid that.
+/// only their SHA-256. Cloning is cheap. The default grace window covers the client's default
+/// refresh timeout (10 s) with margin, so a client whose rotation response was lost retries
+/// and gets the same successor instead of being logged out; see
+/// [`grace_period`](Self::grace_period).
 ///
 /// # Example
 ///
@@ -75,7 +81,7 @@ impl fmt::Debug for IssuedTokens {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let key = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?;
 /// let issuer = TokenIssuer::new(AccessTokenIssuer::new(key.clone()), MemoryStore::new())
-///     .grace_period(Duration::from_secs(5));
+///     .idle_timeout(Duration::from_secs(30 * 24 * 3600));
 /// let layer = JwtAuthLayer::new(key.verification_key()).deny_list(issuer.deny_list());
 ///
 /// let pair = issuer.issue("alice", &serde_json::json!({"role": "admin"})).await?;
@@ -121,7 +127,7 @@ impl<S: fmt::Debug> fmt::Debug for TokenIssuer<S> {
 
 impl<S: RefreshStore> TokenIssuer<S> {
     /// Mints access tokens with `access` and keeps families in `store`: a 7-day absolute
-    /// lifetime, no idle timeout, no grace window.
+    /// lifetime, no idle timeout, a 30 s grace window.
     #[must_use]
     pub fn new(access: AccessTokenIssuer, store: S) -> Self {
         Self {
@@ -130,7 +136,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
                 store,
                 lifetime: Duration::from_secs(7 * 24 * 3600),
                 idle_timeout: None,
-                grace: Duration::ZERO,
+                grace: DEFAULT_GRACE,
                 revocation_ttl: None,
                 clock: Clock::system(),
             }),
@@ -166,13 +172,23 @@ impl<S: RefreshStore> TokenIssuer<S> {
     }
 
     /// How long after a rotation the previous token may be presented again, getting the same
-    /// successor (default 0). Counted in whole seconds, rounded up; at most 60 s, longer values
-    /// are cut to 60 s.
+    /// successor (default 30 s). Counted in whole seconds, rounded up; at most 60 s, longer
+    /// values are cut to 60 s.
     ///
-    /// With 0, a client whose refresh response was lost (a dropped connection, a 503 after the
-    /// store committed) retries with a token that is now rotated out, which counts as reuse and
-    /// ends the session. The issuer retries a rotation whose store reply was lost itself, but
-    /// only a few seconds of grace cover every case.
+    /// A client whose refresh response was lost (a dropped connection, a proxy's timeout, a
+    /// 503 after the store committed) retries with the token that was just rotated out. Inside
+    /// the window that retry gets the same successor, and the session survives. The default
+    /// covers the client's default refresh timeout (`RefreshLayer::refresh_timeout`, 10 s)
+    /// with 20 s to spare for the retry; keep the window longer than your clients' refresh
+    /// timeout.
+    ///
+    /// What the window allows: a retry with the *immediately previous* token, within the
+    /// window after its rotation, gets the successor already issued, whoever presents it. So a
+    /// thief holding a token rotated out less than the window ago gets the same successor as
+    /// its owner. A token two rotations back, or the previous one after the window, is reuse
+    /// and revokes the family. With 0, the strictest setting, any retry of a lost rotation is
+    /// reuse and ends the session (the issuer still retries a rotation whose *store* reply was
+    /// lost itself).
     #[must_use]
     pub fn grace_period(self, grace: Duration) -> Self
     where

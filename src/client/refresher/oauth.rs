@@ -17,9 +17,10 @@ use crate::BoxError;
 /// An RFC 6749 §6 refresh over any tower HTTP service: `POST` with
 /// `grant_type=refresh_token`, an RFC 6749 §5.1 response back.
 ///
-/// An `invalid_grant` answer is permanent (the session expires); any other refusal, and
-/// every transport error, is transient. A 200 that cannot be read is permanent, since the
-/// server has consumed the refresh token. Response bodies over 64 KiB are refused.
+/// Any 2xx answer is a success (NestJS, for one, answers `POST` with 201 Created). An
+/// `invalid_grant` answer is permanent (the session expires); any other refusal, and every
+/// transport error, is transient. A 2xx that cannot be read is permanent, since the server has
+/// consumed the refresh token. Response bodies over 64 KiB are refused.
 ///
 /// # Example
 ///
@@ -111,7 +112,7 @@ where
             .await
             .map_err(RefreshFailure::Transient)?
             .to_bytes();
-        if status == StatusCode::OK {
+        if status.is_success() {
             read_tokens(&body)
         } else {
             Err(read_refusal(status, &body))
@@ -157,7 +158,7 @@ struct ErrorResponse {
     error: String,
 }
 
-/// The tokens of a 200 answer.
+/// The tokens of a 2xx answer.
 fn read_tokens(body: &[u8]) -> Result<Tokens, RefreshFailure> {
     // The server has consumed the refresh token: an answer we cannot read leaves nothing to
     // retry with, so the session is over.
@@ -218,6 +219,47 @@ mod tests {
         assert_eq!(
             form_urlencoded(&[("a", "b c+d/e=f&g.h~i")]),
             "a=b%20c%2Bd%2Fe%3Df%26g.h~i"
+        );
+    }
+
+    /// A token endpoint that answers every refresh with `status` and `body`.
+    fn answering(status: u16, body: &'static str) -> impl Refresher {
+        let endpoint = tower::service_fn(move |_: Request<Full<Bytes>>| async move {
+            let response = Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+            Ok::<_, http::Error>(response)
+        });
+        OAuthRefresher::new(endpoint, Uri::from_static("http://auth.test/token"))
+    }
+
+    #[tokio::test]
+    async fn any_2xx_answer_is_a_success() {
+        const TOKENS: &str = r#"{"access_token":"a2","refresh_token":"r2","expires_in":60}"#;
+        // NestJS answers every POST with 201 Created unless told otherwise.
+        for status in [200, 201, 203] {
+            let tokens = answering(status, TOKENS).refresh("r1").await;
+            let tokens = tokens.unwrap_or_else(|e| panic!("{status}: {e:?}"));
+            assert_eq!(
+                (
+                    tokens.access_token.as_str(),
+                    tokens.refresh_token.as_deref()
+                ),
+                ("a2", Some("r2")),
+                "{status}"
+            );
+        }
+        // A 2xx without tokens: the server has consumed the refresh token, nothing to retry.
+        let empty = answering(204, "").refresh("r1").await;
+        assert!(
+            matches!(empty, Err(RefreshFailure::Permanent(_))),
+            "{empty:?}"
+        );
+        // Not a success: a redirect is not followed, and may pass.
+        let moved = answering(302, TOKENS).refresh("r1").await;
+        assert!(
+            matches!(moved, Err(RefreshFailure::Transient(_))),
+            "{moved:?}"
         );
     }
 

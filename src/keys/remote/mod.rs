@@ -37,7 +37,7 @@ pub enum JwksError {
     Timeout,
     /// The request failed: connection, TLS, or reading the body.
     Http(BoxError),
-    /// The server answered with a status other than 200.
+    /// The server answered with a status other than 2xx.
     Status(StatusCode),
     /// The document exceeded the size limit.
     TooLarge,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::ACCEPT;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -126,7 +126,7 @@ impl Shared {
             .oneshot(request)
             .await
             .map_err(JwksError::Http)?;
-        if response.status() != StatusCode::OK {
+        if !response.status().is_success() {
             return Err(JwksError::Status(response.status()));
         }
         // The built-in client caps the body while reading; a custom one is checked here.
