@@ -61,6 +61,13 @@ where
     S: Service<Request<ReqBody>>,
     C: Send + Sync + 'static,
 {
+    /// The inner service's answer to a request that passed.
+    pub(crate) fn inner(future: S::Future) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
     /// A request whose verdict is known: into `service` with its claims, or to its rejection.
     pub(crate) fn decided(
         verdict: Verdict<C>,

@@ -79,15 +79,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let verdict = match self.auth.authenticate(&req) {
-            Outcome::Pass(claims) => Ok(claims),
-            Outcome::Reject(rejection) => Err(rejection),
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        match self.auth.authenticate(&req) {
+            // The hot path, kept direct: the request moves once, into the inner service.
+            Outcome::Pass(claims) => {
+                if let Some(claims) = claims {
+                    req.extensions_mut().insert(claims);
+                }
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Outcome::Reject(rejection) => {
+                ResponseFuture::decided(Err(rejection), req, &mut self.inner, &self.auth)
+            }
             Outcome::Pending(check) => {
                 let inner = take_ready(&mut self.inner);
-                return ResponseFuture::pending(check, req, inner, Arc::clone(&self.auth));
+                ResponseFuture::pending(check, req, inner, Arc::clone(&self.auth))
             }
-        };
-        ResponseFuture::decided(verdict, req, &mut self.inner, &self.auth)
+        }
     }
 }
