@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use crate::server::claims::RegisteredClaims;
 use crate::server::rejection::TokenError;
 use crate::server::verify::Validation;
-use crate::server::verify::serde::{ClaimNames, RawClaims};
+use crate::server::verify::serde::RawClaims;
 
 impl Validation {
     /// Whether the header's `typ` is accepted.
@@ -101,10 +101,9 @@ impl Validation {
     /// Checks that every claim the layer requires is present (and not `null`).
     pub(super) fn check_required(
         &self,
-        payload: &[u8],
+        others: &[Cow<'_, str>],
         registered: &RegisteredClaims,
     ) -> Result<(), TokenError> {
-        let names = ClaimNames::from_payload(payload)?;
         let present = |name: &str| match name {
             "sub" => registered.sub.is_some(),
             "iss" => registered.iss.is_some(),
@@ -114,7 +113,7 @@ impl Validation {
             "nbf" => registered.nbf.is_some(),
             "iat" => registered.iat.is_some(),
             "exp" => true,
-            other => names.0.iter().any(|n| n == other),
+            other => others.iter().any(|n| n == other),
         };
         if self.required.iter().all(|name| present(name)) {
             Ok(())
@@ -131,7 +130,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::server::verify::tests::{NOW, at, hs256, sign, verify};
+    use crate::server::verify::tests::{NOW, at, hs256, keys, sign, verify};
 
     #[test]
     fn a_scope_array_element_cannot_hold_two_scopes() {
@@ -187,6 +186,33 @@ mod tests {
         let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"exp":{},"exp":{}}}"#, NOW - 100, NOW + 100));
         let t = hs256(&format!("{h}.{p}"));
         assert_eq!(verify(&Validation::default(), &t), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn duplicate_custom_members_are_refused_however_spelled() {
+        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"at+jwt"}"#);
+        let exp = NOW + 100;
+        let many: String = (0..40).map(|i| format!(r#""c{i}":{i},"#)).collect();
+        for payload in [
+            format!(r#"{{"exp":{exp},"role":"user","role":"admin"}}"#),
+            format!(r#"{{"exp":{exp},"role":"user","r\u006fle":"admin"}}"#),
+            format!(r#"{{"exp":{exp},"role":null,"role":"admin"}}"#),
+            format!(r#"{{{many}"exp":{exp},"c3":"again"}}"#),
+        ] {
+            let t = hs256(&format!("{h}.{}", URL_SAFE_NO_PAD.encode(&payload)));
+            let verified = Validation::default().verify::<serde_json::Value>(&t, &keys(), NOW);
+            assert_eq!(verified.err(), Some(TokenError::Claims), "{payload}");
+        }
+        // Distinct names, many of them, still pass.
+        let t = hs256(&format!(
+            "{h}.{}",
+            URL_SAFE_NO_PAD.encode(format!(r#"{{{many}"exp":{exp}}}"#))
+        ));
+        assert!(
+            Validation::default()
+                .verify::<serde_json::Value>(&t, &keys(), NOW)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -92,13 +92,14 @@ impl Validation {
             return Err(TokenError::Type);
         }
         let payload = decode_vec(jws.payload)?;
-        let raw: RawClaims<'_> = parse_object(&payload).map_err(|e| match e {
+        let mut raw: RawClaims<'_> = parse_object(&payload).map_err(|e| match e {
             Some(serde_json::error::Category::Data) => TokenError::Claims,
             _ => TokenError::Malformed,
         })?;
+        let others = std::mem::take(&mut raw.others);
         let registered = self.check(raw, now)?;
         if !self.required.is_empty() {
-            self.check_required(&payload, &registered)?;
+            self.check_required(&others, &registered)?;
         }
         let custom: C = serde_json::from_slice(&payload).map_err(|_| TokenError::Claims)?;
         Ok(Verified {
@@ -122,7 +123,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     pub(super) const NOW: u64 = 1_800_000_000;
 
-    fn keys() -> KeySet {
+    pub(super) fn keys() -> KeySet {
         Key::hmac(Algorithm::HS256, SECRET).unwrap().into()
     }
 

@@ -2,40 +2,125 @@
 //! numeric dates are plain numbers, `aud` is a string or strings, `scp` joins into one string.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::server::rejection::TokenError;
-
 /// The latest numeric date accepted: 9999-12-31T23:59:59Z. Anything later (such as `1e300`) is
 /// refused as malformed rather than read as "never expires".
 const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
-#[derive(Deserialize)]
+/// A claims set, read in one pass: the registered claims this crate checks, and the names of
+/// every other member that is not `null` (for `require_claims`). A member named twice, however
+/// spelled (`"role"` and `"r\u006fle"` are one name), is refused: otherwise a parser that keeps
+/// the first and one that keeps the last would read two different tokens from one signature.
+#[derive(Default)]
 pub(super) struct RawClaims<'a> {
-    #[serde(default)]
     pub(super) exp: Present<NumericDate>,
-    #[serde(default)]
     pub(super) nbf: Present<NumericDate>,
-    #[serde(default)]
     pub(super) iat: Present<NumericDate>,
-    #[serde(default, borrow)]
     pub(super) iss: Present<Str<'a>>,
-    #[serde(default, borrow)]
     pub(super) sub: Present<Str<'a>>,
-    #[serde(default, borrow)]
     pub(super) aud: Present<Audience<'a>>,
-    #[serde(default, borrow)]
     pub(super) jti: Present<Str<'a>>,
-    #[serde(default, borrow)]
     pub(super) sid: Present<Str<'a>>,
-    #[serde(default, borrow)]
     pub(super) scope: Present<Str<'a>>,
-    #[serde(default)]
     pub(super) scp: Present<Scopes>,
+    /// The other members, not `null`.
+    pub(super) others: Vec<Cow<'a, str>>,
+}
+
+/// Up to this many members, duplicates are found by a linear scan; past it, by a hash set.
+const LINEAR_SCAN: usize = 16;
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawClaims<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawClaims<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claims object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawClaims<'a>, A::Error> {
+                let mut raw = RawClaims::default();
+                let mut names = Names::Few(Vec::new());
+                while let Some(name) = map.next_key::<Str<'de>>()? {
+                    if !names.insert(&name.0) {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate member `{}`",
+                            name.0
+                        )));
+                    }
+                    raw.read(name.0, &mut map)?;
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<'a> RawClaims<'a> {
+    /// Reads the value of member `name`.
+    fn read<'de: 'a, A: MapAccess<'de>>(
+        &mut self,
+        name: Cow<'a, str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        fn value<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+            map: &mut A,
+        ) -> Result<Present<T>, A::Error> {
+            map.next_value::<T>().map(|v| Present(Some(v)))
+        }
+        match &*name {
+            "exp" => self.exp = value(map)?,
+            "nbf" => self.nbf = value(map)?,
+            "iat" => self.iat = value(map)?,
+            "iss" => self.iss = value(map)?,
+            "sub" => self.sub = value(map)?,
+            "aud" => self.aud = value(map)?,
+            "jti" => self.jti = value(map)?,
+            "sid" => self.sid = value(map)?,
+            "scope" => self.scope = value(map)?,
+            "scp" => self.scp = value(map)?,
+            // `null` counts as absent for a required claim.
+            _ => {
+                if map.next_value::<Option<IgnoredAny>>()?.is_some() {
+                    self.others.push(name);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The member names seen so far in one object: a short list, or a hash set once there are
+/// many (SipHash, so a crafted set of names cannot make it slow).
+enum Names<'a> {
+    Few(Vec<Cow<'a, str>>),
+    Many(HashSet<Cow<'a, str>>),
+}
+
+impl<'a> Names<'a> {
+    /// Records `name`; false if it was seen before. Borrowed names are not copied.
+    fn insert(&mut self, name: &Cow<'a, str>) -> bool {
+        match self {
+            Names::Few(list) => {
+                if list.contains(name) {
+                    return false;
+                }
+                list.push(name.clone());
+                if list.len() > LINEAR_SCAN {
+                    *self = Names::Many(list.drain(..).collect());
+                }
+                true
+            }
+            Names::Many(set) => set.insert(name.clone()),
+        }
+    }
 }
 
 /// A member that may be absent, but whose `null` is refused (unlike `Option`).
@@ -173,37 +258,5 @@ impl<'de> Deserialize<'de> for Scopes {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-/// The member names of a claims object, for `require_claims` beyond the registered ones.
-pub(super) struct ClaimNames(pub(super) Vec<String>);
-
-impl ClaimNames {
-    pub(super) fn from_payload(payload: &[u8]) -> Result<Self, TokenError> {
-        serde_json::from_slice(payload).map_err(|_| TokenError::Claims)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClaimNames {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ClaimNames;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimNames, A::Error> {
-                let mut names = Vec::new();
-                while let Some(name) = map.next_key::<Str<'de>>()? {
-                    // `null` counts as absent for a required claim.
-                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
-                        names.push(name.0.into_owned());
-                    }
-                }
-                Ok(ClaimNames(names))
-            }
-        }
-        d.deserialize_map(V)
     }
 }
