@@ -677,6 +677,48 @@ async fn grace_defaults_to_30_s_and_is_capped_at_60_s() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn duration_max_in_every_setter_is_capped_without_overflow() {
+    let store = MemoryStore::new().clock(Clock::from_fn(clock));
+    let access = AccessTokenIssuer::new(key())
+        .lifetime(Duration::MAX)
+        .clock(Clock::from_fn(clock));
+    let issuer = TokenIssuer::new(access, store)
+        .clock(Clock::from_fn(clock))
+        .grace_period(Duration::MAX)
+        .refresh_lifetime(Duration::MAX)
+        .idle_timeout(Duration::MAX)
+        .revocation_ttl(Duration::MAX);
+    let year = 366 * 24 * 3600;
+    // Access tokens: cut to a year (a wrap would make them 1 s).
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    assert_eq!(pair.expires_in, year);
+    // Grace: cut to 60 s (a wrap would make it 0, and this retry reuse).
+    let next = issuer.rotate(&pair.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let retried = issuer.rotate(&pair.refresh_token).await.unwrap();
+    assert_eq!(retried.refresh_token, next.refresh_token);
+    // Lifetime and idle timeout: cut to ten years.
+    tokio::time::advance(Duration::from_secs(10 * year - 61)).await;
+    let last = issuer.rotate(&next.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        grant_error(issuer.rotate(&last.refresh_token).await),
+        GrantError::Expired
+    );
+    // Revocation TTL: a revoked family is remembered (ten years, not 0 s).
+    let pair = issuer.issue("bob", &()).await.unwrap();
+    assert!(issuer.revoke(&pair.refresh_token).await.unwrap());
+    tokio::time::advance(Duration::from_secs(year - 1)).await;
+    let layer = JwtAuthLayer::new(key().verification_key())
+        .clock(Clock::from_fn(clock))
+        .deny_list(issuer.deny_list());
+    assert!(matches!(
+        layer.verify(&pair.access_token).await,
+        Err(Rejection::InvalidToken(TokenError::Revoked))
+    ));
+}
+
 /// A memory store whose next rotation is applied but whose reply is lost.
 #[derive(Clone)]
 struct LosesReply {
