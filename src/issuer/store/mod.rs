@@ -16,6 +16,8 @@ use std::future::Future;
 use crate::server::DenyCheck;
 use crate::{BoxError, Clock};
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
