@@ -5,12 +5,19 @@
 //!
 //! The test runs its own `redis-server` on a free loopback port, so stopping it disturbs no
 //! other test. Without the binary it is skipped with a notice, or fails under `CI=true`.
+//!
+//! Then the deny-list circuit breaker, on a scripted connection (the store is generic over
+//! it) and paused time: one slow answer does not open it, consecutive failures do, an answer
+//! closes it, and fail-closed answers 503 through the layer while it is open.
 
 mod support;
 
+use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,8 +25,10 @@ use axum::routing::get;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use redis::aio::ConnectionLike;
 use serde_json::Value;
 use support::{HttpClient, Reply, client, get_bearer, send, serve};
+use tower::ServiceExt;
 use tower_jwt_refresh::issuer::{AccessTokenIssuer, IssueError, RedisStore, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
@@ -166,8 +175,12 @@ async fn redis_outage_and_recovery() {
         reply.body
     );
     assert_eq!(reply.headers["retry-after"], "1");
-    // That failure opened the store's breaker: the next call fails at once instead of
-    // waiting out the connection's timeouts again.
+    // Two more failures (three in a row, the default threshold) open the store's breaker:
+    // the next call fails at once instead of waiting out the connection's timeouts again.
+    for _ in 0..2 {
+        let reply = refresh(&client, addr, current).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
     let asked = std::time::Instant::now();
     let reply = refresh(&client, addr, current).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -226,4 +239,171 @@ async fn redis_outage_and_recovery() {
     );
     let reply = get_bearer(&client, addr, pair["access_token"].as_str().unwrap()).await;
     assert_eq!(reply.description(), "token revoked");
+}
+
+/// What the scripted connection answers to the next command.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// `EXISTS` answered: whether the family is revoked.
+    Exists(bool),
+    /// No answer for 10 s (past any check timeout).
+    Slow,
+    /// The connection is refused.
+    Refused,
+}
+
+/// A Redis connection that answers as scripted, counting the commands it was sent.
+#[derive(Clone, Default)]
+struct Scripted {
+    answers: Arc<Mutex<VecDeque<Answer>>>,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn script(&self, answers: &[Answer]) {
+        self.answers.lock().unwrap().extend(answers);
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+impl ConnectionLike for Scripted {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        _: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answers.lock().unwrap().pop_front();
+        Box::pin(async move {
+            match answer.expect("a scripted answer for every command sent") {
+                Answer::Exists(revoked) => Ok(redis::Value::Int(i64::from(revoked))),
+                Answer::Slow => {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok(redis::Value::Int(0))
+                }
+                Answer::Refused => {
+                    Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+                }
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        _: &'a redis::Pipeline,
+        _: usize,
+        _: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async { Err(std::io::Error::other("no pipelines in this script").into()) })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// The status a protected route answers to `token`, behind `layer`.
+async fn status(layer: &JwtAuthLayer, token: &str) -> StatusCode {
+    let service = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default()))
+        });
+    let request = Request::get("/")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    service.oneshot(request).await.unwrap().status()
+}
+
+/// A layer whose deny list is `store`'s, and an access token of one session.
+fn protected(store: RedisStore<Scripted>) -> (JwtAuthLayer, String) {
+    let key = SigningKey::hmac(Algorithm::HS256, [3u8; 32]).unwrap();
+    let access = AccessTokenIssuer::new(key.clone());
+    let token = access.mint("alice", "session", &()).unwrap().token;
+    let issuer = TokenIssuer::new(access, store);
+    let layer = JwtAuthLayer::new(key.verification_key()).deny_list(issuer.deny_list());
+    (layer, token)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_slow_deny_list_check_does_not_open_the_breaker() {
+    let redis = Scripted::default();
+    let (layer, token) = protected(RedisStore::with_connection(redis.clone()));
+    redis.script(&[Answer::Slow, Answer::Exists(true)]);
+    // The slow check lets the token through (fail open)...
+    assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    // ... and the next one still asks Redis, which says revoked.
+    assert_eq!(status(&layer, &token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(redis.sent(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_open_the_breaker_and_an_answer_closes_it() {
+    let redis = Scripted::default();
+    let (layer, token) = protected(RedisStore::with_connection(redis.clone()));
+    redis.script(&[Answer::Slow, Answer::Refused, Answer::Slow]);
+    for _ in 0..3 {
+        assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    }
+    assert_eq!(redis.sent(), 3);
+    // Open: checks skip Redis (even though it would now say revoked).
+    redis.script(&[Answer::Exists(true), Answer::Exists(false)]);
+    assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    assert_eq!(redis.sent(), 3);
+    // A second later the next check asks again; the answer closes the breaker.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&layer, &token).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    assert_eq!(redis.sent(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_threshold_is_configurable() {
+    let redis = Scripted::default();
+    let store = RedisStore::with_connection(redis.clone()).breaker_threshold(5);
+    let (layer, token) = protected(store);
+    redis.script(&[Answer::Refused; 5]);
+    for _ in 0..5 {
+        assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    }
+    assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    assert_eq!(redis.sent(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_closed_answers_503_while_the_breaker_is_open() {
+    let redis = Scripted::default();
+    let store = RedisStore::with_connection(redis.clone()).fail_closed(true);
+    let (layer, token) = protected(store);
+    redis.script(&[Answer::Slow, Answer::Refused, Answer::Slow]);
+    // Each failed check answers 503; the third opens the breaker.
+    for _ in 0..3 {
+        assert_eq!(
+            status(&layer, &token).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    // Open: 503 without asking Redis.
+    redis.script(&[Answer::Exists(false)]);
+    assert_eq!(
+        status(&layer, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(redis.sent(), 3);
+    // Redis answers again: the token passes.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&layer, &token).await, StatusCode::OK);
+    assert_eq!(redis.sent(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_check_timeout_still_checks() {
+    let redis = Scripted::default();
+    let store = RedisStore::with_connection(redis.clone()).check_timeout(Duration::MAX);
+    let (layer, token) = protected(store);
+    redis.script(&[Answer::Exists(true)]);
+    assert_eq!(status(&layer, &token).await, StatusCode::UNAUTHORIZED);
 }

@@ -6,7 +6,9 @@
 //! settings checked on the memory store.
 //!
 //! Time is controlled, never slept: the memory store runs on paused Tokio time, Redis on a
-//! manual offset (paused time would fire the Redis client's own timeouts). The Redis half
+//! manual offset (paused time would fire the Redis client's own timeouts). The one exception
+//! is what Redis times itself, in real time: `redis::grace_window_edge_…` waits about 2 s for
+//! it (`Time::elapse`). The Redis half
 //! needs the `redis` feature and `REDIS_URL` (`scripts/test` starts a server and sets it);
 //! without `REDIS_URL` it is skipped with a notice, and under `CI=true` it fails.
 
@@ -57,6 +59,24 @@ impl Time {
         match self {
             Time::Paused => tokio::time::advance(Duration::from_secs(secs)).await,
             Time::Manual => OFFSET.with(|o| o.set(o.get() + secs)),
+        }
+    }
+
+    /// Lets `by` pass for the store as well as for the clock: Redis expires keys in real
+    /// time, so there this waits for real. Only for what Redis itself times.
+    async fn elapse(self, by: Duration) {
+        match self {
+            Time::Paused => tokio::time::advance(by).await,
+            Time::Manual => tokio::time::sleep(by).await,
+        }
+    }
+
+    /// Waits until a second of the tests' clock has just begun.
+    async fn align(self) {
+        let into_second = START.with(|start| start.elapsed()).subsec_nanos();
+        if into_second > 0 {
+            self.elapse(Duration::from_nanos(u64::from(1_000_000_000 - into_second)))
+                .await;
         }
     }
 }
@@ -151,6 +171,30 @@ async fn grace_window<S: RefreshStore + Clone>(store: S, time: Time) {
     assert_eq!(
         grant_error(issuer.rotate(&second.refresh_token).await),
         GrantError::Revoked
+    );
+}
+
+/// The window's last second counts whole: rotated out at second `t`, the previous token is
+/// retried up to second `t + grace` included (more than `grace` seconds later in real time),
+/// and is reuse from `t + grace + 1`, on every store alike.
+async fn grace_window_edge_is_inclusive_in_whole_seconds<S: RefreshStore + Clone>(
+    store: S,
+    time: Time,
+) {
+    let issuer = issuer(store, 1);
+    let first = issuer.issue("alice", &()).await.unwrap();
+    time.align().await;
+    let second = issuer.rotate(&first.refresh_token).await.unwrap();
+    // 1.6 s later: past the one-second window in real time, still its last second by the
+    // clock.
+    time.elapse(Duration::from_millis(1_600)).await;
+    let retry = issuer.rotate(&first.refresh_token).await.unwrap();
+    assert_eq!(retry.refresh_token, second.refresh_token);
+    // The next second is past the window.
+    time.elapse(Duration::from_millis(600)).await;
+    assert_eq!(
+        grant_error(issuer.rotate(&first.refresh_token).await),
+        GrantError::Reused
     );
 }
 
@@ -439,6 +483,7 @@ macro_rules! conformance {
             rotation_installs_a_successor_with_the_family_claims,
             reuse_revokes_the_family_and_its_successor,
             grace_window,
+            grace_window_edge_is_inclusive_in_whole_seconds,
             two_generations_back_is_reuse_even_in_grace,
             absolute_and_idle_expiry,
             revoke_by_token_or_by_session,
@@ -630,6 +675,48 @@ async fn grace_defaults_to_30_s_and_is_capped_at_60_s() {
         grant_error(lenient.rotate(&pair.refresh_token).await),
         GrantError::Reused
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_in_every_setter_is_capped_without_overflow() {
+    let store = MemoryStore::new().clock(Clock::from_fn(clock));
+    let access = AccessTokenIssuer::new(key())
+        .lifetime(Duration::MAX)
+        .clock(Clock::from_fn(clock));
+    let issuer = TokenIssuer::new(access, store)
+        .clock(Clock::from_fn(clock))
+        .grace_period(Duration::MAX)
+        .refresh_lifetime(Duration::MAX)
+        .idle_timeout(Duration::MAX)
+        .revocation_ttl(Duration::MAX);
+    let year = 366 * 24 * 3600;
+    // Access tokens: cut to a year (a wrap would make them 1 s).
+    let pair = issuer.issue("alice", &()).await.unwrap();
+    assert_eq!(pair.expires_in, year);
+    // Grace: cut to 60 s (a wrap would make it 0, and this retry reuse).
+    let next = issuer.rotate(&pair.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let retried = issuer.rotate(&pair.refresh_token).await.unwrap();
+    assert_eq!(retried.refresh_token, next.refresh_token);
+    // Lifetime and idle timeout: cut to ten years.
+    tokio::time::advance(Duration::from_secs(10 * year - 61)).await;
+    let last = issuer.rotate(&next.refresh_token).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        grant_error(issuer.rotate(&last.refresh_token).await),
+        GrantError::Expired
+    );
+    // Revocation TTL: a revoked family is remembered (ten years, not 0 s).
+    let pair = issuer.issue("bob", &()).await.unwrap();
+    assert!(issuer.revoke(&pair.refresh_token).await.unwrap());
+    tokio::time::advance(Duration::from_secs(year - 1)).await;
+    let layer = JwtAuthLayer::new(key().verification_key())
+        .clock(Clock::from_fn(clock))
+        .deny_list(issuer.deny_list());
+    assert!(matches!(
+        layer.verify(&pair.access_token).await,
+        Err(Rejection::InvalidToken(TokenError::Revoked))
+    ));
 }
 
 /// A memory store whose next rotation is applied but whose reply is lost.

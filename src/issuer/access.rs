@@ -165,7 +165,7 @@ impl AccessTokenIssuer {
         let mut payload = custom_claims(claims)?;
         let now = self.clock.now();
         let expires_in = self.lifetime.as_secs();
-        let expires_at = now + expires_in;
+        let expires_at = now.saturating_add(expires_in);
         let jti = URL_SAFE_NO_PAD.encode(random_bytes::<16>()?);
         payload.insert("sub".into(), subject.into());
         if let Some(iss) = &self.issuer {

@@ -173,7 +173,12 @@ impl<S: RefreshStore> TokenIssuer<S> {
 
     /// How long after a rotation the previous token may be presented again, getting the same
     /// successor (default 30 s). Counted in whole seconds, rounded up; at most 60 s, longer
-    /// values are cut to 60 s.
+    /// values (up to `Duration::MAX`) are cut to 60 s.
+    ///
+    /// The window is inclusive, in the issuer's whole seconds ([`clock`](Self::clock)): a
+    /// token rotated out at second `t` gets the same successor when presented again at any
+    /// second from `t` to `t + grace`, both included, and is reuse from `t + grace + 1` on.
+    /// Every store applies this one rule ([`RefreshStore::rotate`]).
     ///
     /// A client whose refresh response was lost (a dropped connection, a proxy's timeout, a
     /// 503 after the store committed) retries with the token that was just rotated out. Inside

@@ -11,9 +11,12 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], IssueError> {
     Ok(bytes)
 }
 
-/// `duration` in whole seconds, a fraction rounded up (as JWT times and store TTLs count).
+/// `duration` in whole seconds, a fraction rounded up (as JWT times and store TTLs count);
+/// `u64::MAX` for anything longer, so `Duration::MAX` neither panics nor wraps to 0.
 pub(crate) fn whole_seconds_up(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
 }
 
 #[cfg(test)]
@@ -31,5 +34,11 @@ mod tests {
         assert_eq!(whole_seconds_up(Duration::from_millis(2001)), 3);
         assert_eq!(whole_seconds_up(Duration::from_nanos(1)), 1);
         assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn the_longest_duration_saturates() {
+        assert_eq!(whole_seconds_up(Duration::MAX), u64::MAX);
+        assert_eq!(whole_seconds_up(Duration::from_secs(u64::MAX)), u64::MAX);
     }
 }

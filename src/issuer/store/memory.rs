@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: the embedded refresh-token store.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -16,7 +17,8 @@ use crate::server::DenyCheck;
 /// two instances do not see each other's families. Use `RedisStore` (feature `redis`) for
 /// more. Expired families and tombstones are purged as operations go by (a full sweep at most
 /// once per as many operations as there are entries, so the cost stays constant per
-/// operation and memory stays bounded under churn). Cloning shares the store.
+/// operation and memory stays bounded under churn). A sealed successor kept for grace retries
+/// is dropped at the first operation after its window ends. Cloning shares the store.
 ///
 /// # Example
 ///
@@ -48,6 +50,31 @@ struct Families {
     map: HashMap<String, Family>,
     /// Operations since the last sweep.
     since_sweep: usize,
+    /// When each sealed successor's grace window ends (its last second), and whose it is,
+    /// earliest first.
+    windows: BinaryHeap<Reverse<(u64, String)>>,
+}
+
+impl Families {
+    /// Drops the sealed successors whose grace window ended before `now`.
+    fn end_windows(&mut self, now: u64) {
+        while let Some(Reverse((until, _))) = self.windows.peek()
+            && *until < now
+        {
+            let Some(Reverse((_, id))) = self.windows.pop() else {
+                break;
+            };
+            // The family may have rotated since, with a window of its own still open.
+            if let Some(previous) = self.map.get_mut(&id).and_then(|f| f.previous.as_mut())
+                && previous
+                    .sealed
+                    .as_ref()
+                    .is_some_and(|(_, until)| *until < now)
+            {
+                previous.sealed = None;
+            }
+        }
+    }
 }
 
 struct Family {
@@ -204,6 +231,9 @@ impl MemoryStore {
                 .retain(|_, until| *until > now);
             families.since_sweep = 0;
         }
+        if !families.windows.is_empty() {
+            families.end_windows(self.clock.now());
+        }
         Ok(families)
     }
 
@@ -265,6 +295,10 @@ impl RefreshStore for MemoryStore {
         } else {
             family.rotate(&r)
         };
+        if r.grace > 0 && matches!(outcome, RotationOutcome::Rotated(_)) {
+            let until = r.now.saturating_add(r.grace);
+            families.windows.push(Reverse((until, r.family.to_owned())));
+        }
         if matches!(outcome, RotationOutcome::Expired | RotationOutcome::Reused) {
             // Remembered as revoked before it is forgotten.
             self.tombstone(r.family, r.tombstone_ttl)?;
@@ -302,5 +336,66 @@ impl RefreshStore for MemoryStore {
 
     fn set_clock(&mut self, clock: Clock) {
         self.clock = clock;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn rotation<'a>(presented: &'a str, successor: &'a str, now: u64) -> Rotation<'a> {
+        Rotation {
+            family: "f",
+            presented,
+            successor,
+            sealed_successor: "sealed",
+            now,
+            grace: 5,
+            tombstone_ttl: 60,
+        }
+    }
+
+    fn family(id: &str) -> NewFamily<'_> {
+        NewFamily {
+            id,
+            token_hash: "a",
+            subject: "alice",
+            claims: "{}",
+            now: 1_000,
+            expires_at: 10_000,
+            idle_timeout: 0,
+            tombstone_ttl: 60,
+        }
+    }
+
+    fn holds_sealed(store: &MemoryStore) -> bool {
+        let families = store.families.lock().unwrap();
+        let previous = families.map["f"].previous.as_ref().unwrap();
+        previous.sealed.is_some()
+    }
+
+    #[tokio::test]
+    async fn the_sealed_successor_is_dropped_when_its_window_ends() {
+        let now = Arc::new(AtomicU64::new(1_000));
+        let store = MemoryStore::new().clock(Clock::from_fn({
+            let now = Arc::clone(&now);
+            move || now.load(Ordering::Relaxed)
+        }));
+        store.create(family("f")).await.unwrap();
+        let rotated = store.rotate(rotation("a", "b", 1_000)).await.unwrap();
+        assert!(matches!(rotated, RotationOutcome::Rotated(_)));
+        // The window's last second: kept, and a retry gets it.
+        now.store(1_005, Ordering::Relaxed);
+        store.create(family("g")).await.unwrap();
+        assert!(holds_sealed(&store));
+        let retried = store.rotate(rotation("a", "c", 1_005)).await.unwrap();
+        assert!(matches!(retried, RotationOutcome::Retried { .. }));
+        // Past it: the next operation on any family drops it, the family stays.
+        now.store(1_006, Ordering::Relaxed);
+        store.create(family("h")).await.unwrap();
+        assert!(!holds_sealed(&store));
+        let reused = store.rotate(rotation("a", "c", 1_006)).await.unwrap();
+        assert_eq!(reused, RotationOutcome::Reused);
     }
 }

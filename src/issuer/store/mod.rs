@@ -16,6 +16,8 @@ use std::future::Future;
 use crate::server::DenyCheck;
 use crate::{BoxError, Clock};
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -62,11 +64,13 @@ pub struct Rotation<'a> {
     /// The SHA-256 of the successor to install if `presented` is current.
     pub successor: &'a str,
     /// The successor, sealed for the holder of the presented token; kept for grace retries,
-    /// and only for the grace window (not at all with grace 0).
+    /// and only for the grace window (not at all with grace 0). A store that expires it in
+    /// real time keeps it `grace + 1` seconds, since the window counts whole seconds.
     pub sealed_successor: &'a str,
     /// The time, in Unix seconds.
     pub now: u64,
-    /// Seconds after a rotation during which the previous token may be presented again.
+    /// Seconds after a rotation during which the previous token may be presented again:
+    /// inclusive, in the issuer's whole seconds (see [`RefreshStore::rotate`]).
     pub grace: u64,
     /// Seconds to remember a family revoked for reuse (so its access tokens are refused), and
     /// to keep it past its end.
@@ -173,6 +177,15 @@ pub trait RefreshStore: Send + Sync + 'static {
     fn create(&self, family: NewFamily<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Rotates the token whose hash is `rotation.presented`, as [`RotationOutcome`] describes.
+    ///
+    /// The grace window, one rule for every store: the previous token presented at `now` gets
+    /// [`Retried`](RotationOutcome::Retried) when `rotated_at <= now <= rotated_at + grace`,
+    /// both ends included, all in the issuer's whole seconds ([`Rotation::now`] of the two
+    /// rotations). Second `rotated_at + grace` is inside the window whole: a retry up to
+    /// `grace + 1` real seconds after the rotation may fall in it, so a store that expires the
+    /// sealed successor in real time keeps it that long. Outside the window, the previous
+    /// token is [`Reused`](RotationOutcome::Reused). A store drops the sealed successor once
+    /// its window has ended.
     fn rotate(
         &self,
         rotation: Rotation<'_>,

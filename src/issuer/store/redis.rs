@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use crate::BoxError;
+use crate::issuer::store::breaker::Breaker;
 use crate::issuer::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
@@ -46,8 +47,12 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// answers 503), and it recovers by itself.
 ///
 /// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
-/// deny-list check lets access tokens through (it fails open), so that verification keeps
-/// working; revocations made before the outage are enforced again once Redis answers.
+/// deny-list check lets access tokens through by default (it fails open), so that
+/// verification keeps working; revocations made before the outage are enforced again once
+/// Redis answers. [`fail_closed`](Self::fail_closed) answers 503 instead. After
+/// [`breaker_threshold`](Self::breaker_threshold) consecutive failures (3 by default), a
+/// circuit breaker skips Redis for a second at a time, so an outage costs no wait per request;
+/// it logs a warning when it opens and an info when Redis answers again.
 ///
 /// Run Redis with `maxmemory-policy noeviction`: an evicted tombstone would let a revoked
 /// session's access tokens through again, an evicted family would lose a session. With
@@ -62,13 +67,20 @@ pub struct RedisStore<C = ConnectionManager> {
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
     check_timeout: Duration,
+    fail_closed: bool,
     breaker: Arc<Breaker>,
 }
+
+/// Consecutive failures after which the breaker opens, by default.
+const BREAKER_THRESHOLD: u32 = 3;
 
 impl<C> fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("check_timeout", &self.check_timeout)
+            .field("fail_closed", &self.fail_closed)
+            .field("breaker_threshold", &self.breaker.threshold())
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +113,8 @@ impl<C> RedisStore<C> {
             prefix: Arc::from("tjr"),
             scripts: Arc::new(Scripts::load()),
             check_timeout: Duration::from_millis(250),
-            breaker: Arc::new(Breaker::default()),
+            fail_closed: false,
+            breaker: Arc::new(Breaker::new(BREAKER_THRESHOLD)),
         }
     }
 
@@ -112,17 +125,55 @@ impl<C> RedisStore<C> {
         self
     }
 
-    /// How long the per-request deny-list check may wait for Redis before it lets the token
-    /// through (default 250 ms). After a check fails, checks let tokens through without asking
-    /// Redis for one second, so an outage costs one bounded wait per second, not one per
-    /// request.
+    /// How long the per-request deny-list check may wait for Redis (default 250 ms); a check
+    /// that takes longer counts as a failure and lets the token through, or answers 503 with
+    /// [`fail_closed`](Self::fail_closed). Any duration is accepted, `Duration::MAX` included
+    /// (no bound but the connection's own timeouts).
     #[must_use]
     pub fn check_timeout(mut self, timeout: Duration) -> Self {
         self.check_timeout = timeout;
         self
     }
 
-    /// Runs `script` unless the breaker is open; trips it when Redis proves unreachable.
+    /// How many consecutive failed or timed-out calls to Redis open the circuit breaker
+    /// (default 3; 0 counts as 1). A single slow answer, which a loaded runtime can cause,
+    /// does not open it.
+    ///
+    /// While it is open, for a second at a time, no call waits for Redis: deny-list checks
+    /// answer at once (letting tokens through, or 503 with [`fail_closed`](Self::fail_closed))
+    /// and writes fail at once (the refresh endpoint answers 503 with `Retry-After: 1`). Then
+    /// calls try Redis again; the first answer closes it, a failure opens it for another
+    /// second. Opening logs a warning, closing an info (`tracing`).
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_jwt_refresh::issuer::RedisStore;
+    ///
+    /// let store = RedisStore::connect("redis://127.0.0.1/")
+    ///     .await?
+    ///     .breaker_threshold(5)
+    ///     .fail_closed(true);
+    /// # let _ = store; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn breaker_threshold(mut self, failures: u32) -> Self {
+        self.breaker = Arc::new(Breaker::new(failures));
+        self
+    }
+
+    /// What the deny-list check answers when Redis cannot: with `false` (the default, fail
+    /// open) the token passes, so verification keeps working through an outage and
+    /// revocations are enforced again once Redis answers; with `true` (fail closed) the
+    /// request is refused with 503, so a revoked session is never let through, at the cost of
+    /// availability. Applies while the breaker is open and to every check that fails or
+    /// exceeds [`check_timeout`](Self::check_timeout).
+    #[must_use]
+    pub fn fail_closed(mut self, fail_closed: bool) -> Self {
+        self.fail_closed = fail_closed;
+        self
+    }
+
+    /// Runs `script` unless the breaker is open; counts the outcome in the breaker.
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         script: &redis::ScriptInvocation<'_>,
@@ -135,13 +186,13 @@ impl<C> RedisStore<C> {
             return Err(StoreError::new("redis unreachable a moment ago"));
         }
         let mut connection = self.connection.clone();
-        script.invoke_async(&mut connection).await.map_err(|error| {
-            if unreachable(&error) {
-                tracing::warn!(%error, "redis unreachable; store calls fail fast for 1 s");
-                self.breaker.trip();
-            }
-            store_error(error)
-        })
+        let reply = script.invoke_async(&mut connection).await;
+        match &reply {
+            Err(error) if unreachable(error) => self.breaker.failure(error),
+            // An answer, even an error, shows Redis is there.
+            _ => self.breaker.success(),
+        }
+        reply.map_err(store_error)
     }
 
     fn tombstone_key(&self, family: &str) -> String {
@@ -206,32 +257,6 @@ fn unreachable(error: &redis::RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_io_error()
-}
-
-/// The circuit breaker every call shares: once Redis proves unreachable, for a second
-/// deny-list checks pass without asking it and writes fail at once (503, `Retry-After: 1`)
-/// instead of each waiting out the connection's timeouts.
-#[derive(Default)]
-struct Breaker {
-    /// Milliseconds since `epoch` until which the breaker is open.
-    open_until: AtomicU64,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl Breaker {
-    fn now_ms(&self) -> u64 {
-        let epoch = *self.epoch.get_or_init(Instant::now);
-        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn is_open(&self) -> bool {
-        self.now_ms() < self.open_until.load(Ordering::Relaxed)
-    }
-
-    fn trip(&self) {
-        self.open_until
-            .store(self.now_ms() + 1000, Ordering::Relaxed);
-    }
 }
 
 impl<C> RefreshStore for RedisStore<C>
@@ -300,27 +325,42 @@ where
     }
 
     fn is_revoked(&self, family: &str) -> DenyCheck {
+        let fail_closed = self.fail_closed;
         if self.breaker.is_open() {
-            return DenyCheck::active();
+            return DenyCheck::ready(fallback(fail_closed, "redis unreachable a moment ago"));
         }
         let tombstone = self.tombstone_key(family);
         let mut connection = self.connection.clone();
         let (bound, breaker) = (self.check_timeout, Arc::clone(&self.breaker));
         DenyCheck::pending(async move {
             match tokio::time::timeout(bound, connection.exists::<_, bool>(tombstone)).await {
-                Ok(Ok(true)) => Ok(TokenStatus::Revoked),
-                Ok(Ok(false)) => Ok(TokenStatus::Active),
+                Ok(Ok(revoked)) => {
+                    breaker.success();
+                    Ok(if revoked {
+                        TokenStatus::Revoked
+                    } else {
+                        TokenStatus::Active
+                    })
+                }
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "redis unreachable; deny-list checks fail open for 1 s");
-                    breaker.trip();
-                    Ok(TokenStatus::Active)
+                    breaker.failure(&error);
+                    fallback(fail_closed, error)
                 }
                 Err(_) => {
-                    tracing::warn!("redis slow; deny-list checks fail open for 1 s");
-                    breaker.trip();
-                    Ok(TokenStatus::Active)
+                    breaker.failure(&"deny-list check timed out");
+                    fallback(fail_closed, "redis deny-list check timed out")
                 }
             }
         })
+    }
+}
+
+/// What a deny-list check answers when Redis did not: the token passes (fail open), or the
+/// error, which the verifier answers with 503 (fail closed).
+fn fallback(fail_closed: bool, error: impl Into<BoxError>) -> Result<TokenStatus, BoxError> {
+    if fail_closed {
+        Err(error.into())
+    } else {
+        Ok(TokenStatus::Active)
     }
 }

@@ -1,6 +1,9 @@
 -- One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
 -- successor hash, sealed successor, now, grace, tombstone TTL, history length in characters.
 --
+-- The grace window: the previous token presented at `now` with rotated <= now <= rotated +
+-- grace (inclusive, in the issuer's whole seconds) gets the sealed successor again.
+--
 -- Replies {'rotated', sub, claims}, {'retried', sub, claims, sealed, current hash},
 -- {'reused'}, {'expired'}, {'revoked'} or {'unknown'}. Tombstones are written before anything
 -- is deleted, so an error half-way never leaves a family gone without its tombstone.
@@ -35,7 +38,9 @@ if presented == f[6] then
   redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', presented, 'rotated', now, 'used', now,
     'hist', hist)
   if grace > 0 then
-    redis.call('SET', KEYS[3], ARGV[3], 'EX', grace)
+    -- Kept one second past the window: `now` is the issuer's whole second, Redis expires in
+    -- real time, and a retry anywhere in second `now + grace` is inside the window.
+    redis.call('SET', KEYS[3], ARGV[3], 'EX', grace + 1)
   else
     redis.call('DEL', KEYS[3])
   end
