@@ -522,7 +522,7 @@ async fn every_invalid_token_is_refused_over_http_and_grpc() {
             "{label}: token echoed"
         );
 
-        let grpc = get_with(
+        let grpc = post_with(
             &client,
             addr,
             &[
@@ -660,7 +660,7 @@ async fn no_credentials_is_a_bare_challenge() {
             vec![("content-type", "application/grpc+proto")],
         ]
         .concat();
-        let reply = get_with(&client, addr, &grpc).await;
+        let reply = post_with(&client, addr, &grpc).await;
         assert_eq!(
             (reply.status, &reply.headers["grpc-status"]),
             (StatusCode::OK, &HeaderValue::from_static("16"))
@@ -811,7 +811,7 @@ async fn required_scope_answers_403_with_the_scope() {
         c.insert("scp".into(), json!(["admin", "read"]));
     }));
     assert_eq!(get_bearer(&client, addr, &scp).await.status, StatusCode::OK);
-    let grpc = get_with(
+    let grpc = post_with(
         &client,
         addr,
         &[
@@ -1025,4 +1025,55 @@ async fn requests_waiting_on_io_are_bounded_and_free_their_place() {
         assert!(task.await.unwrap_err().is_cancelled());
     }
     assert!(layer.verify(&fine).await.is_ok());
+}
+
+#[tokio::test]
+async fn only_grpc_calls_get_grpc_answers_and_no_refusal_is_cached() {
+    let addr = serve(app(layer().require_scope("read"))).await;
+    let client = client();
+    let grpc = ("content-type", "application/grpc");
+    // A GET that merely claims the gRPC content type is HTTP: a 401, never a 200.
+    let reply = get_with(&client, addr, &[grpc]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.headers.get("grpc-status").is_none());
+    assert!(reply.headers.contains_key("www-authenticate"));
+    // A gRPC call (POST) gets the trailers-only status.
+    let reply = post_with(&client, addr, &[grpc]).await;
+    assert_eq!(
+        (reply.status, &reply.headers["grpc-status"]),
+        (StatusCode::OK, &HeaderValue::from_static("16"))
+    );
+    // POST without the gRPC content type is HTTP too.
+    let reply = post_with(&client, addr, &[]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // Every refusal, HTTP or gRPC, carries `Cache-Control: no-store`.
+    let unscoped = format!(
+        "Bearer {}",
+        hs(with(good_claims(), |c| {
+            c.remove("scope");
+        }))
+    );
+    for (label, reply) in [
+        ("http 401", get_with(&client, addr, &[]).await),
+        (
+            "http 400",
+            get_with(&client, addr, &[("authorization", "Bearer a b")]).await,
+        ),
+        (
+            "http 403",
+            get_with(&client, addr, &[("authorization", unscoped.as_str())]).await,
+        ),
+        ("grpc 16", post_with(&client, addr, &[grpc]).await),
+        (
+            "grpc 7",
+            post_with(&client, addr, &[grpc, ("authorization", unscoped.as_str())]).await,
+        ),
+    ] {
+        assert_eq!(reply.headers["cache-control"], "no-store", "{label}");
+    }
+    // An accepted request is the application's to cache or not.
+    let admin = format!("Bearer {}", hs(good_claims()));
+    let reply = get_with(&client, addr, &[("authorization", admin.as_str())]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.headers.get("cache-control").is_none());
 }

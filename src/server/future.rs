@@ -122,7 +122,7 @@ where
                 tracing::debug!(%rejection, "bearer token refused");
                 State::Rejected {
                     rejection,
-                    grpc: is_grpc(request.headers()),
+                    grpc: is_grpc(request.method(), request.headers()),
                     auth: Arc::clone(auth),
                 }
             }

@@ -7,8 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::http_util::{oauth_error_body, retry_soon};
@@ -233,9 +233,20 @@ impl Responder {
 
     /// Builds the answer for `rejection`, as gRPC when the request was gRPC.
     pub(crate) fn respond<B>(&self, rejection: Rejection, grpc: bool) -> Response<AuthBody<B>> {
-        if grpc {
-            return grpc_response(rejection);
-        }
+        let mut response = if grpc {
+            grpc_response(rejection)
+        } else {
+            self.http_response(rejection)
+        };
+        // A refusal is about one request's credentials: no cache may keep it (RFC 6750 §3 asks
+        // the same of responses that carry tokens).
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    fn http_response<B>(&self, rejection: Rejection) -> Response<AuthBody<B>> {
         let (content_type, body) = match &self.body {
             Some(handler) => handler(&rejection),
             None => (
@@ -305,10 +316,14 @@ fn quoted(s: &str) -> String {
 }
 
 /// Whether the request is gRPC (`content-type: application/grpc*`).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+pub(crate) fn is_grpc(method: &Method, headers: &HeaderMap) -> bool {
+    // What gRPC clients send: every call is a POST with a gRPC content type. A GET that merely
+    // claims the content type is answered as HTTP, so no REST route ever answers a refusal
+    // with 200.
+    method == Method::POST
+        && headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 #[cfg(test)]

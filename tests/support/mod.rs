@@ -195,6 +195,15 @@ pub async fn get_with(client: &HttpClient, addr: SocketAddr, headers: &[(&str, &
     send(client, req.body(Full::default()).unwrap()).await
 }
 
+/// POST `/` with these headers, as a gRPC client sends its calls.
+pub async fn post_with(client: &HttpClient, addr: SocketAddr, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::post(format!("http://{addr}/"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(client, req.body(Full::default()).unwrap()).await
+}
+
 /// GET `/` with `Authorization: Bearer <token>`.
 pub async fn get_bearer(client: &HttpClient, addr: SocketAddr, token: &str) -> Reply {
     get_with(
