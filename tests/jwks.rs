@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::Semaphore;
-use tower_jwt_refresh::keys::{RemoteJwks, RemoteJwksBuilder};
+use tower_jwt_refresh::keys::{Key, KeySet, RemoteJwks, RemoteJwksBuilder};
 use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
 
 /// The JWKS server's state: the document it serves, how often it was fetched, and a gate that
@@ -80,6 +80,32 @@ fn hmac_jwk(kid: &str) -> (Value, impl Fn(Value) -> String) {
         )
     };
     (jwk, signer)
+}
+
+/// An RS256 JWK for the fixture key pair in `tests/keys/{file}_private.pem`, and a token
+/// signer for it.
+fn rsa_jwk(file: &str, kid: &str) -> (Value, impl Fn(Value) -> String) {
+    tower_jwt_refresh::keys::install_crypto_provider();
+    let private = EncodingKey::from_rsa_pem(&key_file(&format!("{file}_private.pem"))).unwrap();
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&private, Algorithm::RS256).unwrap();
+    let mut jwk = serde_json::to_value(jwk).unwrap();
+    jwk["kid"] = json!(kid);
+    jwk["use"] = json!("sig");
+    let kid = kid.to_owned();
+    let signer = move |claims: Value| {
+        sign_with(
+            Algorithm::RS256,
+            &private,
+            &at_header("RS256", &kid),
+            &claims,
+        )
+    };
+    (jwk, signer)
+}
+
+/// An HMAC JWK whose secret (8 bytes) is too short for HS256.
+fn short_oct_jwk(kid: &str) -> Value {
+    json!({"kty": "oct", "kid": kid, "alg": "HS256", "k": URL_SAFE_NO_PAD.encode([7u8; 8])})
 }
 
 fn claims() -> Value {
@@ -309,4 +335,33 @@ async fn a_jwks_answered_with_any_2xx_is_read() {
         .expect("a 203 document is read");
     let layer = JwtAuthLayer::new(jwks);
     assert!(layer.verify(&sign(claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_key_the_crate_cannot_use_does_not_freeze_rotation() {
+    let (jwk_old, sign_old) = rsa_jwk("rsa2", "old");
+    let (jwk_new, sign_new) = rsa_jwk("rsa", "new");
+    let rotated = vec![jwk_new, short_oct_jwk("short")];
+
+    // Parsed directly: the short secret is left out, the new key is loaded.
+    let set = KeySet::from_jwks(json!({ "keys": rotated }).to_string()).unwrap();
+    assert_eq!(set.iter().map(Key::kid).collect::<Vec<_>>(), [Some("new")]);
+
+    // Through a refresh that also removes the old (say, compromised) key.
+    let server = Jwks::new(vec![jwk_old]);
+    let url = server.serve().await;
+    let jwks = loopback(&url).build().await.unwrap();
+    let layer = JwtAuthLayer::new(jwks.clone());
+    let old_token = sign_old(claims());
+    assert!(layer.verify(&old_token).await.is_ok());
+    server.rotate(rotated);
+    jwks.refresh()
+        .await
+        .expect("a document with one usable key loads");
+    assert_eq!(
+        layer.verify(&old_token).await.unwrap_err(),
+        Rejection::InvalidToken(TokenError::UnknownKey),
+        "the removed key stopped verifying"
+    );
+    assert!(layer.verify(&sign_new(claims())).await.is_ok());
 }

@@ -14,7 +14,6 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::BoxError;
-use crate::keys::key::KeyError;
 use crate::keys::remote::{HttpClient, JwksError, RemoteJwks};
 use crate::keys::set::KeySet;
 use crate::keys::source::{KeySource, Refetch, RefetchWait};
@@ -137,21 +136,11 @@ impl Shared {
         Ok(body)
     }
 
+    /// The document's usable keys. One key this crate cannot use is left out (and logged),
+    /// so that it cannot hold back a rotation; a document with no usable key at all is a
+    /// broken fetch, not a revocation of every key.
     fn parse(&self, document: &[u8]) -> Result<KeySet, JwksError> {
-        let keys = KeySet::from_jwks(document).map_err(JwksError::Keys)?;
-        let keys = if self.allow_symmetric {
-            keys
-        } else {
-            let asymmetric = keys.iter().filter(|k| !k.is_symmetric()).cloned().collect();
-            KeySet::try_from_keys(asymmetric).map_err(JwksError::Keys)?
-        };
-        // A document with no usable key is a broken fetch, not a revocation of every key.
-        if keys.is_empty() {
-            return Err(JwksError::Keys(KeyError::Unsupported(
-                "jwks holds no usable signing key",
-            )));
-        }
-        Ok(keys)
+        KeySet::from_jwks_admitting(document, self.allow_symmetric).map_err(JwksError::Keys)
     }
 }
 
