@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,11 +12,14 @@ use axum::extract::State;
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tower_jwt_refresh::BoxError;
 use tower_jwt_refresh::keys::{Key, KeySet, RemoteJwks, RemoteJwksBuilder};
 use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
 
@@ -56,6 +60,60 @@ impl Jwks {
             .with_state(self.clone());
         format!("http://{}/jwks.json", serve(app).await)
     }
+}
+
+/// One scripted fetch: the document served, and a gate the answer waits for, if any.
+type Step = (Value, Option<oneshot::Receiver<()>>);
+
+/// A JWKS client that answers from a script, one step per fetch in the order fetches start,
+/// and counts the fetches started.
+#[derive(Clone)]
+struct Script {
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    started: Arc<watch::Sender<usize>>,
+}
+
+impl Script {
+    fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps: Arc::new(Mutex::new(steps.into())),
+            started: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// A builder fetching with this script.
+    fn builder(&self) -> RemoteJwksBuilder {
+        let script = self.clone();
+        let client = tower::service_fn(move |_: Request<Empty<Bytes>>| {
+            // The document is the one served when the fetch starts.
+            let step = script.steps.lock().unwrap().pop_front();
+            script.started.send_modify(|n| *n += 1);
+            async move {
+                let (document, gate) = step.ok_or("a fetch the script did not expect")?;
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                Ok::<_, BoxError>(Response::new(Bytes::from(document.to_string())))
+            }
+        });
+        RemoteJwks::builder("https://auth.test/jwks.json".parse().unwrap())
+            .client(client)
+            .allow_symmetric_keys()
+            .fetch_timeout(Duration::from_secs(3600))
+    }
+
+    /// Waits until `n` fetches have started.
+    async fn started(&self, n: usize) {
+        let mut started = self.started.subscribe();
+        started.wait_for(|&s| s >= n).await.unwrap();
+    }
+}
+
+fn kids(jwks: &RemoteJwks) -> Vec<String> {
+    let keys = jwks.current();
+    keys.iter()
+        .filter_map(|k| k.kid().map(str::to_owned))
+        .collect()
 }
 
 /// A builder for the test server's JWKS: plain http on loopback, HMAC keys allowed.
@@ -364,4 +422,48 @@ async fn a_key_the_crate_cannot_use_does_not_freeze_rotation() {
         "the removed key stopped verifying"
     );
     assert!(layer.verify(&sign_new(claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_fetch_that_started_before_a_rotation_cannot_bring_back_the_removed_key() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let (jwk_k, sign_k) = hmac_jwk("k"); // compromised: the issuer removes it
+    let (_, sign_x) = hmac_jwk("x"); // never published
+    let before = json!({ "keys": [jwk_a.clone(), jwk_k] });
+    let after = json!({ "keys": [jwk_a] });
+    let (release, gate) = oneshot::channel();
+    let script = Script::new(vec![
+        (before.clone(), None),
+        (before, Some(gate)), // the second fetch is slow
+        (after, None),
+    ]);
+    let jwks = script
+        .builder()
+        .min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::new(jwks.clone()).io_timeout(Duration::from_secs(3600));
+    let token_k = sign_k(claims());
+    assert!(layer.verify(&token_k).await.is_ok());
+
+    // An unknown kid starts a refetch, answered with the document from before the rotation,
+    // but slowly.
+    let waiting = tokio::spawn({
+        let (layer, token) = (layer.clone(), sign_x(claims()));
+        async move { layer.verify(&token).await }
+    });
+    script.started(2).await;
+    // The issuer removes k; a fetch started after that one finishes first.
+    jwks.refresh().await.unwrap();
+    assert_eq!(kids(&jwks), ["a"]);
+
+    // The older answer arrives last, and is dropped.
+    release.send(()).unwrap();
+    let unknown = Rejection::InvalidToken(TokenError::UnknownKey);
+    assert_eq!(waiting.await.unwrap().unwrap_err(), unknown);
+    assert_eq!(jwks.fetches(), 3, "every scripted fetch has finished");
+    assert_eq!(kids(&jwks), ["a"], "the older document did not come back");
+    assert_eq!(layer.verify(&token_k).await.unwrap_err(), unknown);
+    assert!(layer.verify(&sign_a(claims())).await.is_ok());
 }
