@@ -5,6 +5,7 @@ mod support;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,7 +22,9 @@ use support::*;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tower_jwt_refresh::BoxError;
 use tower_jwt_refresh::keys::{Key, KeySet, RemoteJwks, RemoteJwksBuilder};
-use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
+use tower_jwt_refresh::server::{
+    DenyCheck, JwtAuthLayer, RegisteredClaims, Rejection, TokenError, TokenStatus,
+};
 
 /// The JWKS server's state: the document it serves, how often it was fetched, and a gate that
 /// can hold responses back.
@@ -466,4 +469,119 @@ async fn a_fetch_that_started_before_a_rotation_cannot_bring_back_the_removed_ke
     assert_eq!(kids(&jwks), ["a"], "the older document did not come back");
     assert_eq!(layer.verify(&token_k).await.unwrap_err(), unknown);
     assert!(layer.verify(&sign_a(claims())).await.is_ok());
+}
+
+/// A deny-list hook that always answers asynchronously, as `RedisStore`'s does.
+fn async_deny_list(claims: &RegisteredClaims) -> DenyCheck {
+    let _ = claims;
+    DenyCheck::pending(async { Ok(TokenStatus::Active) })
+}
+
+#[tokio::test]
+async fn unverified_tokens_waiting_on_a_refetch_cannot_take_a_verified_tokens_place() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let document = json!({ "keys": [jwk_a] });
+    let (_hold, slow) = oneshot::channel(); // the refetch never answers during the test
+    let script = Script::new(vec![(document.clone(), None), (document, Some(slow))]);
+    let jwks = script.builder().build().await.unwrap();
+    let layer = JwtAuthLayer::new(jwks)
+        .deny_list(async_deny_list)
+        .max_pending_checks(4)
+        .io_timeout(Duration::from_secs(3600));
+
+    // A flood of garbage tokens naming unknown kids, each polled once: they start the
+    // refetch, then wait on it.
+    let mut flood = Vec::new();
+    for i in 0..64 {
+        let (layer, token) = (layer.clone(), hmac_jwk(&format!("x{i}")).1(claims()));
+        let mut request = Box::pin(async move { layer.verify(&token).await });
+        match futures_util::poll!(&mut request) {
+            Poll::Pending => flood.push(request),
+            Poll::Ready(refused) => assert_eq!(
+                refused.unwrap_err(),
+                Rejection::InvalidToken(TokenError::UnknownKey)
+            ),
+        }
+    }
+    script.started(2).await;
+    assert!(!flood.is_empty(), "the flood waits on the refetch");
+
+    // A valid token, whose deny-list check is asynchronous, is served all the same.
+    let addr = serve(app(layer.clone())).await;
+    let client = client();
+    let token = sign_a(claims());
+    for _ in 0..8 {
+        let reply = get_bearer(&client, addr, &token).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "hello alice")
+        );
+    }
+    assert_eq!(script.started.borrow().to_owned(), 2, "still one refetch");
+}
+
+#[tokio::test]
+async fn a_request_holds_one_waiting_place_at_a_time_and_each_budget_is_its_own() {
+    let (jwk_a, _) = hmac_jwk("a");
+    let (jwk_b, sign_b) = hmac_jwk("b"); // published after the layer started
+    let (_, sign_x) = hmac_jwk("x"); // never published
+    let (_hold, slow) = oneshot::channel();
+    let script = Script::new(vec![
+        (json!({ "keys": [jwk_a.clone()] }), None),
+        (json!({ "keys": [jwk_a.clone(), jwk_b.clone()] }), None),
+        (json!({ "keys": [jwk_a, jwk_b] }), Some(slow)),
+    ]);
+    let jwks = script
+        .builder()
+        .min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    // The deny list holds every check until released, and counts the checks begun.
+    let (checks, release) = (Arc::new(watch::channel(0).0), Arc::new(Semaphore::new(0)));
+    let hook = {
+        let (checks, release) = (Arc::clone(&checks), Arc::clone(&release));
+        move |_: &RegisteredClaims| {
+            checks.send_modify(|n| *n += 1);
+            let release = Arc::clone(&release);
+            DenyCheck::pending(async move {
+                let _permit = release.acquire().await;
+                Ok(TokenStatus::Active)
+            })
+        }
+    };
+    let layer = JwtAuthLayer::new(jwks)
+        .deny_list(hook)
+        .max_pending_checks(1)
+        .max_unknown_kid_waits(1)
+        .io_timeout(Duration::from_secs(3600));
+
+    // b's kid is unknown: it waits on a refetch, which finds it, then on its deny-list check.
+    let verified = tokio::spawn({
+        let (layer, token) = (layer.clone(), sign_b(claims()));
+        async move { layer.verify(&token).await }
+    });
+    checks.subscribe().wait_for(|&n| n >= 1).await.unwrap();
+
+    // It left the refetch budget before its check: another unknown kid finds a place there
+    // (and starts a refetch) ...
+    let mut unknown = Box::pin({
+        let (layer, token) = (layer.clone(), sign_x(claims()));
+        async move { layer.verify(&token).await }
+    });
+    assert!(futures_util::poll!(&mut unknown).is_pending(), "refused");
+    script.started(3).await;
+    // ... which is now full: a further unknown kid is refused at once.
+    let refused = Rejection::InvalidToken(TokenError::UnknownKey);
+    assert_eq!(layer.verify(&sign_x(claims())).await.unwrap_err(), refused);
+    // The deny-list budget is b's alone, and full: a verified token gets 503 at once.
+    let other = hmac_jwk("a").1(claims());
+    assert_eq!(
+        layer.verify(&other).await.unwrap_err(),
+        Rejection::DenyListUnavailable
+    );
+
+    release.add_permits(Semaphore::MAX_PERMITS);
+    assert_eq!(verified.await.unwrap().unwrap().subject(), Some("alice"));
+    assert!(layer.verify(&other).await.is_ok());
 }
