@@ -2,8 +2,10 @@
 
 mod support;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,13 +13,18 @@ use axum::extract::State;
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
-use tokio::sync::Semaphore;
-use tower_jwt_refresh::keys::{RemoteJwks, RemoteJwksBuilder};
-use tower_jwt_refresh::server::{JwtAuthLayer, Rejection, TokenError};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tower_jwt_refresh::BoxError;
+use tower_jwt_refresh::keys::{Key, KeySet, RemoteJwks, RemoteJwksBuilder};
+use tower_jwt_refresh::server::{
+    DenyCheck, JwtAuthLayer, RegisteredClaims, Rejection, TokenError, TokenStatus,
+};
 
 /// The JWKS server's state: the document it serves, how often it was fetched, and a gate that
 /// can hold responses back.
@@ -58,6 +65,60 @@ impl Jwks {
     }
 }
 
+/// One scripted fetch: the document served, and a gate the answer waits for, if any.
+type Step = (Value, Option<oneshot::Receiver<()>>);
+
+/// A JWKS client that answers from a script, one step per fetch in the order fetches start,
+/// and counts the fetches started.
+#[derive(Clone)]
+struct Script {
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    started: Arc<watch::Sender<usize>>,
+}
+
+impl Script {
+    fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps: Arc::new(Mutex::new(steps.into())),
+            started: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// A builder fetching with this script.
+    fn builder(&self) -> RemoteJwksBuilder {
+        let script = self.clone();
+        let client = tower::service_fn(move |_: Request<Empty<Bytes>>| {
+            // The document is the one served when the fetch starts.
+            let step = script.steps.lock().unwrap().pop_front();
+            script.started.send_modify(|n| *n += 1);
+            async move {
+                let (document, gate) = step.ok_or("a fetch the script did not expect")?;
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                Ok::<_, BoxError>(Response::new(Bytes::from(document.to_string())))
+            }
+        });
+        RemoteJwks::builder("https://auth.test/jwks.json".parse().unwrap())
+            .client(client)
+            .allow_symmetric_keys()
+            .fetch_timeout(Duration::from_secs(3600))
+    }
+
+    /// Waits until `n` fetches have started.
+    async fn started(&self, n: usize) {
+        let mut started = self.started.subscribe();
+        started.wait_for(|&s| s >= n).await.unwrap();
+    }
+}
+
+fn kids(jwks: &RemoteJwks) -> Vec<String> {
+    let keys = jwks.current();
+    keys.iter()
+        .filter_map(|k| k.kid().map(str::to_owned))
+        .collect()
+}
+
 /// A builder for the test server's JWKS: plain http on loopback, HMAC keys allowed.
 fn loopback(url: &str) -> RemoteJwksBuilder {
     RemoteJwks::builder(url.parse().unwrap())
@@ -80,6 +141,32 @@ fn hmac_jwk(kid: &str) -> (Value, impl Fn(Value) -> String) {
         )
     };
     (jwk, signer)
+}
+
+/// An RS256 JWK for the fixture key pair in `tests/keys/{file}_private.pem`, and a token
+/// signer for it.
+fn rsa_jwk(file: &str, kid: &str) -> (Value, impl Fn(Value) -> String) {
+    tower_jwt_refresh::keys::install_crypto_provider();
+    let private = EncodingKey::from_rsa_pem(&key_file(&format!("{file}_private.pem"))).unwrap();
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&private, Algorithm::RS256).unwrap();
+    let mut jwk = serde_json::to_value(jwk).unwrap();
+    jwk["kid"] = json!(kid);
+    jwk["use"] = json!("sig");
+    let kid = kid.to_owned();
+    let signer = move |claims: Value| {
+        sign_with(
+            Algorithm::RS256,
+            &private,
+            &at_header("RS256", &kid),
+            &claims,
+        )
+    };
+    (jwk, signer)
+}
+
+/// An HMAC JWK whose secret (8 bytes) is too short for HS256.
+fn short_oct_jwk(kid: &str) -> Value {
+    json!({"kty": "oct", "kid": kid, "alg": "HS256", "k": URL_SAFE_NO_PAD.encode([7u8; 8])})
 }
 
 fn claims() -> Value {
@@ -309,4 +396,192 @@ async fn a_jwks_answered_with_any_2xx_is_read() {
         .expect("a 203 document is read");
     let layer = JwtAuthLayer::new(jwks);
     assert!(layer.verify(&sign(claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_key_the_crate_cannot_use_does_not_freeze_rotation() {
+    let (jwk_old, sign_old) = rsa_jwk("rsa2", "old");
+    let (jwk_new, sign_new) = rsa_jwk("rsa", "new");
+    let rotated = vec![jwk_new, short_oct_jwk("short")];
+
+    // Parsed directly: the short secret is left out, the new key is loaded.
+    let set = KeySet::from_jwks(json!({ "keys": rotated }).to_string()).unwrap();
+    assert_eq!(set.iter().map(Key::kid).collect::<Vec<_>>(), [Some("new")]);
+
+    // Through a refresh that also removes the old (say, compromised) key.
+    let server = Jwks::new(vec![jwk_old]);
+    let url = server.serve().await;
+    let jwks = loopback(&url).build().await.unwrap();
+    let layer = JwtAuthLayer::new(jwks.clone());
+    let old_token = sign_old(claims());
+    assert!(layer.verify(&old_token).await.is_ok());
+    server.rotate(rotated);
+    jwks.refresh()
+        .await
+        .expect("a document with one usable key loads");
+    assert_eq!(
+        layer.verify(&old_token).await.unwrap_err(),
+        Rejection::InvalidToken(TokenError::UnknownKey),
+        "the removed key stopped verifying"
+    );
+    assert!(layer.verify(&sign_new(claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_fetch_that_started_before_a_rotation_cannot_bring_back_the_removed_key() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let (jwk_k, sign_k) = hmac_jwk("k"); // compromised: the issuer removes it
+    let (_, sign_x) = hmac_jwk("x"); // never published
+    let before = json!({ "keys": [jwk_a.clone(), jwk_k] });
+    let after = json!({ "keys": [jwk_a] });
+    let (release, gate) = oneshot::channel();
+    let script = Script::new(vec![
+        (before.clone(), None),
+        (before, Some(gate)), // the second fetch is slow
+        (after, None),
+    ]);
+    let jwks = script
+        .builder()
+        .min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let layer = JwtAuthLayer::new(jwks.clone()).io_timeout(Duration::from_secs(3600));
+    let token_k = sign_k(claims());
+    assert!(layer.verify(&token_k).await.is_ok());
+
+    // An unknown kid starts a refetch, answered with the document from before the rotation,
+    // but slowly.
+    let waiting = tokio::spawn({
+        let (layer, token) = (layer.clone(), sign_x(claims()));
+        async move { layer.verify(&token).await }
+    });
+    script.started(2).await;
+    // The issuer removes k; a fetch started after that one finishes first.
+    jwks.refresh().await.unwrap();
+    assert_eq!(kids(&jwks), ["a"]);
+
+    // The older answer arrives last, and is dropped.
+    release.send(()).unwrap();
+    let unknown = Rejection::InvalidToken(TokenError::UnknownKey);
+    assert_eq!(waiting.await.unwrap().unwrap_err(), unknown);
+    assert_eq!(jwks.fetches(), 3, "every scripted fetch has finished");
+    assert_eq!(kids(&jwks), ["a"], "the older document did not come back");
+    assert_eq!(layer.verify(&token_k).await.unwrap_err(), unknown);
+    assert!(layer.verify(&sign_a(claims())).await.is_ok());
+}
+
+/// A deny-list hook that always answers asynchronously, as `RedisStore`'s does.
+fn async_deny_list(claims: &RegisteredClaims) -> DenyCheck {
+    let _ = claims;
+    DenyCheck::pending(async { Ok(TokenStatus::Active) })
+}
+
+#[tokio::test]
+async fn unverified_tokens_waiting_on_a_refetch_cannot_take_a_verified_tokens_place() {
+    let (jwk_a, sign_a) = hmac_jwk("a");
+    let document = json!({ "keys": [jwk_a] });
+    let (_hold, slow) = oneshot::channel(); // the refetch never answers during the test
+    let script = Script::new(vec![(document.clone(), None), (document, Some(slow))]);
+    let jwks = script.builder().build().await.unwrap();
+    let layer = JwtAuthLayer::new(jwks)
+        .deny_list(async_deny_list)
+        .max_pending_checks(4)
+        .io_timeout(Duration::from_secs(3600));
+
+    // A flood of garbage tokens naming unknown kids, each polled once: they start the
+    // refetch, then wait on it.
+    let mut flood = Vec::new();
+    for i in 0..64 {
+        let (layer, token) = (layer.clone(), hmac_jwk(&format!("x{i}")).1(claims()));
+        let mut request = Box::pin(async move { layer.verify(&token).await });
+        match futures_util::poll!(&mut request) {
+            Poll::Pending => flood.push(request),
+            Poll::Ready(refused) => assert_eq!(
+                refused.unwrap_err(),
+                Rejection::InvalidToken(TokenError::UnknownKey)
+            ),
+        }
+    }
+    script.started(2).await;
+    assert!(!flood.is_empty(), "the flood waits on the refetch");
+
+    // A valid token, whose deny-list check is asynchronous, is served all the same.
+    let addr = serve(app(layer.clone())).await;
+    let client = client();
+    let token = sign_a(claims());
+    for _ in 0..8 {
+        let reply = get_bearer(&client, addr, &token).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "hello alice")
+        );
+    }
+    assert_eq!(script.started.borrow().to_owned(), 2, "still one refetch");
+}
+
+#[tokio::test]
+async fn a_request_holds_one_waiting_place_at_a_time_and_each_budget_is_its_own() {
+    let (jwk_a, _) = hmac_jwk("a");
+    let (jwk_b, sign_b) = hmac_jwk("b"); // published after the layer started
+    let (_, sign_x) = hmac_jwk("x"); // never published
+    let (_hold, slow) = oneshot::channel();
+    let script = Script::new(vec![
+        (json!({ "keys": [jwk_a.clone()] }), None),
+        (json!({ "keys": [jwk_a.clone(), jwk_b.clone()] }), None),
+        (json!({ "keys": [jwk_a, jwk_b] }), Some(slow)),
+    ]);
+    let jwks = script
+        .builder()
+        .min_refetch_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    // The deny list holds every check until released, and counts the checks begun.
+    let (checks, release) = (Arc::new(watch::channel(0).0), Arc::new(Semaphore::new(0)));
+    let hook = {
+        let (checks, release) = (Arc::clone(&checks), Arc::clone(&release));
+        move |_: &RegisteredClaims| {
+            checks.send_modify(|n| *n += 1);
+            let release = Arc::clone(&release);
+            DenyCheck::pending(async move {
+                let _permit = release.acquire().await;
+                Ok(TokenStatus::Active)
+            })
+        }
+    };
+    let layer = JwtAuthLayer::new(jwks)
+        .deny_list(hook)
+        .max_pending_checks(1)
+        .max_unknown_kid_waits(1)
+        .io_timeout(Duration::from_secs(3600));
+
+    // b's kid is unknown: it waits on a refetch, which finds it, then on its deny-list check.
+    let verified = tokio::spawn({
+        let (layer, token) = (layer.clone(), sign_b(claims()));
+        async move { layer.verify(&token).await }
+    });
+    checks.subscribe().wait_for(|&n| n >= 1).await.unwrap();
+
+    // It left the refetch budget before its check: another unknown kid finds a place there
+    // (and starts a refetch) ...
+    let mut unknown = Box::pin({
+        let (layer, token) = (layer.clone(), sign_x(claims()));
+        async move { layer.verify(&token).await }
+    });
+    assert!(futures_util::poll!(&mut unknown).is_pending(), "refused");
+    script.started(3).await;
+    // ... which is now full: a further unknown kid is refused at once.
+    let refused = Rejection::InvalidToken(TokenError::UnknownKey);
+    assert_eq!(layer.verify(&sign_x(claims())).await.unwrap_err(), refused);
+    // The deny-list budget is b's alone, and full: a verified token gets 503 at once.
+    let other = hmac_jwk("a").1(claims());
+    assert_eq!(
+        layer.verify(&other).await.unwrap_err(),
+        Rejection::DenyListUnavailable
+    );
+
+    release.add_permits(Semaphore::MAX_PERMITS);
+    assert_eq!(verified.await.unwrap().unwrap().subject(), Some("alice"));
+    assert!(layer.verify(&other).await.is_ok());
 }

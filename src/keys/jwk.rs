@@ -47,15 +47,34 @@ pub(crate) struct RawJwk {
     k: Option<String>,
 }
 
+/// One entry of a JWKS document's `keys` array, read on its own: an entry this crate cannot
+/// read does not make the others unreadable.
+pub(crate) struct JwkEntry {
+    /// The entry's `kid`, if it has a string one (for logs).
+    pub(crate) kid: Option<String>,
+    /// The entry's members, or why they could not be read.
+    pub(crate) jwk: Result<RawJwk, KeyError>,
+}
+
 impl RawJwk {
-    /// The keys of a JWKS document (`{"keys":[…]}`), not yet checked.
-    pub(crate) fn parse_set(json: &[u8]) -> Result<Vec<Self>, KeyError> {
+    /// The entries of a JWKS document (`{"keys":[…]}`), not yet checked. Fails only when the
+    /// document itself is not a JWKS.
+    pub(crate) fn parse_set(json: &[u8]) -> Result<Vec<JwkEntry>, KeyError> {
         #[derive(Deserialize)]
         struct Jwks {
-            keys: Vec<RawJwk>,
+            keys: Vec<serde_json::Value>,
         }
         let jwks: Jwks = serde_json::from_slice(json).map_err(KeyError::Json)?;
-        Ok(jwks.keys)
+        let entries = jwks.keys.into_iter().map(|value| JwkEntry {
+            kid: value.get("kid").and_then(|k| k.as_str()).map(str::to_owned),
+            jwk: serde_json::from_value(value).map_err(KeyError::Json),
+        });
+        Ok(entries.collect())
+    }
+
+    /// Whether this is a symmetric (`kty: oct`) key.
+    pub(crate) fn is_symmetric(&self) -> bool {
+        self.kty == "oct"
     }
 
     /// The verification key this JWK describes, bound to its algorithm and named by its `kid`.

@@ -34,6 +34,8 @@ pub enum KeyError {
     DuplicateKid,
     /// A set or JWKS document with more than [`KeySet::MAX_KEYS`] keys.
     TooManyKeys,
+    /// A JWKS document holding no key this crate can verify with.
+    NoUsableKey,
     /// A JSON document (JWK or JWKS) could not be parsed.
     Json(serde_json::Error),
     /// A PEM document could not be read.
@@ -55,6 +57,7 @@ impl fmt::Display for KeyError {
             Self::MissingAlgorithm => f.write_str("jwk has no `alg` and its key type needs one"),
             Self::DuplicateKid => f.write_str("two keys share one `kid`"),
             Self::TooManyKeys => write!(f, "more than {} keys in one set", KeySet::MAX_KEYS),
+            Self::NoUsableKey => f.write_str("jwks holds no usable signing key"),
             Self::Json(_) => f.write_str("invalid jwk json"),
             Self::Pem(_) => f.write_str("invalid pem key"),
             Self::Signing(_) => f.write_str("signing failed"),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jsonwebtoken::Algorithm;
 
-use crate::keys::jwk::RawJwk;
+use crate::keys::jwk::{JwkEntry, RawJwk};
 use crate::keys::key::{Key, KeyError};
 
 /// How many kid-less candidate keys one token may be tried against.
@@ -97,31 +97,45 @@ impl KeySet {
         Ok(Self::from_keys(keys))
     }
 
-    /// Parses a JWKS document (`{"keys":[…]}`).
+    /// Parses a JWKS document (`{"keys":[…]}`), keeping every key this crate can verify with.
     ///
-    /// Keys meant for encryption (`use` other than `sig`, or `key_ops` without `verify`) and
-    /// keys of unsupported types or curves are left out, as a JWKS often holds both kinds, and
-    /// so are RSA and symmetric keys without `alg` (RFC 7517 makes it optional; such a key
-    /// cannot be bound to one algorithm). A malformed signing key, or a `kid` used twice,
-    /// fails the whole document.
+    /// A JWKS often holds keys of several kinds, and an issuer rotates by publishing a new key
+    /// beside the old ones, so one key this crate cannot use must not hold back the rest. Every
+    /// such key is left out, with a warning naming its `kid` and the reason: keys meant for
+    /// encryption (`use` other than `sig`, or `key_ops` without `verify`), keys of unsupported
+    /// types, curves or algorithms, RSA and symmetric keys without `alg` (RFC 7517 makes it
+    /// optional; such a key cannot be bound to one algorithm), HMAC secrets shorter than their
+    /// hash, and malformed keys. The document fails if it is not a JWKS, holds more than
+    /// [`KeySet::MAX_KEYS`] entries, uses a `kid` twice, or holds no usable key at all
+    /// ([`KeyError::NoUsableKey`]).
     pub fn from_jwks(json: impl AsRef<[u8]>) -> Result<Self, KeyError> {
-        let jwks = RawJwk::parse_set(json.as_ref())?;
-        if jwks.len() > Self::MAX_KEYS {
+        Self::from_jwks_admitting(json.as_ref(), true)
+    }
+
+    /// [`KeySet::from_jwks`], leaving out symmetric keys unless `symmetric` is set.
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn from_jwks_admitting(json: &[u8], symmetric: bool) -> Result<Self, KeyError> {
+        let entries = RawJwk::parse_set(json)?;
+        if entries.len() > Self::MAX_KEYS {
             return Err(KeyError::TooManyKeys);
         }
-        let mut keys = Vec::with_capacity(jwks.len());
-        for jwk in jwks {
-            match jwk.into_key() {
+        let mut keys = Vec::with_capacity(entries.len());
+        for JwkEntry { kid, jwk } in entries {
+            let key = jwk.and_then(|jwk| {
+                if !symmetric && jwk.is_symmetric() {
+                    return Err(KeyError::Unsupported(
+                        "symmetric key in a remote jwks (see allow_symmetric_keys)",
+                    ));
+                }
+                jwk.into_key()
+            });
+            match key {
                 Ok(key) => keys.push(key),
-                // A key that cannot be bound to one algorithm cannot verify anything; the
-                // document's other keys still can.
-                Err(
-                    KeyError::NotForVerification
-                    | KeyError::Unsupported(_)
-                    | KeyError::MissingAlgorithm,
-                ) => {}
-                Err(e) => return Err(e),
+                Err(error) => skipped(kid.as_deref(), &error),
             }
+        }
+        if keys.is_empty() {
+            return Err(KeyError::NoUsableKey);
         }
         Self::try_from_keys(keys)
     }
@@ -184,6 +198,16 @@ impl KeySet {
     }
 }
 
+/// Logs a JWKS key left out of its set.
+fn skipped(kid: Option<&str>, error: &KeyError) {
+    match std::error::Error::source(error) {
+        Some(detail) => {
+            tracing::warn!(kid, reason = %error, %detail, "jwks key skipped: it cannot be used");
+        }
+        None => tracing::warn!(kid, reason = %error, "jwks key skipped: it cannot be used"),
+    }
+}
+
 fn alg_rank(alg: Algorithm) -> u8 {
     use Algorithm::*;
     match alg {
@@ -218,6 +242,39 @@ mod tests {
         assert_eq!(set.iter().next().unwrap().kid(), Some("s"));
         let dup = KeySet::from_jwks(format!(r#"{{"keys":[{sig},{sig}]}}"#));
         assert!(matches!(dup, Err(KeyError::DuplicateKid)));
+    }
+
+    #[test]
+    fn jwks_skips_every_key_it_cannot_use_and_fails_only_without_a_usable_one() {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let short = format!(
+            r#"{{"kty":"oct","kid":"short","alg":"HS256","k":"{}"}}"#,
+            b64(&[1; 8])
+        );
+        let ec = format!(
+            r#"{{"kty":"EC","kid":"ec","crv":"P-256","x":"{}","y":"{}"}}"#,
+            b64(&[1; 31]),
+            b64(&[1; 32])
+        );
+        let unreadable = [r#""not a key""#, r#"{"kid":"no-kty"}"#, r#"{"kty":7}"#];
+        let good = oct(r#","alg":"HS256","kid":"good""#);
+        let mut entries = vec![short, ec];
+        entries.extend(unreadable.map(str::to_owned));
+        let without_good = format!(r#"{{"keys":[{}]}}"#, entries.join(","));
+        entries.push(good);
+        let set = KeySet::from_jwks(format!(r#"{{"keys":[{}]}}"#, entries.join(","))).unwrap();
+        assert_eq!(set.iter().map(Key::kid).collect::<Vec<_>>(), [Some("good")]);
+        for none in [without_good.as_str(), r#"{"keys":[]}"#] {
+            assert!(
+                matches!(KeySet::from_jwks(none), Err(KeyError::NoUsableKey)),
+                "{none}"
+            );
+        }
+        assert!(matches!(
+            KeySet::from_jwks(r#"{"keys":{}}"#),
+            Err(KeyError::Json(_))
+        ));
     }
 
     #[test]

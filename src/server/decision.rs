@@ -44,6 +44,36 @@ impl Drop for Parked {
     }
 }
 
+/// The places for requests waiting on one kind of I/O, shared by a layer and its clones.
+///
+/// Each kind of wait has a budget of its own, so that requests of one kind cannot take the
+/// places of another: a token that has not passed its signature (waiting on a key refetch)
+/// never takes the place of one that has (waiting on its deny-list check).
+#[derive(Clone)]
+pub(crate) struct WaitBudget {
+    waiting: Arc<AtomicUsize>,
+    /// The most requests that may wait at once.
+    pub(crate) max: usize,
+}
+
+impl WaitBudget {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            waiting: Arc::default(),
+            max,
+        }
+    }
+
+    /// A place, if one is free.
+    fn take(&self) -> Option<Parked> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Parked(Arc::clone(&self.waiting)))
+    }
+}
+
 /// Everything the layer was configured with, shared by every service it builds.
 pub(crate) struct Auth<C> {
     pub(crate) keys: KeySource,
@@ -57,10 +87,10 @@ pub(crate) struct Auth<C> {
     pub(crate) responder: Responder,
     /// How long a deny-list check or a key refetch may take.
     pub(crate) io_timeout: Duration,
-    /// Requests waiting on I/O now, shared by the layer's clones.
-    pub(crate) parked: Arc<AtomicUsize>,
-    /// The most requests that may wait on I/O at once.
-    pub(crate) max_parked: usize,
+    /// Verified tokens waiting on an asynchronous deny-list check.
+    pub(crate) check_waits: WaitBudget,
+    /// Unverified tokens (their `kid` unknown) waiting on a key refetch.
+    pub(crate) refetch_waits: WaitBudget,
     pub(crate) clock: Clock,
 }
 
@@ -76,8 +106,8 @@ impl<C> Clone for Auth<C> {
             optional: self.optional,
             responder: self.responder.clone(),
             io_timeout: self.io_timeout,
-            parked: Arc::clone(&self.parked),
-            max_parked: self.max_parked,
+            check_waits: self.check_waits.clone(),
+            refetch_waits: self.refetch_waits.clone(),
             clock: self.clock.clone(),
         }
     }
@@ -95,6 +125,8 @@ impl<C> fmt::Debug for Auth<C> {
             .field("optional", &self.optional)
             .field("responder", &self.responder)
             .field("io_timeout", &self.io_timeout)
+            .field("max_pending_checks", &self.check_waits.max)
+            .field("max_unknown_kid_waits", &self.refetch_waits.max)
             .finish()
     }
 }
@@ -128,24 +160,29 @@ where
     }
 
     /// A remote key set does not know the token's `kid`: wait for a refetch, then verify again.
+    ///
+    /// The token has not passed its signature, so it waits in a budget of its own, and leaves
+    /// it before its deny-list check: a request holds one place at a time.
     fn after_unknown_kid(self: &Arc<Self>, token: Cow<'_, str>) -> Outcome<C> {
+        // Too many requests already wait: refuse rather than queue without bound (and before
+        // starting a refetch that no one would wait for).
+        let Some(parked) = self.refetch_waits.take() else {
+            return Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey));
+        };
         let Some(refetch) = self.keys.unknown_kid() else {
+            drop(parked);
             // Rate-limited; but a refetch may have landed since the first attempt.
             return match self.verify(&token) {
                 Ok(claims) => self.after_verify(claims),
                 Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
             };
         };
-        // Too many requests already wait: refuse rather than queue without bound.
-        let Some(parked) = self.park() else {
-            return Outcome::Reject(Rejection::InvalidToken(TokenError::UnknownKey));
-        };
         let this = Arc::clone(self);
         let token = token.into_owned();
         Outcome::Pending(Box::pin(async move {
-            let _parked = parked;
             // A refetch that overruns its bound leaves the old keys in place.
             let _ = tokio::time::timeout(this.io_timeout, refetch).await;
+            drop(parked);
             let claims = this.verify(&token).map_err(Rejection::InvalidToken)?;
             this.after_verify(claims).resolve().await
         }))
@@ -185,7 +222,7 @@ where
                 Err(rejection) => Outcome::Reject(rejection),
             },
             Check::Pending(check) => {
-                let Some(parked) = self.park() else {
+                let Some(parked) = self.check_waits.take() else {
                     return Outcome::Reject(Rejection::DenyListUnavailable);
                 };
                 let this = Arc::clone(self);
@@ -199,15 +236,6 @@ where
                 }))
             }
         }
-    }
-
-    /// A place among the requests waiting on I/O, if one is free.
-    fn park(&self) -> Option<Parked> {
-        if self.parked.fetch_add(1, Ordering::AcqRel) >= self.max_parked {
-            self.parked.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Parked(Arc::clone(&self.parked)))
     }
 
     fn check_scope(&self, claims: Claims<C>) -> Outcome<C> {

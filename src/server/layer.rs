@@ -14,7 +14,7 @@ use crate::Clock;
 use crate::keys::KeySource;
 use crate::server::cache::{DEFAULT_CAPACITY, TokenCache};
 use crate::server::claims::Claims;
-use crate::server::decision::Auth;
+use crate::server::decision::{Auth, WaitBudget};
 use crate::server::deny_list::DenyList;
 use crate::server::rejection::{Rejection, Responder};
 use crate::server::service::JwtAuth;
@@ -123,8 +123,8 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             optional: false,
             responder: Responder::new("api"),
             io_timeout: Duration::from_secs(2),
-            parked: Arc::default(),
-            max_parked: 1024,
+            check_waits: WaitBudget::new(1024),
+            refetch_waits: WaitBudget::new(1024),
             clock: Clock::system(),
         };
         Self {
@@ -269,13 +269,45 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
         self.with(|auth| auth.io_timeout = timeout)
     }
 
-    /// The most requests that may wait on I/O at once (default 1024): an asynchronous
-    /// deny-list check, or a key refetch for an unknown `kid`. Past it, a request is answered
-    /// at once (503 for the deny list, 401 for the unknown key) instead of queueing, so garbage
-    /// tokens cannot pile up requests. Shared by this layer and its clones.
+    /// The most requests that may wait at once on an asynchronous deny-list check (default
+    /// 1024). Past it, a request is answered 503 at once instead of queueing. Shared by this
+    /// layer and its clones.
+    ///
+    /// Only tokens that have passed every check but the deny list wait here: a token with an
+    /// unknown `kid` waits in a budget of its own
+    /// ([`max_unknown_kid_waits`](Self::max_unknown_kid_waits)), so a flood of forged tokens
+    /// cannot fill this one and turn valid tokens away.
     #[must_use]
     pub fn max_pending_checks(self, requests: usize) -> Self {
-        self.with(|auth| auth.max_parked = requests)
+        self.with(|auth| auth.check_waits.max = requests)
+    }
+
+    /// The most requests that may wait at once for a key refetch because their token names a
+    /// `kid` the remote JWKS does not know (default 1024). Past it, such a request is answered
+    /// 401 at once instead of queueing. Shared by this layer and its clones.
+    ///
+    /// These tokens have not passed their signature check, and anyone can make them: the
+    /// budget is separate from [`max_pending_checks`](Self::max_pending_checks), so filling it
+    /// delays only other tokens with unknown `kid`s, never verified ones. A request leaves this
+    /// budget once the refetch is over, before any deny-list check, so it holds one place at a
+    /// time. Keys that never change (no remote JWKS) never wait here.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_jwt_refresh::keys::{Algorithm, Key};
+    /// use tower_jwt_refresh::server::JwtAuthLayer;
+    ///
+    /// # fn main() -> Result<(), tower_jwt_refresh::keys::KeyError> {
+    /// # let keys = Key::hmac(Algorithm::HS256, [7u8; 32])?;
+    /// let layer = JwtAuthLayer::new(keys)
+    ///     .max_pending_checks(4096)
+    ///     .max_unknown_kid_waits(256);
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn max_unknown_kid_waits(self, requests: usize) -> Self {
+        self.with(|auth| auth.refetch_waits.max = requests)
     }
 
     /// Require `scope` in the token's `scope` (or `scp`) claim, answering 403

@@ -4,9 +4,12 @@
 //! unknown triggers an early refetch: single-flight (every such request joins the one fetch in
 //! flight) and rate-limited (at most one per [`RemoteJwksBuilder::min_refetch_interval`]).
 //! Verification with known keys reads the current set lock-free and never waits on a fetch. A
-//! failed fetch keeps the previous keys.
+//! failed fetch keeps the previous keys, and fetches are ordered: one that finishes after a
+//! later-started fetch has stored its keys is dropped, so a slow fetch cannot bring back keys
+//! a rotation removed.
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,6 +147,10 @@ impl RemoteJwks {
     }
 
     /// Fetches the document now, replacing the keys on success.
+    ///
+    /// If a fetch that started later (the background refresh, or a refetch for an unknown
+    /// `kid`) has stored its keys by the time this one finishes, this one's document is
+    /// dropped as older, and `Ok` is returned: the keys are at least as recent.
     pub async fn refresh(&self) -> Result<(), JwksError> {
         self.shared.fetch_and_store().await
     }
@@ -225,7 +232,8 @@ impl RemoteJwksBuilder {
             fetch_timeout: self.fetch_timeout,
             max_size: self.max_size,
             allow_symmetric: self.allow_symmetric,
-            last_document: Mutex::default(),
+            started: AtomicU64::new(0),
+            stored: Mutex::default(),
             state: Mutex::default(),
             done: watch::channel(0).0,
         });

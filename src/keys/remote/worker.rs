@@ -1,6 +1,7 @@
 //! The fetcher behind a [`RemoteJwks`](super::RemoteJwks): the background refresh, and the
 //! single-flight, rate-limited refetch that an unknown `kid` starts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,6 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::BoxError;
-use crate::keys::key::KeyError;
 use crate::keys::remote::{HttpClient, JwksError, RemoteJwks};
 use crate::keys::set::KeySet;
 use crate::keys::source::{KeySource, Refetch, RefetchWait};
@@ -28,11 +28,22 @@ pub(super) struct Shared {
     pub(super) fetch_timeout: Duration,
     pub(super) max_size: usize,
     pub(super) allow_symmetric: bool,
-    /// The document the current keys came from.
-    pub(super) last_document: Mutex<Bytes>,
+    /// The generation of the latest fetch started; each fetch takes the next one.
+    pub(super) started: AtomicU64,
+    /// The fetch the current keys came from.
+    pub(super) stored: Mutex<Stored>,
     pub(super) state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
     pub(super) done: watch::Sender<u64>,
+}
+
+/// What the last fetch to store brought, and when it started.
+#[derive(Default)]
+pub(super) struct Stored {
+    /// The fetch's generation: a fetch that started earlier stores nothing.
+    generation: u64,
+    /// The document the current keys came from.
+    document: Bytes,
 }
 
 #[derive(Default)]
@@ -88,27 +99,36 @@ impl Shared {
     }
 
     /// Fetches the document and, if it changed and is valid, makes its keys current.
+    ///
+    /// Fetches are ordered by when they started: one that finishes after a later one has
+    /// stored (a slow fetch begun before a rotation) is dropped, so it cannot bring back the
+    /// keys the later one removed.
     pub(super) async fn fetch_and_store(&self) -> Result<(), JwksError> {
+        let generation = self.started.fetch_add(1, Ordering::AcqRel) + 1;
         let result = tokio::time::timeout(self.fetch_timeout, self.fetch())
             .await
             .unwrap_or(Err(JwksError::Timeout));
-        let result = result.and_then(|document| self.store(document));
+        let result = result.and_then(|document| self.store(generation, document));
         if let Ok(mut state) = self.state.lock() {
             state.fetches += 1;
         }
         result
     }
 
-    fn store(&self, document: Bytes) -> Result<(), JwksError> {
-        let mut last = self.last_document.lock().map_err(|_| JwksError::Poisoned)?;
-        // An unchanged document keeps the current set, and with it the cache's verdicts.
-        if !last.is_empty() && *last == document {
+    fn store(&self, generation: u64, document: Bytes) -> Result<(), JwksError> {
+        let mut stored = self.stored.lock().map_err(|_| JwksError::Poisoned)?;
+        if generation <= stored.generation {
+            tracing::debug!(url = %self.url, "jwks fetch overtaken by a later one; dropped");
             return Ok(());
         }
-        let keys = self.parse(&document)?;
-        tracing::debug!(keys = keys.len(), url = %self.url, "jwks changed");
-        self.keys.store(Arc::new(keys));
-        *last = document;
+        // An unchanged document keeps the current set, and with it the cache's verdicts.
+        if stored.document.is_empty() || stored.document != document {
+            let keys = self.parse(&document)?;
+            tracing::debug!(keys = keys.len(), url = %self.url, "jwks changed");
+            self.keys.store(Arc::new(keys));
+            stored.document = document;
+        }
+        stored.generation = generation;
         Ok(())
     }
 
@@ -137,21 +157,11 @@ impl Shared {
         Ok(body)
     }
 
+    /// The document's usable keys. One key this crate cannot use is left out (and logged),
+    /// so that it cannot hold back a rotation; a document with no usable key at all is a
+    /// broken fetch, not a revocation of every key.
     fn parse(&self, document: &[u8]) -> Result<KeySet, JwksError> {
-        let keys = KeySet::from_jwks(document).map_err(JwksError::Keys)?;
-        let keys = if self.allow_symmetric {
-            keys
-        } else {
-            let asymmetric = keys.iter().filter(|k| !k.is_symmetric()).cloned().collect();
-            KeySet::try_from_keys(asymmetric).map_err(JwksError::Keys)?
-        };
-        // A document with no usable key is a broken fetch, not a revocation of every key.
-        if keys.is_empty() {
-            return Err(JwksError::Keys(KeyError::Unsupported(
-                "jwks holds no usable signing key",
-            )));
-        }
-        Ok(keys)
+        KeySet::from_jwks_admitting(document, self.allow_symmetric).map_err(JwksError::Keys)
     }
 }
 
