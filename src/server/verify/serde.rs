@@ -48,7 +48,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawClaims<'a> {
                 let mut raw = RawClaims::default();
                 let mut names = Names::Few(Vec::new());
                 while let Some(name) = map.next_key::<Str<'de>>()? {
-                    if !names.insert(&name.0) {
+                    if !names.insert(name.0.clone()) {
                         return Err(de::Error::custom(format_args!(
                             "duplicate member `{}`",
                             name.0
@@ -105,20 +105,20 @@ enum Names<'a> {
 }
 
 impl<'a> Names<'a> {
-    /// Records `name`; false if it was seen before. Borrowed names are not copied.
-    fn insert(&mut self, name: &Cow<'a, str>) -> bool {
+    /// Records `name`; false if it was seen before. A borrowed name costs no copy.
+    fn insert(&mut self, name: Cow<'a, str>) -> bool {
         match self {
             Names::Few(list) => {
-                if list.contains(name) {
+                if list.contains(&name) {
                     return false;
                 }
-                list.push(name.clone());
+                list.push(name);
                 if list.len() > LINEAR_SCAN {
                     *self = Names::Many(list.drain(..).collect());
                 }
                 true
             }
-            Names::Many(set) => set.insert(name.clone()),
+            Names::Many(set) => set.insert(name),
         }
     }
 }
