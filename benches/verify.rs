@@ -1,7 +1,8 @@
 //! The server's hot path, per algorithm, with a realistic six-claim access token:
 //! (a) bare `jsonwebtoken::decode` with equivalent validation, (b) `JwtAuth` with the cache
 //! off, (c) `JwtAuth` on a cache hit, and the rejection paths (an expired token, a bad
-//! signature). Run with `cargo bench --bench verify`. The comparison with peer crates is a
+//! signature), and the cache hit through an axum router against the same router without the
+//! layer. Run with `cargo bench --bench verify`. The comparison with peer crates is a
 //! crate of its own, `benches/peers/`, so their dependencies stay out of this build.
 
 use std::time::Duration;
@@ -60,6 +61,26 @@ fn rejections(c: &mut Criterion) {
     );
 }
 
+/// A cache hit where users meet it: through an axum router. The same router, route and no-op
+/// handler with and without the layer; the difference is the layer's net cost, axum's work
+/// for a layered route included.
+fn through_axum(c: &mut Criterion) {
+    let rt = runtime();
+    for alg in ALGORITHMS {
+        let (encoding, _, ours) = keys(alg);
+        let valid = token(alg, &encoding, 3600, "at+jwt");
+        let router = || axum::Router::new().route("/", axum::routing::get(|| async {}));
+        let name = format!("{alg:?}");
+        if alg == Algorithm::HS256 {
+            let bare = router();
+            bench_service(c, "axum/router_no_auth", &rt, bare, &valid, StatusCode::OK);
+        }
+        let layered = router().layer(layer(ours));
+        let row = format!("{name}/axum_router_cache_hit");
+        bench_service(c, &row, &rt, layered, &valid, StatusCode::OK);
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -67,5 +88,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = algorithms, rejections }
+criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections }
 criterion_main!(benches);
