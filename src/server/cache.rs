@@ -28,7 +28,7 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 192;
 pub(crate) const DEFAULT_CAPACITY: u64 = 8 * 1024 * 1024;
 
 pub(crate) struct TokenCache<C> {
-    entries: Cache<Arc<str>, Entry<C>, Weigh>,
+    entries: Cache<Arc<[u8]>, Entry<C>, Weigh>,
 }
 
 struct Entry<C> {
@@ -52,8 +52,8 @@ impl<C> Clone for Entry<C> {
 #[derive(Clone)]
 struct Weigh;
 
-impl<C> Weighter<Arc<str>, Entry<C>> for Weigh {
-    fn weight(&self, _: &Arc<str>, entry: &Entry<C>) -> u64 {
+impl<C> Weighter<Arc<[u8]>, Entry<C>> for Weigh {
+    fn weight(&self, _: &Arc<[u8]>, entry: &Entry<C>) -> u64 {
         entry.weight
     }
 }
@@ -81,8 +81,9 @@ impl<C: Send + Sync + 'static> TokenCache<C> {
     }
 
     /// The claims of `token`, if it was verified with the key set of `epoch` and `now` is
-    /// before its `exp`.
-    pub(crate) fn get(&self, token: &str, now: u64, epoch: u64) -> Option<Claims<C>> {
+    /// before its `exp`. Keys are bytes, so a token can be looked up before it is read as text:
+    /// only tokens that passed extraction's checks are ever inserted.
+    pub(crate) fn get(&self, token: &[u8], now: u64, epoch: u64) -> Option<Claims<C>> {
         let entry = self.entries.get(token)?;
         if now < entry.exp && entry.epoch == epoch {
             Some(entry.claims)
@@ -100,7 +101,7 @@ impl<C: Send + Sync + 'static> TokenCache<C> {
         let exp = claims.registered().exp;
         let weight = (token.len() + payload_len) as u64 + ENTRY_OVERHEAD;
         self.entries.insert(
-            Arc::from(token),
+            Arc::from(token.as_bytes()),
             Entry {
                 claims,
                 exp,
@@ -142,17 +143,17 @@ mod tests {
     fn an_entry_never_outlives_exp() {
         let cache = TokenCache::new(1 << 20);
         cache.insert("tok", claims(100), 10, 1);
-        assert!(cache.get("tok", 99, 1).is_some());
-        assert!(cache.get("tok", 100, 1).is_none());
+        assert!(cache.get(b"tok", 99, 1).is_some());
+        assert!(cache.get(b"tok", 100, 1).is_none());
         // And it was dropped, not just hidden.
-        assert!(cache.get("tok", 0, 1).is_none());
+        assert!(cache.get(b"tok", 0, 1).is_none());
     }
 
     #[test]
     fn a_new_key_set_invalidates_entries() {
         let cache = TokenCache::new(1 << 20);
         cache.insert("tok", claims(100), 10, 1);
-        assert!(cache.get("tok", 50, 2).is_none());
+        assert!(cache.get(b"tok", 50, 2).is_none());
     }
 
     #[test]
@@ -162,9 +163,9 @@ mod tests {
         cache.insert(&token, claims(100), 10, 1);
         let mut other = token.clone();
         other.replace_range(299.., "b");
-        assert!(cache.get(&other, 50, 1).is_none());
-        assert!(cache.get(&token[..299], 50, 1).is_none());
-        assert!(cache.get(&token, 50, 1).is_some());
+        assert!(cache.get(other.as_bytes(), 50, 1).is_none());
+        assert!(cache.get(&token.as_bytes()[..299], 50, 1).is_none());
+        assert!(cache.get(token.as_bytes(), 50, 1).is_some());
     }
 
     #[test]

@@ -136,6 +136,9 @@ where
     C: DeserializeOwned + Send + Sync + 'static,
 {
     pub(crate) fn authenticate<B>(self: &Arc<Self>, req: &Request<B>) -> Outcome<C> {
+        if let Some(claims) = self.cached_bearer(req) {
+            return self.after_verify(claims);
+        }
         let token = match self.sources.extract(req, self.validation.max_len) {
             Ok(Some(token)) => token,
             // Required scopes make a route non-optional: an anonymous caller has none.
@@ -144,6 +147,16 @@ where
             Err(rejection) => return Outcome::Reject(rejection),
         };
         self.check_token(token)
+    }
+
+    /// The hot path: a bearer token this layer verified before, answered from the cache before
+    /// its characters are checked (byte for byte it is a token that passed the checks when it
+    /// was verified). Only when the `Authorization` header is the one source, and only for a
+    /// request that extraction would read the same way; anything else takes the full path.
+    fn cached_bearer<B>(&self, req: &Request<B>) -> Option<Claims<C>> {
+        let cache = self.cache.as_ref()?;
+        let token = self.sources.sole_bearer(req, self.validation.max_len)?;
+        cache.get(token, self.clock.now(), self.keys.load().epoch())
     }
 
     /// Everything after extraction, for a token found in a request or handed in directly.
@@ -193,7 +206,7 @@ where
         let now = self.clock.now();
         let keys = self.keys.load();
         if let Some(cache) = &self.cache
-            && let Some(claims) = cache.get(token, now, keys.epoch())
+            && let Some(claims) = cache.get(token.as_bytes(), now, keys.epoch())
         {
             return Ok(claims);
         }

@@ -61,6 +61,29 @@ impl Sources {
         Ok(found)
     }
 
+    /// The bearer token of a request whose only credential source is one `Authorization:
+    /// Bearer` header, capped but not checked against the `b64token` grammar: for a cache
+    /// lookup, which can only match a token that passed [`extract`](Self::extract) before.
+    /// `None` whenever [`extract`](Self::extract) might read the request differently.
+    pub(crate) fn sole_bearer<'r, B>(
+        &self,
+        req: &'r Request<B>,
+        max_len: usize,
+    ) -> Option<&'r [u8]> {
+        if self.cookie.is_some() || self.header.is_some() || self.query.is_some() || self.form {
+            return None;
+        }
+        let value = single(req.headers().get_all(AUTHORIZATION).iter()).ok()??;
+        let bytes = value.as_bytes();
+        let space = bytes.iter().position(|&b| b == b' ')?;
+        if !bytes[..space].eq_ignore_ascii_case(b"bearer") {
+            return None;
+        }
+        let rest = &bytes[space..];
+        let token = &rest[rest.iter().take_while(|&&b| b == b' ').count()..];
+        (!token.is_empty() && token.len() <= max_len).then_some(token)
+    }
+
     fn authorization<'r, B>(
         &self,
         req: &'r Request<B>,
