@@ -584,7 +584,7 @@ async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_login_during_a_refresh_wins_and_its_waiters_use_it() {
+async fn a_login_during_a_refresh_fails_its_waiters_with_session_changed() {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     let session = logged_in("t0");
@@ -601,12 +601,53 @@ async fn a_login_during_a_refresh_wins_and_its_waiters_use_it() {
     session.login(Tokens::new("fresh", "r-fresh")).unwrap();
     gate.add_permits(1);
     for task in waiting {
-        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+        assert!(matches!(task.await.unwrap(), Err(Error::SessionChanged)));
     }
-    // The refreshed tokens were thrown away, not installed nor persisted.
+    // The refreshed tokens were thrown away, not installed nor persisted, and no request made
+    // for the first login went out with the second login's token.
     assert_eq!(session.tokens().unwrap().access_token(), "fresh");
     assert!(persisted.lock().unwrap().is_empty());
-    assert_eq!(server.seen().iter().filter(|t| *t == "fresh").count(), 5);
+    assert!(!server.seen().contains(&"fresh".to_owned()));
+    // A request made after the login uses it.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_rejected_after_a_logout_and_login_is_not_replayed_as_the_new_user() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("alice");
+    let client = client(script.layer(&session, &server), &server);
+    // Alice's request is in flight; the application logs out and logs Bob in.
+    let alices = spawn_many(&client, "/slow", 1).remove(0);
+    wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
+    session.logout();
+    server.accept("bob");
+    session.login(Tokens::new("bob", "r-bob")).unwrap();
+    // Alice's token is rejected: the stale rule would replay at once with Bob's token.
+    server.slow_gate.add_permits(10);
+    assert!(matches!(alices.await.unwrap(), Err(Error::SessionChanged)));
+    assert_eq!(server.seen(), ["alice"]);
+    assert_eq!(script.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replace_tokens_keeps_the_identity_and_lets_waiters_go_on() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    let waiting = spawn_many(&client, "/", 5);
+    wait_until(|| script.calls() == 1).await;
+    server.accept("same-user");
+    session
+        .replace_tokens(Tokens::new("same-user", "r-same"))
+        .unwrap();
+    gate.add_permits(1);
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(session.tokens().unwrap().access_token(), "same-user");
 }
 
 #[tokio::test(start_paused = true)]

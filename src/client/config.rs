@@ -80,9 +80,13 @@ impl Config {
         }
     }
 
-    /// The `Authorization` value of the session's current tokens, and their generation.
-    pub(crate) fn authorization(&self) -> Result<(HeaderValue, u64), Error> {
+    /// The `Authorization` value of the session's current tokens, and their generation, if
+    /// the session is still in identity `epoch`.
+    pub(crate) fn authorization(&self, epoch: u64) -> Result<(HeaderValue, u64), Error> {
         let state = self.session.load();
+        if state.epoch != epoch {
+            return Err(Error::SessionChanged);
+        }
         if state.expired {
             return Err(Error::SessionExpired);
         }

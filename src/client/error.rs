@@ -28,6 +28,9 @@ pub enum Error {
     /// every new token, or refreshes keep failing at once (an auth server answering 503).
     /// Requests fail fast until the window has passed, which also spaces out the retries.
     RefreshLoop,
+    /// The application logged in or out after this request was made: it is not sent with
+    /// another login's tokens (nor with none). Make the request again if it still applies.
+    SessionChanged,
     /// The inner service failed.
     Inner(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -51,6 +54,7 @@ impl fmt::Display for Error {
             Self::WaitTimeout => "timed out waiting for a token refresh",
             Self::Overloaded => "too many requests waiting for a token refresh",
             Self::RefreshLoop => "too many token refreshes in a short time",
+            Self::SessionChanged => "session changed: logged in or out since the request was made",
             Self::Inner(_) => "inner service failed",
         })
     }
@@ -81,6 +85,7 @@ mod tests {
             Error::WaitTimeout,
             Error::Overloaded,
             Error::RefreshLoop,
+            Error::SessionChanged,
         ] {
             let shown = e.to_string();
             assert!(shown.starts_with(|c: char| c.is_lowercase()), "{shown}");

@@ -91,7 +91,7 @@ fn keep_again<B, P: ReplayPolicy<B>>(
 pub(crate) async fn recover<S, B, ResBody, P>(
     shared: Arc<Shared<P>>,
     kept: Option<Kept<S, P::Kept>>,
-    mut seen: u64,
+    (mut seen, epoch): (u64, u64),
     mut rejected: Response<ResBody>,
 ) -> Result<Response<ResBody>, Error>
 where
@@ -120,7 +120,7 @@ where
         // The rejection will not be returned: let its connection go before waiting.
         drop(rejected);
         refresh_after(config, seen).await?;
-        let (authorization, generation) = config.authorization()?;
+        let (authorization, generation) = config.authorization(epoch)?;
         seen = generation;
         let last = replay + 1 == config.max_replays;
         let next_body = keep_again(policy, next_body, &mut body, !last);
@@ -147,6 +147,7 @@ pub(crate) async fn refresh_first<S, B, ResBody, P>(
     mut service: S,
     mut request: Request<B>,
     seen: u64,
+    epoch: u64,
 ) -> Result<Response<ResBody>, Error>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
@@ -161,14 +162,14 @@ where
         }
         tracing::debug!(%error, "early refresh failed; sending with the current token");
     }
-    let (authorization, generation) = config.authorization()?;
+    let (authorization, generation) = config.authorization(epoch)?;
     request.headers_mut().insert(AUTHORIZATION, authorization);
     let (request, kept) = Kept::split(&shared.policy, request, &service);
     let response = send(&mut service, request).await?;
     if !config.rejection.matches(&response) {
         return Ok(response);
     }
-    recover(shared, kept, generation, response).await
+    recover(shared, kept, (generation, epoch), response).await
 }
 
 /// Whether the session's access token may still be sent: not expired, and its expiry (when

@@ -98,12 +98,12 @@ where
         if state.expired {
             return ResponseFuture::failed(Error::SessionExpired);
         }
-        let generation = state.generation;
+        let (generation, epoch) = (state.generation, state.epoch);
         let keep = match shared.config.plan(&tokens.0) {
             Plan::Send { keep } => keep,
             Plan::Refresh => {
                 let service = take_ready(&mut self.inner);
-                let slow = refresh_first(Arc::clone(shared), service, req, generation);
+                let slow = refresh_first(Arc::clone(shared), service, req, generation, epoch);
                 return ResponseFuture::slow(Box::pin(slow));
             }
         };
@@ -116,6 +116,6 @@ where
             (req, None)
         };
         let future = self.inner.call(req);
-        ResponseFuture::first(future, kept, Arc::clone(shared), generation)
+        ResponseFuture::first(future, kept, Arc::clone(shared), (generation, epoch))
     }
 }

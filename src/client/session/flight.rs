@@ -98,6 +98,11 @@ impl Flight {
 }
 
 impl Control {
+    /// A login or logout: the loop guard's history belonged to the previous identity.
+    pub(super) fn new_epoch(&mut self) {
+        self.recent.clear();
+    }
+
     /// The loop guard: at most `loop_limit` refreshes start within any `loop_window`.
     fn admit(&mut self, settings: &RefreshSettings) -> Result<(), Error> {
         let now = Instant::now();
