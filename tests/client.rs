@@ -787,42 +787,47 @@ async fn zero_replays_returns_the_401_after_refreshing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_young_token_keeps_no_copy_unless_told_to() {
-    for always in [false, true] {
+async fn a_young_token_rejected_is_replayed_by_default_and_not_with_the_window() {
+    for window in [false, true] {
         let server = Server::default();
         let script = Script::ok();
         let session = Session::new();
-        // Young: an hour left of an hour. The server has revoked it anyway.
+        // Young: an hour left of an hour. The server has revoked it anyway (a rotated key).
         session
             .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
             .unwrap();
         let layer = script.layer(&session, &server);
-        let client = client(if always { layer.replay_always() } else { layer }, &server);
-        let status = status(&client, "/").await.unwrap();
+        let client = client(if window { layer.replay_window() } else { layer }, &server);
+        // A POST with a body and a header, so the copy has something to keep.
+        let request = Request::post("/")
+            .header("x-trace", "1")
+            .body(Full::from("payload"))
+            .unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
         assert_eq!(
             script.calls(),
             1,
             "the rejection triggered the refresh either way"
         );
-        if always {
-            assert_eq!(status, StatusCode::OK, "kept, so replayed");
+        if window {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no copy kept");
+            assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
         } else {
-            assert_eq!(
-                status,
-                StatusCode::UNAUTHORIZED,
-                "no copy kept: the 401 comes back"
-            );
-            assert_eq!(self::status(&client, "/").await.unwrap(), StatusCode::OK);
+            assert_eq!(response.status(), StatusCode::OK, "kept, so replayed");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "payload", "the replay carried the body");
+            assert_eq!(server.seen(), ["t0", "t1"]);
         }
     }
-    // In the second half of its lifetime, a request is kept and replayed.
+    // With the window, a request in the second half of its lifetime is kept and replayed.
     let server = Server::default();
     let script = Script::ok();
     let session = Session::new();
     session
         .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
         .unwrap();
-    let client = client(script.layer(&session, &server).no_early_refresh(), &server);
+    let layer = script.layer(&session, &server).replay_window();
+    let client = client(layer.no_early_refresh(), &server);
     tokio::time::advance(Duration::from_secs(1900)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }

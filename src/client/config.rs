@@ -29,7 +29,7 @@ pub(crate) struct Config {
     pub(crate) rejection: RejectionRule,
     pub(crate) pass_through: bool,
     pub(crate) raw_authorization: bool,
-    pub(crate) replay_always: bool,
+    pub(crate) replay_window: bool,
 }
 
 /// When to refresh before the access token expires.
@@ -73,10 +73,11 @@ impl Config {
         {
             return Plan::Refresh;
         }
-        // Rejections come near expiry; in the first half of its lifetime a token is not
-        // worth a copy of every request.
+        // By default every request keeps a copy: young tokens are rejected too (a rotated
+        // signing key, a deny-list). The opt-in window keeps one only in the second half of
+        // the token's lifetime.
         Plan::Send {
-            keep: self.max_replays > 0 && (self.replay_always || now + lifetime / 2 >= expires_at),
+            keep: self.max_replays > 0 && (!self.replay_window || now + lifetime / 2 >= expires_at),
         }
     }
 

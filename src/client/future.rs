@@ -108,7 +108,7 @@ where
 
 impl<S, B, ResBody, P> Future for ResponseFuture<S, B, P>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Send + 'static,

@@ -24,8 +24,8 @@ use super::session::{CurrentTokens, RefreshSettings, Session};
 /// Layers [`Refresh`]. See the [module docs](super) for the algorithm and examples.
 ///
 /// Defaults: refresh early when the token is within the larger of 30 s and a tenth of its
-/// lifetime (at most half of it) of expiry; replay a rejected request once (when it kept a
-/// copy: see [`replay_always`](Self::replay_always)); wait at most 15 s for a refresh, which
+/// lifetime (at most half of it) of expiry; replay a rejected request once (every request
+/// whose body can be kept keeps a copy: see [`replay_window`](Self::replay_window)); wait at most 15 s for a refresh, which
 /// itself (with the `on_refresh` hook) may take 10 s; at most 65,536 waiting requests; at most
 /// 4 refreshes in 2 s (the loop guard); "rejected" is a 401 or a gRPC `UNAUTHENTICATED`; a
 /// request without tokens fails with `NotAuthenticated`; `Clone` bodies are replayed.
@@ -78,7 +78,7 @@ impl RefreshLayer {
                     rejection: RejectionRule::new(),
                     pass_through: false,
                     raw_authorization: false,
-                    replay_always: false,
+                    replay_window: false,
                 },
                 policy: CloneBodies,
             }),
@@ -189,17 +189,21 @@ impl<P: Clone> RefreshLayer<P> {
         self.with(|s| s.pass_through = true)
     }
 
-    /// Keep every request for a replay, even while its token is young.
+    /// Keep a replay copy of a request only late in its token's life, not of every request.
     ///
-    /// By default a request keeps a copy of itself (method, URI, headers, extensions, body)
-    /// only when a rejection is plausible: its token's expiry is unknown, or it is in the
-    /// second half of its lifetime. A young token's request costs no copy, and in the rare
-    /// case that it is rejected anyway (a revoked session, a rotated signing key) the caller
-    /// gets that 401 after the refresh it triggered. With this option every rejected request
-    /// is replayed, at the price of the copy on every request.
+    /// By default every request whose body the [`ReplayPolicy`](super::ReplayPolicy) can keep
+    /// keeps a copy of itself (method, URI, headers without `Authorization`, extensions, and
+    /// the body), whatever its token's age, so that no rejection reaches the caller when the
+    /// refresh succeeds: young tokens are rejected too (a rotated signing key, a server
+    /// restarted with a new secret, a deny-list, a verifier whose clock runs ahead). The copy
+    /// is cheap (see the [module docs](super)); measure before turning it off.
+    ///
+    /// With this option a request keeps a copy only when its token's expiry is unknown or in
+    /// the second half of its lifetime; a young token's rejected request gets its 401 back,
+    /// after the refresh it triggered.
     #[must_use]
-    pub fn replay_always(self) -> Self {
-        self.with(|s| s.replay_always = true)
+    pub fn replay_window(self) -> Self {
+        self.with(|s| s.replay_window = true)
     }
 
     /// Send the bare token as `Authorization: <token>`, without the `Bearer` scheme, for

@@ -18,12 +18,15 @@
 //! 5. bodies are kept for the replay by a [`ReplayPolicy`]: [`CloneBodies`] (default),
 //!    [`TeeBodies`] for streaming bodies, [`NoReplay`].
 //!
-//! With a valid token in the first half of its lifetime, a request costs a lock-free read of
-//! the session, one clock read, and a clone of the prebuilt `Authorization` value (a
-//! reference count): no lock, no allocation. Later in the token's life, or when its expiry is
-//! unknown, a request also keeps a copy of itself (method, URI, headers, extensions, and the
-//! body as the [`ReplayPolicy`] keeps it) for a replay, since that is when rejections come;
-//! [`RefreshLayer::replay_always`] keeps one always.
+//! With a valid token, a request costs a lock-free read of the session, one clock read, a
+//! clone of the prebuilt `Authorization` value (a reference count), and its replay copy: the
+//! request's head without `Authorization` (no allocation when it has no other header or
+//! extension), the body as the [`ReplayPolicy`] keeps it (a clone for [`CloneBodies`]; nothing
+//! to buffer for a bodiless request), and a reference count on a spare clone of the inner
+//! service, which is cloned for a replay only when one happens. A body the policy cannot keep
+//! (over the [`TeeBodies`] cap, or with [`NoReplay`]) is not replayed: its request gets its
+//! 401 back, after the refresh it triggered, so the next request succeeds.
+//! [`RefreshLayer::replay_window`] keeps copies only late in a token's life.
 //!
 //! A refresh runs in a task of its own, so a caller that gives up cancels nothing for the
 //! others. A permanent failure (`invalid_grant`) expires the session: every waiter gets

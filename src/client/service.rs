@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::config::{Plan, Shared};
 use super::error::Error;
 use super::future::ResponseFuture;
-use super::recovery::{Kept, refresh_first};
+use super::recovery::{Kept, Spare, refresh_first};
 use super::replay::{CloneBodies, ReplayPolicy};
 use crate::BoxError;
 
@@ -19,6 +19,8 @@ use crate::BoxError;
 /// every waiting request and replays. Built by [`RefreshLayer`](super::RefreshLayer).
 pub struct Refresh<S, P = CloneBodies> {
     inner: S,
+    /// What replays are cloned from, made at the first request that keeps a copy.
+    spare: Option<Spare<S>>,
     shared: Arc<Shared<P>>,
 }
 
@@ -26,6 +28,7 @@ impl<S: Clone, P> Clone for Refresh<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            spare: self.spare.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -42,7 +45,11 @@ impl<S: fmt::Debug, P> fmt::Debug for Refresh<S, P> {
 
 impl<S, P> Refresh<S, P> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<P>>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            spare: None,
+            shared,
+        }
     }
 
     /// The inner service.
@@ -52,6 +59,8 @@ impl<S, P> Refresh<S, P> {
 
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
+        // Replays go through clones of the service as it is after this change.
+        self.spare = None;
         &mut self.inner
     }
 
@@ -85,7 +94,7 @@ where
         self.inner.poll_ready(cx).map_err(Error::inner)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         let state = shared.config.session.load();
         let Some(tokens) = &state.tokens else {
@@ -108,13 +117,17 @@ where
             }
         };
         let authorization = tokens.0.header(shared.config.raw_authorization).clone();
-        req.headers_mut().insert(AUTHORIZATION, authorization);
         drop(state);
-        let (req, kept) = if keep {
-            Kept::split(&shared.policy, req, &self.inner)
+        // The copy is taken before `Authorization` is set: a replay sets its own, and a
+        // request with no other header then copies an empty map, which allocates nothing.
+        let (mut req, kept) = if keep {
+            let inner = &self.inner;
+            let spare = self.spare.get_or_insert_with(|| Spare::new(inner.clone()));
+            Kept::split(&shared.policy, req, spare)
         } else {
             (req, None)
         };
+        req.headers_mut().insert(AUTHORIZATION, authorization);
         let future = self.inner.call(req);
         ResponseFuture::first(future, kept, Arc::clone(shared), (generation, epoch))
     }
