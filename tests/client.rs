@@ -208,6 +208,17 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Like `wait_until`, for a condition that needs (paused) time to pass: each turn lets the
+/// clock move a millisecond.
+async fn wait_in_time_until(mut condition: impl FnMut() -> bool) {
+    let mut n = 0;
+    while !condition() {
+        n += 1;
+        assert!(n < 100_000, "condition never met");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn s01_a_401_is_refreshed_once_and_replayed() {
     let server = Server::default();
@@ -273,7 +284,7 @@ async fn s04_a_stale_401_after_the_refresh_is_replayed_without_another() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn s05_a_token_in_the_early_window_is_refreshed_before_sending() {
+async fn s05_a_token_past_the_stale_point_is_refreshed_before_sending() {
     let server = Server::default();
     server.accept("t0");
     let script = Script::ok();
@@ -283,15 +294,126 @@ async fn s05_a_token_in_the_early_window_is_refreshed_before_sending() {
         .unwrap();
     let client = client(script.layer(&session, &server), &server);
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
-    // 300 s tokens refresh 30 s early.
-    tokio::time::advance(Duration::from_secs(271)).await;
+    // 300 s tokens are stale 5 s before expiry: requests wait for the refresh.
+    tokio::time::advance(Duration::from_secs(296)).await;
     for task in spawn_many(&client, "/", 100) {
         assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
     }
     assert_eq!(script.calls(), 1);
-    // No request ever went out with a token about to expire, and none was rejected.
+    // No request went out with a token about to expire, and none was rejected.
     assert_eq!(server.seen().iter().filter(|t| *t == "t0").count(), 1);
     assert_eq!(session.stats().replays, 0);
+}
+
+/// A session whose 300 s token `t0` the server accepts, `at` seconds into its life.
+async fn early(script: &Script, server: &Server, at: u64) -> (Session, Client) {
+    server.accept("t0");
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
+        .unwrap();
+    let client = client(script.layer(&session, &server), server);
+    tokio::time::advance(Duration::from_secs(at)).await;
+    (session, client)
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_behind() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    // 300 s tokens: the early window is the last 30 s, the prefetch point in its first half
+    // (270 to 285 s), the stale point at 295 s.
+    let (session, client) = early(&script, &server, 286).await;
+    let sent = spawn_many(&client, "/", 50);
+    // The refresh is held, and no request waits for it.
+    let all = async {
+        for task in sent {
+            assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(100), all)
+        .await
+        .expect("no request waited for the refresh");
+    assert_eq!(script.calls(), 1, "one background refresh");
+    assert!(server.seen().iter().all(|t| t == "t0"));
+    gate.add_permits(1);
+    wait_in_time_until(|| session.tokens().unwrap().access_token() == "t1").await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(server.seen().last().unwrap(), "t1");
+    assert_eq!((script.calls(), session.stats().waits), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff() {
+    let server = Server::default();
+    let script = Script::with(|n| {
+        if n == 1 {
+            Outcome::Transient
+        } else {
+            Outcome::Ok
+        }
+    });
+    let (session, client) = early(&script, &server, 286).await;
+    for task in spawn_many(&client, "/", 20) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    wait_in_time_until(|| session.stats().refresh_failures == 1).await;
+    // Within the backoff, requests go on with the valid token and start nothing.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    // The script's second call issues `t2`.
+    wait_in_time_until(|| session.tokens().unwrap().access_token() == "t2").await;
+    assert_eq!(script.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_in_the_stale_window_holds_no_capacity_the_refresher_needs() {
+    use tower::limit::ConcurrencyLimit;
+    let server = Server::default();
+    server.accept("t0");
+    let handler = {
+        let server = server.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| server.clone().handle(req))
+    };
+    // One limit of 2 for the API and the token endpoint, as with one HTTP client for both.
+    let limited = ConcurrencyLimit::new(handler, 2);
+    let endpoint = limited.clone();
+    let accept = server.clone();
+    let refresher = refresher_fn(move |_refresh: String| {
+        let (mut endpoint, server) = (endpoint.clone(), accept.clone());
+        async move {
+            let call = endpoint.ready().await.unwrap().call(get("/token"));
+            call.await.unwrap();
+            server.accept("t1");
+            Ok(Tokens::new("t1", "r1"))
+        }
+    });
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
+        .unwrap();
+    let layer = RefreshLayer::new(session.clone(), refresher);
+    let mut a = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(limited.clone());
+    let mut b = ServiceBuilder::new().layer(layer).service(limited.clone());
+    tokio::time::advance(Duration::from_secs(296)).await;
+    // Both reserve a permit, then wait for the refresh.
+    let first = a.ready().await.unwrap().call(get("/"));
+    let second = b.ready().await.unwrap().call(get("/"));
+    let started = tokio::time::Instant::now();
+    let (first, second) = tokio::join!(first, second);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.unwrap().status(), StatusCode::OK);
+    assert_eq!(second.unwrap().status(), StatusCode::OK);
+    assert_eq!(&server.seen()[1..], ["t1", "t1"]);
+    drop((a, b));
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,7 +447,7 @@ async fn s06_a_permanent_failure_expires_the_session_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn s07_a_transient_failure_lets_the_next_request_refresh_again() {
+async fn s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again() {
     let server = Server::default();
     let script = Script::with(|n| {
         if n == 1 {
@@ -339,6 +461,11 @@ async fn s07_a_transient_failure_lets_the_next_request_refresh_again() {
     let err = status(&client, "/").await.unwrap_err();
     assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
     assert!(!session.is_expired());
+    // Within the backoff (1 s), the failure is reported at once, without a refresh.
+    let err = status(&client, "/").await.unwrap_err();
+    assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
+    assert_eq!(script.calls(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     assert_eq!(script.calls(), 2);
 }
@@ -578,7 +705,8 @@ async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_
         status(&client, "/").await,
         Err(Error::RefreshFailed(_))
     ));
-    // The dead flight was cleared: the next request starts a new refresh.
+    // The dead flight was cleared: after the backoff, the next request starts a new refresh.
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -758,7 +886,8 @@ async fn an_early_refresh_holds_one_unit_of_capacity_not_two() {
     let mut client = ServiceBuilder::new()
         .layer(script.layer(&session, &server))
         .service(inner);
-    tokio::time::advance(Duration::from_secs(45)).await;
+    // Past the stale point (55 s of 60): the first request waits for the refresh.
+    tokio::time::advance(Duration::from_secs(56)).await;
     // One caller, one service, each request awaited: the early refresh must not need a
     // second permit of the limit.
     for _ in 0..3 {

@@ -74,6 +74,7 @@ impl RefreshLayer {
                     session,
                     settings: Arc::new(settings),
                     early: Early::Auto,
+                    stale: Duration::from_secs(5),
                     max_replays: 1,
                     rejection: RejectionRule::new(),
                     pass_through: false,
@@ -106,11 +107,21 @@ impl<P: Clone> RefreshLayer<P> {
         &self.shared.config
     }
 
-    /// Refresh before sending when the token expires within `window` (at most half its
-    /// lifetime).
+    /// Refresh in the background when the token expires within `window` (at most half its
+    /// lifetime): the first request past a prefetch point drawn at random in the first half
+    /// of the window starts one refresh, and every request still goes out at once with the
+    /// valid token. Only inside the [stale margin](Self::stale_margin) do requests wait.
     #[must_use]
     pub fn early_refresh(self, window: Duration) -> Self {
         self.with(|s| s.early = Early::Fixed(window))
+    }
+
+    /// How close to expiry requests stop going out with the current token and wait for the
+    /// refresh instead (default 5 s; at most a tenth of the lifetime and half the early
+    /// window, so short-lived tokens wait less).
+    #[must_use]
+    pub fn stale_margin(self, margin: Duration) -> Self {
+        self.with(|s| s.stale = margin)
     }
 
     /// Never refresh before sending; only a rejection triggers a refresh.

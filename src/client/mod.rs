@@ -9,8 +9,15 @@
 //!
 //! Per request:
 //! 1. no tokens: fail with [`Error::NotAuthenticated`] (or pass through, if configured);
-//! 2. the token expires within the early window: join or start a refresh first;
-//! 3. attach `Authorization: Bearer …` and remember the tokens' generation;
+//! 2. two thresholds, as AWS's `CachedSupplier`: past a prefetch point (drawn at random per
+//!    token set in the first half of the early window) the first request starts one
+//!    background refresh and every request goes out at once with the still-valid token;
+//!    only past the stale point (a few seconds before expiry) do requests wait, holding none
+//!    of the inner service's capacity. Lifetimes are `expires_in`, else the JWT's
+//!    `exp - iat`, counted from receipt on the monotonic clock;
+//! 3. attach `Authorization: Bearer …` and remember the tokens' generation and identity
+//!    epoch (one per login): a request is never sent with another login's tokens, and
+//!    fails with [`Error::SessionChanged`] instead;
 //! 4. a rejection (401, or gRPC `UNAUTHENTICATED`) of a request that used an older
 //!    generation is replayed at once with the current token, without a refresh: this stale
 //!    rule is what keeps a storm at exactly one refresh. Otherwise it joins or starts the
@@ -31,8 +38,8 @@
 //! A refresh runs in a task of its own, so a caller that gives up cancels nothing for the
 //! others. A permanent failure (`invalid_grant`) expires the session: every waiter gets
 //! [`Error::SessionExpired`], `on_session_expired` fires once, and requests fail fast until the
-//! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`] and the
-//! next request may refresh again.
+//! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`]; no
+//! refresh starts again before a backoff (or the server's `Retry-After`) has passed.
 //!
 //! # Layout
 //!

@@ -70,11 +70,14 @@ impl<S, P> Refresh<S, P> {
     }
 }
 
-/// Takes the ready instance out of `service`, leaving a fresh clone in its place: the future
-/// then holds the one unit of capacity `poll_ready` reserved, never two.
-fn take_ready<S: Clone>(service: &mut S) -> S {
-    let clone = service.clone();
-    std::mem::replace(service, clone)
+/// Gives back the capacity `poll_ready` reserved (a `ConcurrencyLimit` permit, a `Buffer`
+/// slot) by dropping the ready instance, and returns an unready clone for the request to
+/// drive to readiness after its wait: a waiting request holds no capacity that the refresh
+/// (sharing the service, as `OAuthRefresher` over the same client does) may need.
+fn release_ready<S: Clone>(service: &mut S) -> S {
+    let fresh = service.clone();
+    drop(std::mem::replace(service, fresh));
+    service.clone()
 }
 
 impl<S, B, ResBody, P> Service<Request<B>> for Refresh<S, P>
@@ -109,9 +112,16 @@ where
         }
         let (generation, epoch) = (state.generation, state.epoch);
         let keep = match shared.config.plan(&tokens.0) {
-            Plan::Send { keep } => keep,
+            Plan::Send { keep, prefetch } => {
+                if prefetch {
+                    let settings = &shared.config.settings;
+                    shared.config.session.prefetch(generation, settings);
+                }
+                keep
+            }
             Plan::Refresh => {
-                let service = take_ready(&mut self.inner);
+                drop(state);
+                let service = release_ready(&mut self.inner);
                 let slow = refresh_first(Arc::clone(shared), service, req, generation, epoch);
                 return ResponseFuture::slow(Box::pin(slow));
             }

@@ -106,6 +106,9 @@ pub(crate) struct TokenState {
     refresh_token: Option<String>,
     pub(crate) expires_at: Option<Instant>,
     pub(crate) lifetime: Option<Duration>,
+    /// A random fraction in `[0, 1)`, drawn once per token set: where in the early window this
+    /// set's prefetch point falls, so that clients that logged in together spread out.
+    pub(crate) jitter: f64,
 }
 
 impl TokenState {
@@ -135,6 +138,7 @@ impl CurrentTokens {
             raw,
             expires_at: lifetime.map(|l| Instant::now() + l),
             lifetime,
+            jitter: jitter(&tokens.access_token),
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
         })))
@@ -163,6 +167,15 @@ impl fmt::Debug for CurrentTokens {
             .field("expires_at", &self.0.expires_at)
             .finish()
     }
+}
+
+/// A random fraction in `[0, 1)`: the token hashed with a freshly seeded SipHash key (std's
+/// `RandomState`, seeded from the OS), so no two clients (nor two sets) draw alike.
+fn jitter(token: &str) -> f64 {
+    use std::hash::BuildHasher as _;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(token) >> 11;
+    // 53 random bits: exactly representable, below 1.
+    bits as f64 / (1u64 << 53) as f64
 }
 
 /// The longest lifetime a token is taken to have (about 31 years).
