@@ -312,7 +312,7 @@ async fn early(script: &Script, server: &Server, at: u64) -> (Session, Client) {
     session
         .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
         .unwrap();
-    let client = client(script.layer(&session, &server), server);
+    let client = client(script.layer(&session, server), server);
     tokio::time::advance(Duration::from_secs(at)).await;
     (session, client)
 }
@@ -973,4 +973,60 @@ async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session() {
         Err(Error::SessionExpired)
     ));
     assert!(session.is_expired());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_loop() {
+    let server = Server::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let refresher = refresher_fn(move |_: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err(RefreshFailure::transient("token endpoint answered 503")
+                .retry_after(Duration::from_secs(5)))
+        }
+    });
+    let session = logged_in("t0");
+    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    // 20 requests over 2 s, against a default loop guard of 4 refreshes in 2 s.
+    for _ in 0..20 {
+        let err = status(&client, "/").await.unwrap_err();
+        assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(cause, "token endpoint answered 503");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "Retry-After honoured");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(status(&client, "/").await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "tried again once it passed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_guard_history_resets_on_login() {
+    let server = Server::default();
+    server.reject_all.store(true, Ordering::SeqCst);
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    for _ in 0..4 {
+        assert_eq!(
+            status(&client, "/").await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::RefreshLoop)
+    ));
+    // Another user logs in: the previous identity's loop is not theirs.
+    server.reject_all.store(false, Ordering::SeqCst);
+    session.login(Tokens::new("bob", "r-bob")).unwrap();
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 5);
 }
