@@ -1030,3 +1030,34 @@ async fn the_loop_guard_history_resets_on_login() {
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     assert_eq!(script.calls(), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_reads_the_token_once_the_service_is_ready() {
+    use tower::limit::ConcurrencyLimit;
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let permits = Arc::new(Semaphore::new(1));
+    let handler = {
+        let server = server.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| server.clone().handle(req))
+    };
+    let limited = ConcurrencyLimit::with_semaphore(handler, Arc::clone(&permits));
+    let client = tower::util::BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(script.layer(&session, &server))
+            .service(limited),
+    );
+    let request = spawn_many(&client, "/", 1).remove(0);
+    // Rejected with t0, the request waits for the refresh; the one permit is taken meanwhile.
+    wait_until(|| script.calls() == 1).await;
+    let held = Arc::clone(&permits).acquire_owned().await.unwrap();
+    gate.add_permits(1);
+    wait_in_time_until(|| session.tokens().unwrap().access_token() == "t1").await;
+    // While the replay waits for readiness, the same user's tokens are replaced.
+    server.accept("t2");
+    session.replace_tokens(Tokens::new("t2", "r2")).unwrap();
+    drop(held);
+    assert_eq!(request.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(server.seen(), ["t0", "t2"]);
+}

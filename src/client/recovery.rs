@@ -86,14 +86,24 @@ async fn refresh_after(config: &Config, seen: u64) -> Result<(), Error> {
     }
 }
 
-/// Drives `service` to readiness, then sends `request` through it.
-async fn send<S, B>(service: &mut S, request: Request<B>) -> Result<S::Response, Error>
+/// Drives `service` to readiness, then sends `request` through it with the session's
+/// current token, read only once the service is ready (the wait may outlive a refresh), if
+/// the session is still in identity `epoch`. Returns the tokens' generation with the answer.
+async fn send<S, B>(
+    service: &mut S,
+    config: &Config,
+    epoch: u64,
+    mut request: Request<B>,
+) -> Result<(S::Response, u64), Error>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
 {
     let ready = service.ready().await.map_err(Error::inner)?;
-    ready.call(request).await.map_err(Error::inner)
+    let (authorization, generation) = config.authorization(epoch)?;
+    request.headers_mut().insert(AUTHORIZATION, authorization);
+    let response = ready.call(request).await.map_err(Error::inner)?;
+    Ok((response, generation))
 }
 
 /// The body to send; when another replay may follow (`again`), a copy of it goes into `kept`
@@ -143,16 +153,14 @@ where
         // The rejection will not be returned: let its connection go before waiting.
         drop(rejected);
         refresh_after(config, seen).await?;
-        let (authorization, generation) = config.authorization(epoch)?;
-        seen = generation;
         let last = replay + 1 == config.max_replays;
         let next_body = keep_again(policy, next_body, &mut body, !last);
         config.session.count_replay(stale);
         tracing::debug!(stale, "replaying a rejected request");
-        let mut request = Request::from_parts(parts.clone(), next_body);
-        request.headers_mut().insert(AUTHORIZATION, authorization);
+        let request = Request::from_parts(parts.clone(), next_body);
         let service = service.get_or_insert_with(|| spare.service());
-        let response = send(service, request).await?;
+        let (response, generation) = send(service, config, epoch, request).await?;
+        seen = generation;
         if !config.rejection.matches(&response) {
             return Ok(response);
         }
@@ -186,10 +194,8 @@ where
         }
         tracing::debug!(%error, "early refresh failed; sending with the current token");
     }
-    let (authorization, generation) = config.authorization(epoch)?;
-    let (mut request, kept) = Kept::split(&shared.policy, request, &Spare::new(service.clone()));
-    request.headers_mut().insert(AUTHORIZATION, authorization);
-    let response = send(&mut service, request).await?;
+    let (request, kept) = Kept::split(&shared.policy, request, &Spare::new(service.clone()));
+    let (response, generation) = send(&mut service, config, epoch, request).await?;
     if !config.rejection.matches(&response) {
         return Ok(response);
     }
