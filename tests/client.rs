@@ -208,6 +208,17 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Like `wait_until`, for a condition that needs (paused) time to pass: each turn lets the
+/// clock move a millisecond.
+async fn wait_in_time_until(mut condition: impl FnMut() -> bool) {
+    let mut n = 0;
+    while !condition() {
+        n += 1;
+        assert!(n < 100_000, "condition never met");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn s01_a_401_is_refreshed_once_and_replayed() {
     let server = Server::default();
@@ -273,7 +284,7 @@ async fn s04_a_stale_401_after_the_refresh_is_replayed_without_another() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn s05_a_token_in_the_early_window_is_refreshed_before_sending() {
+async fn s05_a_token_past_the_stale_point_is_refreshed_before_sending() {
     let server = Server::default();
     server.accept("t0");
     let script = Script::ok();
@@ -283,15 +294,126 @@ async fn s05_a_token_in_the_early_window_is_refreshed_before_sending() {
         .unwrap();
     let client = client(script.layer(&session, &server), &server);
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
-    // 300 s tokens refresh 30 s early.
-    tokio::time::advance(Duration::from_secs(271)).await;
+    // 300 s tokens are stale 5 s before expiry: requests wait for the refresh.
+    tokio::time::advance(Duration::from_secs(296)).await;
     for task in spawn_many(&client, "/", 100) {
         assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
     }
     assert_eq!(script.calls(), 1);
-    // No request ever went out with a token about to expire, and none was rejected.
+    // No request went out with a token about to expire, and none was rejected.
     assert_eq!(server.seen().iter().filter(|t| *t == "t0").count(), 1);
     assert_eq!(session.stats().replays, 0);
+}
+
+/// A session whose 300 s token `t0` the server accepts, `at` seconds into its life.
+async fn early(script: &Script, server: &Server, at: u64) -> (Session, Client) {
+    server.accept("t0");
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
+        .unwrap();
+    let client = client(script.layer(&session, server), server);
+    tokio::time::advance(Duration::from_secs(at)).await;
+    (session, client)
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_behind() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    // 300 s tokens: the early window is the last 30 s, the prefetch point in its first half
+    // (270 to 285 s), the stale point at 295 s.
+    let (session, client) = early(&script, &server, 286).await;
+    let sent = spawn_many(&client, "/", 50);
+    // The refresh is held, and no request waits for it.
+    let all = async {
+        for task in sent {
+            assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(100), all)
+        .await
+        .expect("no request waited for the refresh");
+    assert_eq!(script.calls(), 1, "one background refresh");
+    assert!(server.seen().iter().all(|t| t == "t0"));
+    gate.add_permits(1);
+    wait_in_time_until(|| session.tokens().unwrap().access_token() == "t1").await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(server.seen().last().unwrap(), "t1");
+    assert_eq!((script.calls(), session.stats().waits), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff() {
+    let server = Server::default();
+    let script = Script::with(|n| {
+        if n == 1 {
+            Outcome::Transient
+        } else {
+            Outcome::Ok
+        }
+    });
+    let (session, client) = early(&script, &server, 286).await;
+    for task in spawn_many(&client, "/", 20) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    wait_in_time_until(|| session.stats().refresh_failures == 1).await;
+    // Within the backoff, requests go on with the valid token and start nothing.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    // The script's second call issues `t2`.
+    wait_in_time_until(|| session.tokens().unwrap().access_token() == "t2").await;
+    assert_eq!(script.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_in_the_stale_window_holds_no_capacity_the_refresher_needs() {
+    use tower::limit::ConcurrencyLimit;
+    let server = Server::default();
+    server.accept("t0");
+    let handler = {
+        let server = server.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| server.clone().handle(req))
+    };
+    // One limit of 2 for the API and the token endpoint, as with one HTTP client for both.
+    let limited = ConcurrencyLimit::new(handler, 2);
+    let endpoint = limited.clone();
+    let accept = server.clone();
+    let refresher = refresher_fn(move |_refresh: String| {
+        let (mut endpoint, server) = (endpoint.clone(), accept.clone());
+        async move {
+            let call = endpoint.ready().await.unwrap().call(get("/token"));
+            call.await.unwrap();
+            server.accept("t1");
+            Ok(Tokens::new("t1", "r1"))
+        }
+    });
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
+        .unwrap();
+    let layer = RefreshLayer::new(session.clone(), refresher);
+    let mut a = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(limited.clone());
+    let mut b = ServiceBuilder::new().layer(layer).service(limited.clone());
+    tokio::time::advance(Duration::from_secs(296)).await;
+    // Both reserve a permit, then wait for the refresh.
+    let first = a.ready().await.unwrap().call(get("/"));
+    let second = b.ready().await.unwrap().call(get("/"));
+    let started = tokio::time::Instant::now();
+    let (first, second) = tokio::join!(first, second);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.unwrap().status(), StatusCode::OK);
+    assert_eq!(second.unwrap().status(), StatusCode::OK);
+    assert_eq!(&server.seen()[1..], ["t1", "t1"]);
+    drop((a, b));
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,7 +447,7 @@ async fn s06_a_permanent_failure_expires_the_session_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn s07_a_transient_failure_lets_the_next_request_refresh_again() {
+async fn s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again() {
     let server = Server::default();
     let script = Script::with(|n| {
         if n == 1 {
@@ -339,6 +461,11 @@ async fn s07_a_transient_failure_lets_the_next_request_refresh_again() {
     let err = status(&client, "/").await.unwrap_err();
     assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
     assert!(!session.is_expired());
+    // Within the backoff (1 s), the failure is reported at once, without a refresh.
+    let err = status(&client, "/").await.unwrap_err();
+    assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
+    assert_eq!(script.calls(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     assert_eq!(script.calls(), 2);
 }
@@ -578,13 +705,14 @@ async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_
         status(&client, "/").await,
         Err(Error::RefreshFailed(_))
     ));
-    // The dead flight was cleared: the next request starts a new refresh.
+    // The dead flight was cleared: after the backoff, the next request starts a new refresh.
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_login_during_a_refresh_wins_and_its_waiters_use_it() {
+async fn a_login_during_a_refresh_fails_its_waiters_with_session_changed() {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     let session = logged_in("t0");
@@ -601,12 +729,53 @@ async fn a_login_during_a_refresh_wins_and_its_waiters_use_it() {
     session.login(Tokens::new("fresh", "r-fresh")).unwrap();
     gate.add_permits(1);
     for task in waiting {
-        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+        assert!(matches!(task.await.unwrap(), Err(Error::SessionChanged)));
     }
-    // The refreshed tokens were thrown away, not installed nor persisted.
+    // The refreshed tokens were thrown away, not installed nor persisted, and no request made
+    // for the first login went out with the second login's token.
     assert_eq!(session.tokens().unwrap().access_token(), "fresh");
     assert!(persisted.lock().unwrap().is_empty());
-    assert_eq!(server.seen().iter().filter(|t| *t == "fresh").count(), 5);
+    assert!(!server.seen().contains(&"fresh".to_owned()));
+    // A request made after the login uses it.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_rejected_after_a_logout_and_login_is_not_replayed_as_the_new_user() {
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("alice");
+    let client = client(script.layer(&session, &server), &server);
+    // Alice's request is in flight; the application logs out and logs Bob in.
+    let alices = spawn_many(&client, "/slow", 1).remove(0);
+    wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
+    session.logout();
+    server.accept("bob");
+    session.login(Tokens::new("bob", "r-bob")).unwrap();
+    // Alice's token is rejected: the stale rule would replay at once with Bob's token.
+    server.slow_gate.add_permits(10);
+    assert!(matches!(alices.await.unwrap(), Err(Error::SessionChanged)));
+    assert_eq!(server.seen(), ["alice"]);
+    assert_eq!(script.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replace_tokens_keeps_the_identity_and_lets_waiters_go_on() {
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    let waiting = spawn_many(&client, "/", 5);
+    wait_until(|| script.calls() == 1).await;
+    server.accept("same-user");
+    session
+        .replace_tokens(Tokens::new("same-user", "r-same"))
+        .unwrap();
+    gate.add_permits(1);
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(session.tokens().unwrap().access_token(), "same-user");
 }
 
 #[tokio::test(start_paused = true)]
@@ -717,7 +886,8 @@ async fn an_early_refresh_holds_one_unit_of_capacity_not_two() {
     let mut client = ServiceBuilder::new()
         .layer(script.layer(&session, &server))
         .service(inner);
-    tokio::time::advance(Duration::from_secs(45)).await;
+    // Past the stale point (55 s of 60): the first request waits for the refresh.
+    tokio::time::advance(Duration::from_secs(56)).await;
     // One caller, one service, each request awaited: the early refresh must not need a
     // second permit of the limit.
     for _ in 0..3 {
@@ -746,42 +916,47 @@ async fn zero_replays_returns_the_401_after_refreshing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_young_token_keeps_no_copy_unless_told_to() {
-    for always in [false, true] {
+async fn a_young_token_rejected_is_replayed_by_default_and_not_with_the_window() {
+    for window in [false, true] {
         let server = Server::default();
         let script = Script::ok();
         let session = Session::new();
-        // Young: an hour left of an hour. The server has revoked it anyway.
+        // Young: an hour left of an hour. The server has revoked it anyway (a rotated key).
         session
             .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
             .unwrap();
         let layer = script.layer(&session, &server);
-        let client = client(if always { layer.replay_always() } else { layer }, &server);
-        let status = status(&client, "/").await.unwrap();
+        let client = client(if window { layer.replay_window() } else { layer }, &server);
+        // A POST with a body and a header, so the copy has something to keep.
+        let request = Request::post("/")
+            .header("x-trace", "1")
+            .body(Full::from("payload"))
+            .unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
         assert_eq!(
             script.calls(),
             1,
             "the rejection triggered the refresh either way"
         );
-        if always {
-            assert_eq!(status, StatusCode::OK, "kept, so replayed");
+        if window {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no copy kept");
+            assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
         } else {
-            assert_eq!(
-                status,
-                StatusCode::UNAUTHORIZED,
-                "no copy kept: the 401 comes back"
-            );
-            assert_eq!(self::status(&client, "/").await.unwrap(), StatusCode::OK);
+            assert_eq!(response.status(), StatusCode::OK, "kept, so replayed");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "payload", "the replay carried the body");
+            assert_eq!(server.seen(), ["t0", "t1"]);
         }
     }
-    // In the second half of its lifetime, a request is kept and replayed.
+    // With the window, a request in the second half of its lifetime is kept and replayed.
     let server = Server::default();
     let script = Script::ok();
     let session = Session::new();
     session
         .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
         .unwrap();
-    let client = client(script.layer(&session, &server).no_early_refresh(), &server);
+    let layer = script.layer(&session, &server).replay_window();
+    let client = client(layer.no_early_refresh(), &server);
     tokio::time::advance(Duration::from_secs(1900)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }
@@ -798,4 +973,91 @@ async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session() {
         Err(Error::SessionExpired)
     ));
     assert!(session.is_expired());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_loop() {
+    let server = Server::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let refresher = refresher_fn(move |_: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err(RefreshFailure::transient("token endpoint answered 503")
+                .retry_after(Duration::from_secs(5)))
+        }
+    });
+    let session = logged_in("t0");
+    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    // 20 requests over 2 s, against a default loop guard of 4 refreshes in 2 s.
+    for _ in 0..20 {
+        let err = status(&client, "/").await.unwrap_err();
+        assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(cause, "token endpoint answered 503");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "Retry-After honoured");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(status(&client, "/").await.is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "tried again once it passed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_guard_history_resets_on_login() {
+    let server = Server::default();
+    server.reject_all.store(true, Ordering::SeqCst);
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let client = client(script.layer(&session, &server), &server);
+    for _ in 0..4 {
+        assert_eq!(
+            status(&client, "/").await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(matches!(
+        status(&client, "/").await,
+        Err(Error::RefreshLoop)
+    ));
+    // Another user logs in: the previous identity's loop is not theirs.
+    server.reject_all.store(false, Ordering::SeqCst);
+    session.login(Tokens::new("bob", "r-bob")).unwrap();
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_reads_the_token_once_the_service_is_ready() {
+    use tower::limit::ConcurrencyLimit;
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    let permits = Arc::new(Semaphore::new(1));
+    let handler = {
+        let server = server.clone();
+        tower::service_fn(move |req: Request<Full<Bytes>>| server.clone().handle(req))
+    };
+    let limited = ConcurrencyLimit::with_semaphore(handler, Arc::clone(&permits));
+    let client = tower::util::BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(script.layer(&session, &server))
+            .service(limited),
+    );
+    let request = spawn_many(&client, "/", 1).remove(0);
+    // Rejected with t0, the request waits for the refresh; the one permit is taken meanwhile.
+    wait_until(|| script.calls() == 1).await;
+    let held = Arc::clone(&permits).acquire_owned().await.unwrap();
+    gate.add_permits(1);
+    wait_in_time_until(|| session.tokens().unwrap().access_token() == "t1").await;
+    // While the replay waits for readiness, the same user's tokens are replaced.
+    server.accept("t2");
+    session.replace_tokens(Tokens::new("t2", "r2")).unwrap();
+    drop(held);
+    assert_eq!(request.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(server.seen(), ["t0", "t2"]);
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use support::echo::{connect, say_via, serve_echo};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
-    OAuthRefresher, RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn,
+    OAuthRefresher, RefreshFailure, RefreshLayer, Session, Stats, Tokens, refresher_fn,
 };
 use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
@@ -194,4 +195,56 @@ async fn a_refused_refresh_over_http_expires_the_session() {
         "{error}"
     );
     assert!(session.is_expired());
+}
+
+/// Tokens minted by an issuer whose clock is `skew_secs` ahead of (or behind) the client's,
+/// with no `expires_in`: the client reads `exp - iat` from receipt on its monotonic clock.
+async fn refreshes_in_half_an_hour_with_issuer_skew(ahead: bool) -> (usize, Stats) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let skewed = tower_jwt_refresh::Clock::from_fn(move || {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if ahead { now + 300 } else { now - 300 }
+    });
+    let key = SigningKey::hmac(Algorithm::HS256, [8u8; 32]).unwrap();
+    let minter = AccessTokenIssuer::new(key)
+        .lifetime(Duration::from_secs(600))
+        .clock(skewed);
+    let mint = move || minter.mint("alice", "sid", &()).unwrap().token;
+    let session = Session::new();
+    session.login(Tokens::new(mint(), "r0")).unwrap();
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&refreshes);
+    let refresher = refresher_fn(move |_refresh: String| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let token = mint();
+        async move { Ok(Tokens::new(token, "r")) }
+    });
+    // A server that accepts every token: only the client's own timing refreshes.
+    let ok = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default()))
+    });
+    let client = ServiceBuilder::new()
+        .layer(RefreshLayer::new(session.clone(), refresher))
+        .service(ok);
+    // A request every 10 s for 30 minutes: three 10-minute lifetimes.
+    for _ in 0..180 {
+        let request = http::Request::get("/").body(Full::default()).unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    (refreshes.load(Ordering::SeqCst), session.stats())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_issuer_clock_ahead_or_behind_gets_one_refresh_per_lifetime() {
+    for ahead in [true, false] {
+        let (refreshes, stats) = refreshes_in_half_an_hour_with_issuer_skew(ahead).await;
+        assert_eq!(refreshes, 3, "issuer ahead: {ahead}");
+        assert_eq!((stats.refresh_failures, stats.replays), (0, 0));
+    }
 }

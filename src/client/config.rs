@@ -25,11 +25,14 @@ pub(crate) struct Config {
     pub(crate) session: Session,
     pub(crate) settings: Arc<RefreshSettings>,
     pub(crate) early: Early,
+    /// The stale margin before expiry inside which requests wait for the refresh (at most a
+    /// tenth of the lifetime and half the early window).
+    pub(crate) stale: Duration,
     pub(crate) max_replays: usize,
     pub(crate) rejection: RejectionRule,
     pub(crate) pass_through: bool,
     pub(crate) raw_authorization: bool,
-    pub(crate) replay_always: bool,
+    pub(crate) replay_window: bool,
 }
 
 /// When to refresh before the access token expires.
@@ -43,20 +46,25 @@ pub(crate) enum Early {
 
 /// What to do with a request, decided from its tokens.
 pub(crate) enum Plan {
-    /// The token is inside the early window: refresh, then send.
+    /// Past the stale point: wait for the refresh, then send.
     Refresh,
-    /// Send now; `keep` a copy of the request for a replay.
-    Send { keep: bool },
+    /// Send now; `keep` a copy of the request for a replay. Past the prefetch point,
+    /// `prefetch` starts a background refresh first (if none runs).
+    Send { keep: bool, prefetch: bool },
 }
 
 impl Config {
-    /// What to do with a request carrying `tokens`: refresh first, or send (keeping a copy
-    /// for a replay or not). Reads the clock only when the tokens' expiry is known.
+    /// What to do with a request carrying `tokens`, as AWS's `CachedSupplier` does with two
+    /// thresholds: past the jittered prefetch point (in the early window), send at once and
+    /// refresh in the background; past the stale point (a few seconds before expiry), wait for
+    /// the refresh. Reads the clock only when the tokens' expiry is known.
     pub(crate) fn plan(&self, tokens: &TokenState) -> Plan {
+        let keep = self.max_replays > 0;
         let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
             // Unknown expiry: a rejection may come any time.
             return Plan::Send {
-                keep: self.max_replays > 0,
+                keep,
+                prefetch: false,
             };
         };
         let now = Instant::now();
@@ -66,23 +74,32 @@ impl Config {
             Early::Off => None,
             Early::Auto => Some(Duration::from_secs(30).max(lifetime / 10)),
             Early::Fixed(early) => Some(early),
-        };
-        // An access-only session uses its token until it expires.
-        if tokens.can_refresh()
-            && early.is_some_and(|early| now + early.min(lifetime / 2) >= expires_at)
+        }
+        .filter(|_| tokens.can_refresh()) // An access-only session uses its token to the end.
+        .map(|early| early.min(lifetime / 2));
+        let mut prefetch = false;
+        if let Some(early) = early
+            && now + early >= expires_at
         {
-            return Plan::Refresh;
+            let stale = self.stale.min(lifetime / 10).min(early / 2);
+            if now + stale >= expires_at {
+                return Plan::Refresh;
+            }
+            // The prefetch point: from the start of the early window to its middle.
+            prefetch = now + early.mul_f64(1.0 - tokens.jitter / 2.0) >= expires_at;
         }
-        // Rejections come near expiry; in the first half of its lifetime a token is not
-        // worth a copy of every request.
-        Plan::Send {
-            keep: self.max_replays > 0 && (self.replay_always || now + lifetime / 2 >= expires_at),
-        }
+        // With the opt-in window, a copy only in the second half of the token's lifetime.
+        let keep = keep && (!self.replay_window || now + lifetime / 2 >= expires_at);
+        Plan::Send { keep, prefetch }
     }
 
-    /// The `Authorization` value of the session's current tokens, and their generation.
-    pub(crate) fn authorization(&self) -> Result<(HeaderValue, u64), Error> {
+    /// The `Authorization` value of the session's current tokens, and their generation, if
+    /// the session is still in identity `epoch`.
+    pub(crate) fn authorization(&self, epoch: u64) -> Result<(HeaderValue, u64), Error> {
         let state = self.session.load();
+        if state.epoch != epoch {
+            return Err(Error::SessionChanged);
+        }
         if state.expired {
             return Err(Error::SessionExpired);
         }

@@ -14,20 +14,30 @@ use crate::BoxError;
 pub enum Error {
     /// The session holds no tokens: log in first.
     NotAuthenticated,
-    /// The refresh token was refused for good (the endpoint said `invalid_grant`, 400 or
-    /// 401). Requests fail fast until the application logs in again.
+    /// The refresh token was refused for good (a [`RefreshFailure::Permanent`]; for
+    /// [`OAuthRefresher`], an `invalid_grant` answer). Requests fail fast until the
+    /// application logs in again.
+    ///
+    /// [`RefreshFailure::Permanent`]: super::RefreshFailure::Permanent
+    /// [`OAuthRefresher`]: super::OAuthRefresher
     SessionExpired,
-    /// The refresh failed for a reason that may pass (network, 5xx, timeout); the next request
-    /// may refresh again.
+    /// The refresh failed for a reason that may pass (network, 5xx, timeout); its source says
+    /// why (for [`OAuthRefresher`](super::OAuthRefresher), the status). Later requests try
+    /// again after a backoff, or the server's `Retry-After`; until then, requests that need
+    /// a refresh get this error at once.
     RefreshFailed(Arc<dyn std::error::Error + Send + Sync>),
     /// The request waited for a refresh longer than the wait timeout.
     WaitTimeout,
     /// Too many requests were already waiting for the refresh.
     Overloaded,
-    /// More refresh attempts than the loop guard allows in its window: the server rejects
-    /// every new token, or refreshes keep failing at once (an auth server answering 503).
-    /// Requests fail fast until the window has passed, which also spaces out the retries.
+    /// More successful refreshes than the loop guard allows in its window: the server
+    /// rejects every new token at once. Failed refreshes do not count (they back off and
+    /// report [`RefreshFailed`](Self::RefreshFailed)). Requests fail fast until the window
+    /// has passed.
     RefreshLoop,
+    /// The application logged in or out after this request was made: it is not sent with
+    /// another login's tokens (nor with none). Make the request again if it still applies.
+    SessionChanged,
     /// The inner service failed.
     Inner(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -51,6 +61,7 @@ impl fmt::Display for Error {
             Self::WaitTimeout => "timed out waiting for a token refresh",
             Self::Overloaded => "too many requests waiting for a token refresh",
             Self::RefreshLoop => "too many token refreshes in a short time",
+            Self::SessionChanged => "session changed: logged in or out since the request was made",
             Self::Inner(_) => "inner service failed",
         })
     }
@@ -81,6 +92,7 @@ mod tests {
             Error::WaitTimeout,
             Error::Overloaded,
             Error::RefreshLoop,
+            Error::SessionChanged,
         ] {
             let shown = e.to_string();
             assert!(shown.starts_with(|c: char| c.is_lowercase()), "{shown}");

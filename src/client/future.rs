@@ -50,7 +50,8 @@ pin_project! {
             future: S::Future,
             kept: Option<Kept<S, P::Kept>>,
             shared: Option<Arc<Shared<P>>>,
-            generation: u64,
+            // The tokens' generation and identity epoch the request was sent with.
+            seen: (u64, u64),
         },
         PassThrough {
             #[pin]
@@ -74,14 +75,14 @@ where
         future: S::Future,
         kept: Option<Kept<S, P::Kept>>,
         shared: Arc<Shared<P>>,
-        generation: u64,
+        seen: (u64, u64),
     ) -> Self {
         Self {
             state: State::First {
                 future,
                 kept,
                 shared: Some(shared),
-                generation,
+                seen,
             },
         }
     }
@@ -107,7 +108,7 @@ where
 
 impl<S, B, ResBody, P> Future for ResponseFuture<S, B, P>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Send + 'static,
@@ -124,14 +125,14 @@ where
                     future,
                     kept,
                     shared,
-                    generation,
+                    seen,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Error::inner)?;
                     let shared = shared.take().expect("polled after completion");
                     if !shared.config.rejection.matches(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let recovery = recover(shared, kept.take(), *generation, response);
+                    let recovery = recover(shared, kept.take(), *seen, response);
                     State::Slow {
                         future: Box::pin(recovery),
                     }

@@ -24,8 +24,8 @@ use super::session::{CurrentTokens, RefreshSettings, Session};
 /// Layers [`Refresh`]. See the [module docs](super) for the algorithm and examples.
 ///
 /// Defaults: refresh early when the token is within the larger of 30 s and a tenth of its
-/// lifetime (at most half of it) of expiry; replay a rejected request once (when it kept a
-/// copy: see [`replay_always`](Self::replay_always)); wait at most 15 s for a refresh, which
+/// lifetime (at most half of it) of expiry; replay a rejected request once (every request
+/// whose body can be kept keeps a copy: see [`replay_window`](Self::replay_window)); wait at most 15 s for a refresh, which
 /// itself (with the `on_refresh` hook) may take 10 s; at most 65,536 waiting requests; at most
 /// 4 refreshes in 2 s (the loop guard); "rejected" is a 401 or a gRPC `UNAUTHENTICATED`; a
 /// request without tokens fails with `NotAuthenticated`; `Clone` bodies are replayed.
@@ -74,11 +74,12 @@ impl RefreshLayer {
                     session,
                     settings: Arc::new(settings),
                     early: Early::Auto,
+                    stale: Duration::from_secs(5),
                     max_replays: 1,
                     rejection: RejectionRule::new(),
                     pass_through: false,
                     raw_authorization: false,
-                    replay_always: false,
+                    replay_window: false,
                 },
                 policy: CloneBodies,
             }),
@@ -106,11 +107,21 @@ impl<P: Clone> RefreshLayer<P> {
         &self.shared.config
     }
 
-    /// Refresh before sending when the token expires within `window` (at most half its
-    /// lifetime).
+    /// Refresh in the background when the token expires within `window` (at most half its
+    /// lifetime): the first request past a prefetch point drawn at random in the first half
+    /// of the window starts one refresh, and every request still goes out at once with the
+    /// valid token. Only inside the [stale margin](Self::stale_margin) do requests wait.
     #[must_use]
     pub fn early_refresh(self, window: Duration) -> Self {
         self.with(|s| s.early = Early::Fixed(window))
+    }
+
+    /// How close to expiry requests stop going out with the current token and wait for the
+    /// refresh instead (default 5 s; at most a tenth of the lifetime and half the early
+    /// window, so short-lived tokens wait less).
+    #[must_use]
+    pub fn stale_margin(self, margin: Duration) -> Self {
+        self.with(|s| s.stale = margin)
     }
 
     /// Never refresh before sending; only a rejection triggers a refresh.
@@ -191,17 +202,21 @@ impl<P: Clone> RefreshLayer<P> {
         self.with(|s| s.pass_through = true)
     }
 
-    /// Keep every request for a replay, even while its token is young.
+    /// Keep a replay copy of a request only late in its token's life, not of every request.
     ///
-    /// By default a request keeps a copy of itself (method, URI, headers, extensions, body)
-    /// only when a rejection is plausible: its token's expiry is unknown, or it is in the
-    /// second half of its lifetime. A young token's request costs no copy, and in the rare
-    /// case that it is rejected anyway (a revoked session, a rotated signing key) the caller
-    /// gets that 401 after the refresh it triggered. With this option every rejected request
-    /// is replayed, at the price of the copy on every request.
+    /// By default every request whose body the [`ReplayPolicy`](super::ReplayPolicy) can keep
+    /// keeps a copy of itself (method, URI, headers without `Authorization`, extensions, and
+    /// the body), whatever its token's age, so that no rejection reaches the caller when the
+    /// refresh succeeds: young tokens are rejected too (a rotated signing key, a server
+    /// restarted with a new secret, a deny-list, a verifier whose clock runs ahead). The copy
+    /// is cheap (see the [module docs](super)); measure before turning it off.
+    ///
+    /// With this option a request keeps a copy only when its token's expiry is unknown or in
+    /// the second half of its lifetime; a young token's rejected request gets its 401 back,
+    /// after the refresh it triggered.
     #[must_use]
-    pub fn replay_always(self) -> Self {
-        self.with(|s| s.replay_always = true)
+    pub fn replay_window(self) -> Self {
+        self.with(|s| s.replay_window = true)
     }
 
     /// Send the bare token as `Authorization: <token>`, without the `Bearer` scheme, for

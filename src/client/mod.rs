@@ -9,8 +9,15 @@
 //!
 //! Per request:
 //! 1. no tokens: fail with [`Error::NotAuthenticated`] (or pass through, if configured);
-//! 2. the token expires within the early window: join or start a refresh first;
-//! 3. attach `Authorization: Bearer …` and remember the tokens' generation;
+//! 2. two thresholds, as AWS's `CachedSupplier`: past a prefetch point (drawn at random per
+//!    token set in the first half of the early window) the first request starts one
+//!    background refresh and every request goes out at once with the still-valid token;
+//!    only past the stale point (a few seconds before expiry) do requests wait, holding none
+//!    of the inner service's capacity. Lifetimes are `expires_in`, else the JWT's
+//!    `exp - iat`, counted from receipt on the monotonic clock;
+//! 3. attach `Authorization: Bearer …` and remember the tokens' generation and identity
+//!    epoch (one per login): a request is never sent with another login's tokens, and
+//!    fails with [`Error::SessionChanged`] instead;
 //! 4. a rejection (401, or gRPC `UNAUTHENTICATED`) of a request that used an older
 //!    generation is replayed at once with the current token, without a refresh: this stale
 //!    rule is what keeps a storm at exactly one refresh. Otherwise it joins or starts the
@@ -18,18 +25,21 @@
 //! 5. bodies are kept for the replay by a [`ReplayPolicy`]: [`CloneBodies`] (default),
 //!    [`TeeBodies`] for streaming bodies, [`NoReplay`].
 //!
-//! With a valid token in the first half of its lifetime, a request costs a lock-free read of
-//! the session, one clock read, and a clone of the prebuilt `Authorization` value (a
-//! reference count): no lock, no allocation. Later in the token's life, or when its expiry is
-//! unknown, a request also keeps a copy of itself (method, URI, headers, extensions, and the
-//! body as the [`ReplayPolicy`] keeps it) for a replay, since that is when rejections come;
-//! [`RefreshLayer::replay_always`] keeps one always.
+//! With a valid token, a request costs a lock-free read of the session, one clock read, a
+//! clone of the prebuilt `Authorization` value (a reference count), and its replay copy: the
+//! request's head without `Authorization` (no allocation when it has no other header or
+//! extension), the body as the [`ReplayPolicy`] keeps it (a clone for [`CloneBodies`]; nothing
+//! to buffer for a bodiless request), and a reference count on a spare clone of the inner
+//! service, which is cloned for a replay only when one happens. A body the policy cannot keep
+//! (over the [`TeeBodies`] cap, or with [`NoReplay`]) is not replayed: its request gets its
+//! 401 back, after the refresh it triggered, so the next request succeeds.
+//! [`RefreshLayer::replay_window`] keeps copies only late in a token's life.
 //!
 //! A refresh runs in a task of its own, so a caller that gives up cancels nothing for the
 //! others. A permanent failure (`invalid_grant`) expires the session: every waiter gets
 //! [`Error::SessionExpired`], `on_session_expired` fires once, and requests fail fast until the
-//! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`] and the
-//! next request may refresh again.
+//! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`]; no
+//! refresh starts again before a backoff (or the server's `Retry-After`) has passed.
 //!
 //! # Layout
 //!

@@ -5,7 +5,7 @@
 //! goes through to readiness again, and a request waiting for a refresh holds no capacity of
 //! the inner service but the one ready instance it was called with.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::AUTHORIZATION;
 use http::request::Parts;
@@ -20,21 +20,48 @@ use super::replay::ReplayPolicy;
 use super::session::{Joined, Session};
 use crate::BoxError;
 
-/// What a request keeps for a replay: its head, the kept body, and a service to send it
-/// through.
+/// What a request keeps for a replay: its head (without `Authorization`, which every send
+/// sets anew), the kept body, and where to get a service to send it through.
 pub(crate) struct Kept<S, K> {
     parts: Parts,
     body: K,
-    service: S,
+    spare: Spare<S>,
 }
 
-impl<S: Clone, K> Kept<S, K> {
-    /// Splits `request` into the one to send now and, if `policy` keeps its body, what a
-    /// replay needs; replays go through a clone of `service`, driven to readiness when needed.
+/// A clone of the inner service that replays are cloned from, shared by every request of one
+/// [`Refresh`](super::Refresh): keeping a request costs a reference count, and the service is
+/// cloned only when a replay actually happens.
+pub(crate) struct Spare<S>(Arc<Mutex<S>>);
+
+impl<S> Clone for Spare<S> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<S: Clone> Spare<S> {
+    pub(crate) fn new(service: S) -> Self {
+        Self(Arc::new(Mutex::new(service)))
+    }
+
+    /// A service of its own for one replay, not yet ready.
+    pub(crate) fn service(&self) -> S {
+        // Only `clone` runs under the lock; a clone that panicked poisoned nothing we rely on.
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<S, K> Kept<S, K> {
+    /// Splits `request` (not yet carrying `Authorization`) into the one to send now and, if
+    /// `policy` keeps its body, what a replay needs. A request without headers or extensions
+    /// costs no allocation here; a `Clone` body costs its clone.
     pub(crate) fn split<B, P>(
         policy: &P,
         request: Request<B>,
-        service: &S,
+        spare: &Spare<S>,
     ) -> (Request<B>, Option<Self>)
     where
         P: ReplayPolicy<B, Kept = K>,
@@ -44,7 +71,7 @@ impl<S: Clone, K> Kept<S, K> {
         let kept = kept.map(|body| Self {
             parts: parts.clone(),
             body,
-            service: service.clone(),
+            spare: spare.clone(),
         });
         (Request::from_parts(parts, body), kept)
     }
@@ -59,14 +86,24 @@ async fn refresh_after(config: &Config, seen: u64) -> Result<(), Error> {
     }
 }
 
-/// Drives `service` to readiness, then sends `request` through it.
-async fn send<S, B>(service: &mut S, request: Request<B>) -> Result<S::Response, Error>
+/// Drives `service` to readiness, then sends `request` through it with the session's
+/// current token, read only once the service is ready (the wait may outlive a refresh), if
+/// the session is still in identity `epoch`. Returns the tokens' generation with the answer.
+async fn send<S, B>(
+    service: &mut S,
+    config: &Config,
+    epoch: u64,
+    mut request: Request<B>,
+) -> Result<(S::Response, u64), Error>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
 {
     let ready = service.ready().await.map_err(Error::inner)?;
-    ready.call(request).await.map_err(Error::inner)
+    let (authorization, generation) = config.authorization(epoch)?;
+    request.headers_mut().insert(AUTHORIZATION, authorization);
+    let response = ready.call(request).await.map_err(Error::inner)?;
+    Ok((response, generation))
 }
 
 /// The body to send; when another replay may follow (`again`), a copy of it goes into `kept`
@@ -91,25 +128,21 @@ fn keep_again<B, P: ReplayPolicy<B>>(
 pub(crate) async fn recover<S, B, ResBody, P>(
     shared: Arc<Shared<P>>,
     kept: Option<Kept<S, P::Kept>>,
-    mut seen: u64,
+    (mut seen, epoch): (u64, u64),
     mut rejected: Response<ResBody>,
 ) -> Result<Response<ResBody>, Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     P: ReplayPolicy<B>,
 {
     let (config, policy) = (&shared.config, &shared.policy);
-    let Some(Kept {
-        parts,
-        body,
-        mut service,
-    }) = kept
-    else {
+    let Some(Kept { parts, body, spare }) = kept else {
         refresh_after(config, seen).await?;
         return Ok(rejected);
     };
     let mut body = Some(body);
+    let mut service = None;
     for replay in 0..config.max_replays {
         let stale = config.session.load().generation > seen;
         let Some(next_body) = body.take().and_then(|kept| policy.rebuild(kept)) else {
@@ -120,15 +153,14 @@ where
         // The rejection will not be returned: let its connection go before waiting.
         drop(rejected);
         refresh_after(config, seen).await?;
-        let (authorization, generation) = config.authorization()?;
-        seen = generation;
         let last = replay + 1 == config.max_replays;
         let next_body = keep_again(policy, next_body, &mut body, !last);
         config.session.count_replay(stale);
         tracing::debug!(stale, "replaying a rejected request");
-        let mut request = Request::from_parts(parts.clone(), next_body);
-        request.headers_mut().insert(AUTHORIZATION, authorization);
-        let response = send(&mut service, request).await?;
+        let request = Request::from_parts(parts.clone(), next_body);
+        let service = service.get_or_insert_with(|| spare.service());
+        let (response, generation) = send(service, config, epoch, request).await?;
+        seen = generation;
         if !config.rejection.matches(&response) {
             return Ok(response);
         }
@@ -145,8 +177,9 @@ where
 pub(crate) async fn refresh_first<S, B, ResBody, P>(
     shared: Arc<Shared<P>>,
     mut service: S,
-    mut request: Request<B>,
+    request: Request<B>,
     seen: u64,
+    epoch: u64,
 ) -> Result<Response<ResBody>, Error>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
@@ -161,14 +194,12 @@ where
         }
         tracing::debug!(%error, "early refresh failed; sending with the current token");
     }
-    let (authorization, generation) = config.authorization()?;
-    request.headers_mut().insert(AUTHORIZATION, authorization);
-    let (request, kept) = Kept::split(&shared.policy, request, &service);
-    let response = send(&mut service, request).await?;
+    let (request, kept) = Kept::split(&shared.policy, request, &Spare::new(service.clone()));
+    let (response, generation) = send(&mut service, config, epoch, request).await?;
     if !config.rejection.matches(&response) {
         return Ok(response);
     }
-    recover(shared, kept, generation, response).await
+    recover(shared, kept, (generation, epoch), response).await
 }
 
 /// Whether the session's access token may still be sent: not expired, and its expiry (when

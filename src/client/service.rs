@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::config::{Plan, Shared};
 use super::error::Error;
 use super::future::ResponseFuture;
-use super::recovery::{Kept, refresh_first};
+use super::recovery::{Kept, Spare, refresh_first};
 use super::replay::{CloneBodies, ReplayPolicy};
 use crate::BoxError;
 
@@ -19,6 +19,8 @@ use crate::BoxError;
 /// every waiting request and replays. Built by [`RefreshLayer`](super::RefreshLayer).
 pub struct Refresh<S, P = CloneBodies> {
     inner: S,
+    /// What replays are cloned from, made at the first request that keeps a copy.
+    spare: Option<Spare<S>>,
     shared: Arc<Shared<P>>,
 }
 
@@ -26,6 +28,7 @@ impl<S: Clone, P> Clone for Refresh<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            spare: self.spare.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -42,7 +45,11 @@ impl<S: fmt::Debug, P> fmt::Debug for Refresh<S, P> {
 
 impl<S, P> Refresh<S, P> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<P>>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            spare: None,
+            shared,
+        }
     }
 
     /// The inner service.
@@ -52,6 +59,8 @@ impl<S, P> Refresh<S, P> {
 
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
+        // Replays go through clones of the service as it is after this change.
+        self.spare = None;
         &mut self.inner
     }
 
@@ -61,11 +70,14 @@ impl<S, P> Refresh<S, P> {
     }
 }
 
-/// Takes the ready instance out of `service`, leaving a fresh clone in its place: the future
-/// then holds the one unit of capacity `poll_ready` reserved, never two.
-fn take_ready<S: Clone>(service: &mut S) -> S {
-    let clone = service.clone();
-    std::mem::replace(service, clone)
+/// Gives back the capacity `poll_ready` reserved (a `ConcurrencyLimit` permit, a `Buffer`
+/// slot) by dropping the ready instance, and returns an unready clone for the request to
+/// drive to readiness after its wait: a waiting request holds no capacity that the refresh
+/// (sharing the service, as `OAuthRefresher` over the same client does) may need.
+fn release_ready<S: Clone>(service: &mut S) -> S {
+    let fresh = service.clone();
+    drop(std::mem::replace(service, fresh));
+    service.clone()
 }
 
 impl<S, B, ResBody, P> Service<Request<B>> for Refresh<S, P>
@@ -85,7 +97,7 @@ where
         self.inner.poll_ready(cx).map_err(Error::inner)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         let state = shared.config.session.load();
         let Some(tokens) = &state.tokens else {
@@ -98,24 +110,35 @@ where
         if state.expired {
             return ResponseFuture::failed(Error::SessionExpired);
         }
-        let generation = state.generation;
+        let (generation, epoch) = (state.generation, state.epoch);
         let keep = match shared.config.plan(&tokens.0) {
-            Plan::Send { keep } => keep,
+            Plan::Send { keep, prefetch } => {
+                if prefetch {
+                    let settings = &shared.config.settings;
+                    shared.config.session.prefetch(generation, settings);
+                }
+                keep
+            }
             Plan::Refresh => {
-                let service = take_ready(&mut self.inner);
-                let slow = refresh_first(Arc::clone(shared), service, req, generation);
+                drop(state);
+                let service = release_ready(&mut self.inner);
+                let slow = refresh_first(Arc::clone(shared), service, req, generation, epoch);
                 return ResponseFuture::slow(Box::pin(slow));
             }
         };
         let authorization = tokens.0.header(shared.config.raw_authorization).clone();
-        req.headers_mut().insert(AUTHORIZATION, authorization);
         drop(state);
-        let (req, kept) = if keep {
-            Kept::split(&shared.policy, req, &self.inner)
+        // The copy is taken before `Authorization` is set: a replay sets its own, and a
+        // request with no other header then copies an empty map, which allocates nothing.
+        let (mut req, kept) = if keep {
+            let inner = &self.inner;
+            let spare = self.spare.get_or_insert_with(|| Spare::new(inner.clone()));
+            Kept::split(&shared.policy, req, spare)
         } else {
             (req, None)
         };
+        req.headers_mut().insert(AUTHORIZATION, authorization);
         let future = self.inner.call(req);
-        ResponseFuture::first(future, kept, Arc::clone(shared), generation)
+        ResponseFuture::first(future, kept, Arc::clone(shared), (generation, epoch))
     }
 }

@@ -9,6 +9,7 @@ mod oauth;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use self::closure::{RefresherFn, refresher_fn};
 pub use self::oauth::OAuthRefresher;
@@ -16,13 +17,22 @@ use crate::BoxError;
 use crate::client::session::Tokens;
 
 /// Why a refresh failed.
+///
+/// Only a [`Permanent`](Self::Permanent) failure expires the session. [`OAuthRefresher`]
+/// reports one for an `invalid_grant` answer only; every other refusal (another 400 or 401
+/// error code, a 5xx) and every transport error is transient.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RefreshFailure {
-    /// The refresh token was refused for good (`invalid_grant`, 400, 401): the session expires.
+    /// The refresh token was refused for good (`invalid_grant`): the session expires.
     Permanent(BoxError),
-    /// Anything that may pass (network, 5xx, timeout): the next request may try again.
+    /// Anything that may pass (network, 5xx, timeout): a later request tries again, after a
+    /// backoff (1 s, doubling up to 30 s, reset by a success).
     Transient(BoxError),
+    /// A transient failure with the server's hint (`Retry-After`) of when to try again: no
+    /// refresh starts before it has passed (at most 5 minutes), or before the backoff has.
+    /// Build it with [`retry_after`](Self::retry_after).
+    RetryAfter(BoxError, Duration),
 }
 
 impl RefreshFailure {
@@ -34,6 +44,25 @@ impl RefreshFailure {
     /// A transient failure.
     pub fn transient(error: impl Into<BoxError>) -> Self {
         Self::Transient(error.into())
+    }
+
+    /// A transient failure that asks for no retry within `after` (a `Retry-After` header);
+    /// a permanent failure stays as it is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_jwt_refresh::client::RefreshFailure;
+    ///
+    /// let failure = RefreshFailure::transient("token endpoint answered 503")
+    ///     .retry_after(Duration::from_secs(30));
+    /// assert!(matches!(failure, RefreshFailure::RetryAfter(_, after) if after.as_secs() == 30));
+    /// ```
+    #[must_use]
+    pub fn retry_after(self, after: Duration) -> Self {
+        match self {
+            Self::Transient(error) | Self::RetryAfter(error, _) => Self::RetryAfter(error, after),
+            permanent @ Self::Permanent(_) => permanent,
+        }
     }
 }
 

@@ -46,13 +46,47 @@ pub(crate) type OnRefresh =
 /// A flight's outcome, `None` until it lands.
 type Outcome = Option<Result<(), Error>>;
 
-/// What the session's mutex guards: the flight in progress and the loop guard.
+/// What the session's mutex guards: the flight in progress, the loop guard and the backoff.
 #[derive(Default)]
 pub(super) struct Control {
     flight: Option<Flight>,
-    /// Start times of recent refreshes, for the loop guard.
+    /// Start times of recent refreshes that did not fail, for the loop guard.
     recent: VecDeque<Instant>,
     next_flight: u64,
+    backoff: Backoff,
+}
+
+/// After a failed refresh, no other starts before `until`; requests that must wait for one
+/// get the failure at once meanwhile.
+#[derive(Default)]
+struct Backoff {
+    until: Option<Instant>,
+    /// The next delay, doubling from `FIRST_BACKOFF` up to `MAX_BACKOFF`.
+    next: Duration,
+    last: Option<Error>,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+impl Backoff {
+    /// The failure to report while backing off.
+    fn active(&self) -> Option<Error> {
+        let until = self.until?;
+        (Instant::now() < until)
+            .then(|| self.last.clone())
+            .flatten()
+    }
+
+    fn failed(&mut self, error: Error, retry_after: Option<Duration>) {
+        let delay = self.next.max(FIRST_BACKOFF);
+        let wait = retry_after.map_or(delay, |hint| hint.min(MAX_RETRY_AFTER).max(delay));
+        self.until = Some(Instant::now() + wait);
+        self.next = (delay * 2).min(MAX_BACKOFF);
+        self.last = Some(error);
+    }
 }
 
 /// The refresh in progress for one generation of tokens.
@@ -98,6 +132,31 @@ impl Flight {
 }
 
 impl Control {
+    /// A login or logout: the loop guard's history and the backoff belonged to the previous
+    /// identity.
+    pub(super) fn new_epoch(&mut self) {
+        self.recent.clear();
+        self.backoff = Backoff::default();
+    }
+
+    /// Records how flight `id`, started at `started`, ended: a failure leaves the loop guard
+    /// (it was no loop) and starts a backoff; a success ends any backoff.
+    fn settle(&mut self, id: u64, started: Instant, outcome: &Result<(), Error>, hint: Hint) {
+        if self.flight.as_ref().is_some_and(|f| f.id == id) {
+            self.flight = None;
+        }
+        match outcome {
+            Ok(()) => self.backoff = Backoff::default(),
+            Err(error @ Error::RefreshFailed(_)) => {
+                if let Some(at) = self.recent.iter().rposition(|t| *t == started) {
+                    self.recent.remove(at);
+                }
+                self.backoff.failed(error.clone(), hint);
+            }
+            Err(_) => {}
+        }
+    }
+
     /// The loop guard: at most `loop_limit` refreshes start within any `loop_window`.
     fn admit(&mut self, settings: &RefreshSettings) -> Result<(), Error> {
         let now = Instant::now();
@@ -116,7 +175,8 @@ impl Control {
         Ok(())
     }
 
-    /// Records a new flight for `generation`, whose first waiter is the caller.
+    /// Records a new flight for `generation`, whose first waiter is the caller (a prefetch
+    /// drops it at once).
     fn start(&mut self, generation: u64) -> (u64, watch::Sender<Outcome>, Waiter) {
         let (tx, outcome) = watch::channel(None);
         let waiters = Arc::new(AtomicUsize::new(1));
@@ -136,9 +196,13 @@ impl Control {
     }
 }
 
+/// A refresher's hint of when to try again.
+type Hint = Option<Duration>;
+
 impl Session {
     /// Asks for tokens newer than generation `seen`: at once if they exist, else by joining
-    /// the refresh in flight or starting one.
+    /// the refresh in flight or starting one. While backing off from a failed refresh, fails
+    /// at once with that failure.
     pub(crate) fn join(&self, seen: u64, settings: &Arc<RefreshSettings>) -> Result<Joined, Error> {
         let mut control = self.control();
         let state = self.shared.state.load();
@@ -158,6 +222,9 @@ impl Session {
         {
             return flight.join(settings.max_waiters).map(Joined::Wait);
         }
+        if let Some(failure) = control.backoff.active() {
+            return Err(failure);
+        }
         let Some(refresh_token) = tokens.refresh_token().map(str::to_owned) else {
             drop(control);
             self.expire(state.generation, settings);
@@ -165,18 +232,63 @@ impl Session {
         };
         control.admit(settings)?;
         let generation = state.generation;
+        drop(state);
+        self.launch(control, generation, refresh_token, settings)
+            .map(Joined::Wait)
+    }
+
+    /// Starts a background refresh of generation `seen` if none runs, nothing backs off, and
+    /// the loop guard allows one; never waits for the lock, never fails anyone.
+    pub(crate) fn prefetch(&self, seen: u64, settings: &Arc<RefreshSettings>) {
+        let mut control = match self.shared.control.try_lock() {
+            Ok(control) => control,
+            Err(std::sync::TryLockError::Poisoned(control)) => control.into_inner(),
+            // Someone is starting or ending a flight right now.
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let state = self.shared.state.load();
+        let refresh_token = match &state.tokens {
+            Some(tokens) if state.generation == seen && !state.expired => tokens.refresh_token(),
+            _ => return,
+        };
+        let Some(refresh_token) = refresh_token.map(str::to_owned) else {
+            return;
+        };
+        let busy = control
+            .flight
+            .as_ref()
+            .is_some_and(|f| f.generation == seen);
+        if busy || control.backoff.active().is_some() || control.admit(settings).is_err() {
+            return;
+        }
+        drop(state);
+        tracing::debug!(generation = seen, "prefetching tokens");
+        // A prefetch that cannot start is nobody's error: the stale point still waits.
+        let _ = self.launch(control, seen, refresh_token, settings);
+    }
+
+    /// Starts the flight for `generation`, with the control lock held on entry.
+    fn launch(
+        &self,
+        mut control: std::sync::MutexGuard<'_, Control>,
+        generation: u64,
+        refresh_token: String,
+        settings: &Arc<RefreshSettings>,
+    ) -> Result<Waiter, Error> {
+        let started = control.recent.back().copied().unwrap_or_else(Instant::now);
         let (id, tx, waiter) = control.start(generation);
         drop(control);
-        drop(state);
         // Outside the lock: a task dropped at once (a runtime shutting down) ends the flight
         // through `Finish`, which takes the lock.
         let finish = Finish {
             session: self.clone(),
             id,
+            started,
+            hint: None,
             tx: Some(tx),
         };
         spawn_refresh(Arc::clone(settings), refresh_token, generation, finish)?;
-        Ok(Joined::Wait(waiter))
+        Ok(waiter)
     }
 
     /// Waits for the refresh, bounded by the wait timeout: where a waiting request wakes.
@@ -243,8 +355,13 @@ async fn run_refresh(
     let result = tokio::time::timeout_at(task.deadline, refresh)
         .instrument(task.span.clone())
         .await;
+    let mut finish = finish;
     let outcome = match result {
         Ok(Ok(new)) => task.accept(new, refresh_token).await,
+        Ok(Err(RefreshFailure::RetryAfter(error, after))) => {
+            finish.hint = Some(after);
+            Err(task.failed(RefreshFailure::Transient(error)))
+        }
         Ok(Err(failure)) => Err(task.failed(failure)),
         Err(_) => {
             task.span.in_scope(|| tracing::warn!("refresh timed out"));
@@ -294,7 +411,7 @@ impl Task {
                     .in_scope(|| tracing::warn!(%error, "refresh token refused; session expired"));
                 self.expire()
             }
-            RefreshFailure::Transient(error) => {
+            RefreshFailure::Transient(error) | RefreshFailure::RetryAfter(error, _) => {
                 self.span
                     .in_scope(|| tracing::warn!(%error, "refresh failed"));
                 Error::refresh_failed(error)
@@ -326,6 +443,10 @@ impl Task {
 struct Finish {
     session: Session,
     id: u64,
+    /// The flight's entry in the loop guard.
+    started: Instant,
+    /// The refresher's `Retry-After`, if it failed with one.
+    hint: Hint,
     tx: Option<watch::Sender<Outcome>>,
 }
 
@@ -337,9 +458,7 @@ impl Finish {
     fn complete(&mut self, outcome: Result<(), Error>) {
         let Some(tx) = self.tx.take() else { return };
         let mut control = self.session.control();
-        if control.flight.as_ref().is_some_and(|f| f.id == self.id) {
-            control.flight = None;
-        }
+        control.settle(self.id, self.started, &outcome, self.hint);
         drop(control);
         tx.send_replace(Some(outcome));
     }

@@ -67,9 +67,13 @@ struct Counters {
 }
 
 /// What requests read, swapped whole on every change.
+///
+/// `generation` moves with every new token set; `epoch` only when the identity may change (a
+/// login or a logout), so a request can tell "refreshed" from "someone else".
 pub(crate) struct State {
     pub(crate) tokens: Option<CurrentTokens>,
     pub(crate) generation: u64,
+    pub(crate) epoch: u64,
     pub(crate) expired: bool,
 }
 
@@ -118,6 +122,7 @@ impl fmt::Debug for Session {
         f.debug_struct("Session")
             .field("logged_in", &state.tokens.is_some())
             .field("generation", &state.generation)
+            .field("epoch", &state.epoch)
             .field("expired", &state.expired)
             .finish()
     }
@@ -129,6 +134,7 @@ impl Session {
         let state = State {
             tokens: None,
             generation: 0,
+            epoch: 0,
             expired: false,
         };
         Self {
@@ -142,28 +148,64 @@ impl Session {
     }
 
     /// Installs `tokens` (a login), ending any expiry; requests use them at once.
+    ///
+    /// A login starts a new identity epoch: a request made before it is never sent with these
+    /// tokens (not after a wait, not as a replay) and fails with
+    /// [`Error::SessionChanged`](super::Error::SessionChanged) instead. To install new tokens
+    /// of the same identity without failing requests in flight, use
+    /// [`replace_tokens`](Self::replace_tokens).
     pub fn login(&self, tokens: Tokens) -> Result<(), UnusableToken> {
         let set = CurrentTokens::new(tokens)?;
-        let _control = self.control();
-        let generation = self.shared.state.load().generation + 1;
+        let mut control = self.control();
+        control.new_epoch();
+        let state = self.shared.state.load();
         let state = State {
             tokens: Some(set),
-            generation,
+            generation: state.generation + 1,
+            epoch: state.epoch + 1,
             expired: false,
         };
         self.publish(state, SessionEvent::LoggedIn);
         Ok(())
     }
 
+    /// Installs `tokens` of the same identity, ending any expiry; requests in flight go on
+    /// with them.
+    ///
+    /// For tokens the application obtained itself for the user already logged in: a
+    /// re-authentication (step-up, a new consent) or tokens refreshed by another process and
+    /// read from shared storage. Unlike [`login`](Self::login), it keeps the identity epoch,
+    /// so requests made before it are sent (or replayed) with these tokens. Never use it for
+    /// another user: their requests would go out with this user's tokens.
+    pub fn replace_tokens(&self, tokens: Tokens) -> Result<(), UnusableToken> {
+        let set = CurrentTokens::new(tokens)?;
+        let _control = self.control();
+        let state = self.shared.state.load();
+        let state = State {
+            tokens: Some(set),
+            generation: state.generation + 1,
+            epoch: state.epoch,
+            expired: false,
+        };
+        self.publish(state, SessionEvent::Refreshed);
+        Ok(())
+    }
+
     /// Forgets the tokens; requests fail with [`Error::NotAuthenticated`] until the next login.
     ///
+    /// Like a login it starts a new identity epoch: requests made before it that still wait
+    /// for a refresh or a replay fail with [`Error::SessionChanged`].
+    ///
     /// [`Error::NotAuthenticated`]: super::Error::NotAuthenticated
+    /// [`Error::SessionChanged`]: super::Error::SessionChanged
     pub fn logout(&self) {
-        let _control = self.control();
-        let generation = self.shared.state.load().generation + 1;
+        let mut control = self.control();
+        control.new_epoch();
+        let state = self.shared.state.load();
         let state = State {
             tokens: None,
-            generation,
+            generation: state.generation + 1,
+            epoch: state.epoch + 1,
             expired: false,
         };
         self.publish(state, SessionEvent::LoggedOut);
@@ -227,6 +269,7 @@ impl Session {
         let state = State {
             tokens: Some(set),
             generation: generation + 1,
+            epoch: state.epoch,
             expired: false,
         };
         self.publish(state, SessionEvent::Refreshed);
@@ -244,6 +287,7 @@ impl Session {
         let expired = State {
             tokens: state.tokens.clone(),
             generation,
+            epoch: state.epoch,
             expired: true,
         };
         self.publish(expired, SessionEvent::Expired);
@@ -287,14 +331,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shorter_of_expires_in_and_exp_wins() {
+    fn expires_in_wins_over_the_jwt_claims() {
+        // `exp` read against a client clock that may be skewed says a minute; the server said
+        // an hour, counted from receipt.
         let now = unix_now();
         let session = Session::new();
         session
             .login(Tokens::new(jwt(now + 60), "r").expires_in(Duration::from_secs(3600)))
             .unwrap();
         let left = session.tokens().unwrap().expires_at().unwrap() - Instant::now();
-        assert!(left <= Duration::from_secs(60), "{left:?}");
+        assert!(left > Duration::from_secs(3590), "{left:?}");
     }
 
     #[test]
@@ -325,6 +371,10 @@ mod tests {
         drop(state);
         session.logout();
         assert_eq!(session.load().generation, 2);
+        assert_eq!(session.load().epoch, 2);
+        session.login(Tokens::new("a", "r")).unwrap();
+        session.replace_tokens(Tokens::new("b", "r")).unwrap();
+        assert_eq!((session.load().generation, session.load().epoch), (4, 3));
         assert_eq!(
             session.login(Tokens::access_only("bad\ntoken")),
             Err(UnusableToken)

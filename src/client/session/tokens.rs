@@ -106,6 +106,9 @@ pub(crate) struct TokenState {
     refresh_token: Option<String>,
     pub(crate) expires_at: Option<Instant>,
     pub(crate) lifetime: Option<Duration>,
+    /// A random fraction in `[0, 1)`, drawn once per token set: where in the early window this
+    /// set's prefetch point falls, so that clients that logged in together spread out.
+    pub(crate) jitter: f64,
 }
 
 impl TokenState {
@@ -135,6 +138,7 @@ impl CurrentTokens {
             raw,
             expires_at: lifetime.map(|l| Instant::now() + l),
             lifetime,
+            jitter: jitter(&tokens.access_token),
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
         })))
@@ -165,26 +169,34 @@ impl fmt::Debug for CurrentTokens {
     }
 }
 
+/// A random fraction in `[0, 1)`: the token hashed with a freshly seeded SipHash key (std's
+/// `RandomState`, seeded from the OS), so no two clients (nor two sets) draw alike.
+fn jitter(token: &str) -> f64 {
+    use std::hash::BuildHasher as _;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(token) >> 11;
+    // 53 random bits: exactly representable, below 1.
+    bits as f64 / (1u64 << 53) as f64
+}
+
 /// The longest lifetime a token is taken to have (about 31 years).
 const MAX_LIFETIME: Duration = Duration::from_secs(1_000_000_000);
 
-/// The access token's lifetime from `expires_in` and the JWT's own claims.
+/// The access token's lifetime, counted from its receipt on the monotonic clock.
 ///
-/// Zero means "unknown" (a server that sends it means nothing by it). With both, the shorter:
-/// `expires_in` counts whole seconds from a truncated `iat`, so it can overstate a JWT's life
-/// by up to a second. Anything above `MAX_LIFETIME` is capped, so no deadline overflows.
+/// The server's `expires_in` if it gave one (zero means "unknown": a server that sends it
+/// means nothing by it), else the JWT's `exp - iat`: both are durations, so neither the
+/// client's wall clock nor its skew against the server's changes them. Anything above
+/// `MAX_LIFETIME` is capped, so no deadline overflows.
 fn lifetime(expires_in: Option<Duration>, access_token: &str) -> Option<Duration> {
-    let expires_in = expires_in.filter(|l| !l.is_zero());
-    match (expires_in, jwt_lifetime(access_token)) {
-        (Some(given), Some(read)) => Some(given.min(read)),
-        (given, read) => given.or(read),
-    }
-    .map(|l| l.min(MAX_LIFETIME))
+    expires_in
+        .filter(|l| !l.is_zero())
+        .or_else(|| jwt_lifetime(access_token))
+        .map(|l| l.min(MAX_LIFETIME))
 }
 
-/// Reads a JWT's `exp` without verifying anything, as the time left until it. With `iat`, it
-/// is also at most `exp - iat`, the lifetime the server gave it: a client clock running behind
-/// the server's would otherwise take an expiring token for a young one.
+/// Reads a JWT's `exp` and `iat` without verifying anything: `exp - iat`, the lifetime the
+/// server gave it. Only a JWT without `iat` falls back on the wall clock (`exp - now`), the
+/// one case where a skewed client clock shortens or lengthens what it sees.
 fn jwt_lifetime(token: &str) -> Option<Duration> {
     #[derive(serde::Deserialize)]
     struct Exp {
@@ -197,13 +209,12 @@ fn jwt_lifetime(token: &str) -> Option<Duration> {
     }
     let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let Exp { exp, iat } = serde_json::from_slice(&json).ok()?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_secs_f64();
     let left = match iat {
-        Some(iat) if iat.is_finite() && iat < exp => (exp - now).min(exp - iat),
-        _ => exp - now,
+        Some(iat) if iat.is_finite() => exp - iat,
+        _ => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            exp - now.as_secs_f64()
+        }
     };
     (left.is_finite() && left > 0.0)
         .then(|| Duration::from_secs_f64(left.min(MAX_LIFETIME.as_secs_f64())))
@@ -238,13 +249,15 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_jwt_lifetime_is_at_most_what_the_server_gave_it() {
+    fn a_jwt_lifetime_is_exp_minus_iat_whatever_the_client_clock() {
         let now = unix_now();
-        // A client clock an hour behind the server's sees `exp` an hour and a minute away;
-        // `exp - iat` says the token lives one minute.
-        let payload =
-            URL_SAFE_NO_PAD.encode(format!(r#"{{"iat":{},"exp":{}}}"#, now + 3600, now + 3660));
-        let lifetime = jwt_lifetime(&format!("e30.{payload}.sig")).unwrap();
-        assert_eq!(lifetime.as_secs(), 60);
+        // The server's clock an hour ahead of the client's, or an hour behind: the token lives
+        // one minute either way.
+        for skew in [now + 3600, now - 3600] {
+            let claims = format!(r#"{{"iat":{skew},"exp":{}}}"#, skew + 60);
+            let payload = URL_SAFE_NO_PAD.encode(claims);
+            let lifetime = jwt_lifetime(&format!("e30.{payload}.sig")).unwrap();
+            assert_eq!(lifetime.as_secs(), 60);
+        }
     }
 }
