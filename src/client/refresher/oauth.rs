@@ -107,6 +107,7 @@ where
             .await
             .map_err(|e| RefreshFailure::Transient(e.into()))?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = Limited::new(response.into_body(), MAX_RESPONSE)
             .collect()
             .await
@@ -115,9 +116,20 @@ where
         if status.is_success() {
             read_tokens(&body)
         } else {
-            Err(read_refusal(status, &body))
+            let refusal = read_refusal(status, &body);
+            Err(match (refusal, retry_after) {
+                (refusal @ RefreshFailure::Transient(_), Some(after)) => refusal.retry_after(after),
+                (refusal, _) => refusal,
+            })
         }
     }
+}
+
+/// A `Retry-After` given in seconds (RFC 9110 §10.2.3), as a token endpoint answering 503
+/// sends it. The HTTP-date form is not read: the backoff's own delay applies then.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let seconds = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    seconds.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -260,6 +272,41 @@ mod tests {
         assert!(
             matches!(moved, Err(RefreshFailure::Transient(_))),
             "{moved:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_503_with_retry_after_carries_its_hint_and_invalid_grant_stays_permanent() {
+        let endpoint = |status: u16, retry: &'static str, body: &'static str| {
+            let endpoint = tower::service_fn(move |_: Request<Full<Bytes>>| async move {
+                Response::builder()
+                    .status(status)
+                    .header("retry-after", retry)
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+            });
+            OAuthRefresher::new(endpoint, Uri::from_static("http://auth.test/token"))
+        };
+        let busy = r#"{"error":"temporarily_unavailable"}"#;
+        let unavailable = endpoint(503, "7", busy).refresh("r1").await;
+        assert!(
+            matches!(unavailable, Err(RefreshFailure::RetryAfter(_, d)) if d == Duration::from_secs(7)),
+            "{unavailable:?}"
+        );
+        // An HTTP-date (not read) leaves a plain transient failure.
+        let dated = endpoint(503, "Wed, 21 Oct 2015 07:28:00 GMT", busy)
+            .refresh("r1")
+            .await;
+        assert!(
+            matches!(dated, Err(RefreshFailure::Transient(_))),
+            "{dated:?}"
+        );
+        // A dead refresh token is dead whatever the header says.
+        let refused = endpoint(400, "7", r#"{"error":"invalid_grant"}"#)
+            .refresh("r1")
+            .await;
+        assert!(
+            matches!(refused, Err(RefreshFailure::Permanent(_))),
+            "{refused:?}"
         );
     }
 
