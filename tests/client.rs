@@ -901,6 +901,46 @@ async fn an_early_refresh_holds_one_unit_of_capacity_not_two() {
     assert_eq!(script.calls(), 1);
 }
 
+/// Counts the bodies a layer keeps, keeping them as `CloneBodies` does.
+#[derive(Clone, Default)]
+struct CountingKeeps(Arc<AtomicUsize>);
+
+impl tower_jwt_refresh::client::ReplayPolicy<Full<Bytes>> for CountingKeeps {
+    type Kept = Full<Bytes>;
+
+    fn keep(&self, body: Full<Bytes>) -> (Full<Bytes>, Option<Full<Bytes>>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        (body.clone(), Some(body))
+    }
+
+    fn rebuild(&self, kept: Full<Bytes>) -> Option<Full<Bytes>> {
+        Some(kept)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_replays_keeps_no_copy_on_any_path() {
+    let server = Server::default();
+    server.accept("t0");
+    let script = Script::ok();
+    let session = Session::new();
+    session
+        .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(60)))
+        .unwrap();
+    let keeps = CountingKeeps::default();
+    let layer = script
+        .layer(&session, &server)
+        .max_replays(0)
+        .replay(keeps.clone());
+    let client = client(layer, &server);
+    // A young token, then one past the stale point, which waits for the refresh first.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    tokio::time::advance(Duration::from_secs(56)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+    assert_eq!(keeps.0.load(Ordering::SeqCst), 0, "no copy without replays");
+}
+
 #[tokio::test(start_paused = true)]
 async fn zero_replays_returns_the_401_after_refreshing() {
     let server = Server::default();

@@ -194,7 +194,11 @@ where
         }
         tracing::debug!(%error, "early refresh failed; sending with the current token");
     }
-    let (request, kept) = Kept::split(&shared.policy, request, &Spare::new(service.clone()));
+    let (request, kept) = if config.max_replays > 0 {
+        Kept::split(&shared.policy, request, &Spare::new(service.clone()))
+    } else {
+        (request, None)
+    };
     let (response, generation) = send(&mut service, config, epoch, request).await?;
     if !config.rejection.matches(&response) {
         return Ok(response);
