@@ -1101,3 +1101,218 @@ async fn a_replay_reads_the_token_once_the_service_is_ready() {
     assert_eq!(request.await.unwrap().unwrap(), StatusCode::OK);
     assert_eq!(server.seen(), ["t0", "t2"]);
 }
+
+/// A refresher issuing `t1`, `t2`, … at once, none of them accepted by the server unless the
+/// test says so.
+fn counting_refresher(calls: &Arc<AtomicUsize>) -> impl tower_jwt_refresh::client::Refresher {
+    let calls = Arc::clone(calls);
+    refresher_fn(move |_: String| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok(Tokens::new(format!("t{n}"), format!("r{n}"))) }
+    })
+}
+
+/// An `on_refresh` hook that logs when it starts and ends and stores what it persisted in
+/// `stored`; it takes 500 ms for `t1`, 10 ms otherwise.
+fn persisting(
+    log: &Arc<Mutex<Vec<String>>>,
+    stored: &Arc<Mutex<Option<String>>>,
+) -> impl Fn(tower_jwt_refresh::client::CurrentTokens) -> futures_util::future::BoxFuture<'static, ()>
++ Send
++ Sync
++ 'static {
+    let (log, stored) = (Arc::clone(log), Arc::clone(stored));
+    move |tokens| {
+        let token = tokens.access_token().to_owned();
+        let (log, stored) = (Arc::clone(&log), Arc::clone(&stored));
+        Box::pin(async move {
+            log.lock().unwrap().push(format!("start {token}"));
+            let slow = if token == "t1" { 500 } else { 10 };
+            tokio::time::sleep(Duration::from_millis(slow)).await;
+            *stored.lock().unwrap() = Some(token.clone());
+            log.lock().unwrap().push(format!("end {token}"));
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hooks_run_one_at_a_time_in_the_order_their_tokens_were_installed() {
+    let server = Server::default();
+    server.accept("t2");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (log, stored) = (Arc::default(), Arc::default());
+    let session = logged_in("t0");
+    let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
+        .on_refresh(persisting(&log, &stored));
+    let client = client(layer, &server);
+    // t0 is rejected: the first refresh installs t1, whose hook is slow.
+    let first = spawn_many(&client, "/", 1).remove(0);
+    wait_until(|| session.tokens().unwrap().access_token() == "t1").await;
+    // t1 is rejected too: a second refresh gets t2 while t1's hook still runs.
+    let second = spawn_many(&client, "/", 1).remove(0);
+    wait_until(|| calls.load(Ordering::SeqCst) == 2).await;
+    first.await.unwrap().ok();
+    assert_eq!(second.await.unwrap().unwrap(), StatusCode::OK);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log, ["start t1", "end t1", "start t2", "end t2"]);
+    // Storage holds the live refresh token, not the rotated-out one.
+    assert_eq!(stored.lock().unwrap().as_deref(), Some("t2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logout_under_the_storage_lock_is_never_overwritten_by_a_hook() {
+    let server = Server::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (log, stored) = (Arc::default(), Arc::<Mutex<Option<String>>>::default());
+    let session = logged_in("t0");
+    let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
+        .on_refresh(persisting(&log, &stored));
+    let client = client(layer, &server);
+    let request = spawn_many(&client, "/", 1).remove(0);
+    // t1's hook is storing it when the application logs out and clears storage.
+    wait_until(|| log.lock().unwrap().len() == 1).await;
+    let guard = session.lock_storage().await;
+    session.logout();
+    *stored.lock().unwrap() = None;
+    drop(guard);
+    request.await.unwrap().ok();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(*log.lock().unwrap(), ["start t1", "end t1"]);
+    assert_eq!(
+        *stored.lock().unwrap(),
+        None,
+        "the logout's clear came last"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hook_due_after_a_logout_does_not_run() {
+    let server = Server::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (log, stored) = (Arc::default(), Arc::default());
+    let session = logged_in("t0");
+    let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
+        .on_refresh(persisting(&log, &stored));
+    let client = client(layer, &server);
+    // The application is writing storage when the refresh lands: the refresh waits for it.
+    let guard = session.lock_storage().await;
+    let request = spawn_many(&client, "/", 1).remove(0);
+    wait_until(|| calls.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    session.logout();
+    drop(guard);
+    assert!(matches!(request.await.unwrap(), Err(Error::SessionChanged)));
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "no hook for tokens of an ended login"
+    );
+    assert!(stored.lock().unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_hook_leaves_the_session_the_waiters_and_the_stats_consistent() {
+    let server = Server::default();
+    server.accept("t1");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let session = logged_in("t0");
+    let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
+        .on_refresh(|_| -> std::future::Ready<()> { panic!("storage is broken") });
+    let client = client(layer, &server);
+    for task in spawn_many(&client, "/", 10) {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert_eq!(session.tokens().unwrap().access_token(), "t1");
+    let stats = session.stats();
+    assert_eq!((stats.refreshes, stats.refresh_failures), (1, 0));
+    // No backoff: the session goes on as after any refresh.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Polls `future` to its end on this thread, which belongs to no runtime.
+fn block_on_plain_thread<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+fn main_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_refresh_started_on_a_runtime_that_goes_idle_still_finishes() {
+    let main = main_runtime();
+    let side = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = Server::default();
+    let (script, gate) = Script::ok().gated();
+    let session = logged_in("t0");
+    // Built on the main runtime: that is where its refreshes run.
+    let client = {
+        let _main = main.enter();
+        let layer = script.layer(&session, &server);
+        client(layer.wait_timeout(Duration::from_secs(5)), &server)
+    };
+    // A request on the side runtime starts the refresh and gives up; that runtime then idles.
+    let gave_up = side.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), status(&client, "/")).await
+    });
+    assert!(gave_up.is_err());
+    assert_eq!(script.calls(), 1);
+    gate.add_permits(1);
+    // A request on the main runtime joins that refresh, which ends without the side runtime.
+    assert_eq!(main.block_on(status(&client, "/")).unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 1);
+}
+
+#[test]
+fn a_caller_outside_any_runtime_waits_on_the_layers_runtime() {
+    let main = main_runtime();
+    let server = Server::default();
+    let script = Script::ok();
+    let session = logged_in("t0");
+    let on_main = {
+        let _main = main.enter();
+        client(script.layer(&session, &server), &server)
+    };
+    let answer = std::thread::spawn(move || block_on_plain_thread(status(&on_main, "/")))
+        .join()
+        .unwrap();
+    assert_eq!(answer.unwrap(), StatusCode::OK);
+    // Built and called outside any runtime, a request that must wait gets a typed error.
+    let orphan = client(Script::ok().layer(&logged_in("t0"), &server), &server);
+    let answer = block_on_plain_thread(status(&orphan, "/"));
+    assert!(matches!(answer, Err(Error::NoRuntime)), "{answer:?}");
+}
+
+#[test]
+fn a_runtime_without_timers_gets_a_typed_error_not_a_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let server = Server::default();
+    let answer = runtime.block_on(async {
+        let client = client(Script::ok().layer(&logged_in("t0"), &server), &server);
+        status(&client, "/").await
+    });
+    assert!(matches!(answer, Err(Error::NoRuntime)), "{answer:?}");
+}

@@ -38,6 +38,11 @@ pub enum Error {
     /// The application logged in or out after this request was made: it is not sent with
     /// another login's tokens (nor with none). Make the request again if it still applies.
     SessionChanged,
+    /// A request had to wait for a refresh, or start one, where that cannot be done: on a
+    /// thread outside any Tokio runtime (when the layer was built outside one too), or on a
+    /// runtime built without timers (`enable_time`). A set-up mistake, reported here rather
+    /// than as a panic.
+    NoRuntime,
     /// The inner service failed.
     Inner(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -62,6 +67,7 @@ impl fmt::Display for Error {
             Self::Overloaded => "too many requests waiting for a token refresh",
             Self::RefreshLoop => "too many token refreshes in a short time",
             Self::SessionChanged => "session changed: logged in or out since the request was made",
+            Self::NoRuntime => "no Tokio runtime with timers to wait for the token refresh on",
             Self::Inner(_) => "inner service failed",
         })
     }
@@ -93,6 +99,7 @@ mod tests {
             Error::Overloaded,
             Error::RefreshLoop,
             Error::SessionChanged,
+            Error::NoRuntime,
         ] {
             let shown = e.to_string();
             assert!(shown.starts_with(|c: char| c.is_lowercase()), "{shown}");

@@ -67,6 +67,7 @@ impl RefreshLayer {
             loop_window: Duration::from_secs(2),
             on_refresh: None,
             on_session_expired: None,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         Self {
             shared: Arc::new(Shared {
@@ -152,6 +153,18 @@ impl<P: Clone> RefreshLayer<P> {
         self.settings(|s| s.refresh_timeout = timeout)
     }
 
+    /// The runtime refreshes run on (default: the one current when the layer was built, else
+    /// the one the request that starts the refresh runs on).
+    ///
+    /// A refresh serves every request of the session, whichever runtime each runs on, so it
+    /// must not run on one that may stop being driven, such as a `current_thread` runtime
+    /// whose `block_on` has returned. Give a runtime that lives as long as the layer and has
+    /// timers enabled. Waits are also timed on it for a caller outside any runtime.
+    #[must_use]
+    pub fn runtime(self, handle: tokio::runtime::Handle) -> Self {
+        self.settings(|s| s.runtime = Some(handle))
+    }
+
     /// How many requests may wait for one refresh; more fail with `Overloaded` (default
     /// 65,536).
     #[must_use]
@@ -229,6 +242,11 @@ impl<P: Clone> RefreshLayer<P> {
 
     /// Awaits `hook` with the new tokens after each refresh that installed them, before any
     /// waiting request goes on: persist them here. It is bounded by the refresh timeout.
+    ///
+    /// Hooks run one at a time, in the order their tokens were installed, and never once a
+    /// `logout` or `login` has replaced those tokens; take [`Session::lock_storage`] around
+    /// the application's own storage writes to order them against hooks too. A hook that
+    /// panics is logged; the refresh still succeeds.
     ///
     /// Hooks belong to this layer while refreshes belong to the session: give every layer
     /// over one `Session` the same hooks.

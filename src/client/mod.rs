@@ -117,4 +117,6 @@ pub use layer::RefreshLayer;
 pub use refresher::{OAuthRefresher, RefreshFailure, Refresher, RefresherFn, refresher_fn};
 pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, TeeBodies};
 pub use service::Refresh;
-pub use session::{CurrentTokens, Session, SessionEvent, Stats, Tokens, UnusableToken};
+pub use session::{
+    CurrentTokens, Session, SessionEvent, Stats, StorageGuard, Tokens, UnusableToken,
+};

@@ -11,8 +11,6 @@
 //! refreshes may start (the loop guard).
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,8 +19,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Instrument as _, Span};
 
-use super::Session;
+use super::hooks::{self, OnRefresh};
 use super::tokens::{CurrentTokens, Tokens};
+use super::{Session, runtime};
 use crate::client::error::Error;
 use crate::client::refresher::{DynRefresher, RefreshFailure};
 
@@ -37,11 +36,9 @@ pub(crate) struct RefreshSettings {
     pub(crate) loop_window: Duration,
     pub(crate) on_refresh: Option<OnRefresh>,
     pub(crate) on_session_expired: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Where refreshes run: the runtime current when the layer was built, unless set.
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
-
-/// The `on_refresh` hook: awaited before waiters are released.
-pub(crate) type OnRefresh =
-    Arc<dyn Fn(CurrentTokens) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// A flight's outcome, `None` until it lands.
 type Outcome = Option<Result<(), Error>>;
@@ -147,11 +144,13 @@ impl Control {
         }
         match outcome {
             Ok(()) => self.backoff = Backoff::default(),
-            Err(error @ Error::RefreshFailed(_)) => {
+            Err(error @ (Error::RefreshFailed(_) | Error::NoRuntime)) => {
                 if let Some(at) = self.recent.iter().rposition(|t| *t == started) {
                     self.recent.remove(at);
                 }
-                self.backoff.failed(error.clone(), hint);
+                if let Error::RefreshFailed(_) = error {
+                    self.backoff.failed(error.clone(), hint);
+                }
             }
             Err(_) => {}
         }
@@ -299,8 +298,9 @@ impl Session {
     ) -> Result<(), Error> {
         let started = Instant::now();
         let mut outcome = waiter.outcome.clone();
-        let result =
-            tokio::time::timeout(settings.wait_timeout, outcome.wait_for(Option::is_some)).await;
+        let deadline = started + settings.wait_timeout;
+        let landed = outcome.wait_for(Option::is_some);
+        let result = runtime::timeout_at(settings.runtime.as_ref(), deadline, landed)?.await;
         self.count_wait(started.elapsed());
         drop(waiter);
         match result {
@@ -320,20 +320,25 @@ struct Task {
     span: Span,
 }
 
-/// Starts the refresh task; without a Tokio runtime, ends the flight at once instead.
+/// Starts the refresh task on the layer's runtime; without one, ends the flight at once.
 fn spawn_refresh(
     settings: Arc<RefreshSettings>,
     refresh_token: String,
     generation: u64,
     finish: Finish,
 ) -> Result<(), Error> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        let error = Error::refresh_failed("refreshing needs a Tokio runtime");
-        finish.send(Err(error.clone()));
-        return Err(error);
+    match runtime::handle(settings.runtime.as_ref()) {
+        // On a runtime that has shut down, Tokio drops the task unrun, which ends the flight
+        // through `Finish`.
+        Ok(runtime) => {
+            runtime.spawn(run_refresh(settings, refresh_token, generation, finish));
+            Ok(())
+        }
+        Err(error) => {
+            finish.send(Err(error.clone()));
+            Err(error)
+        }
     }
-    tokio::spawn(run_refresh(settings, refresh_token, generation, finish));
-    Ok(())
 }
 
 /// The refresh task: refresh, install, run the hook, then release the waiters, all within
@@ -352,10 +357,12 @@ async fn run_refresh(
         generation,
     };
     let refresh = Arc::clone(&task.settings.refresher).refresh_owned(refresh_token.clone());
-    let result = tokio::time::timeout_at(task.deadline, refresh)
-        .instrument(task.span.clone())
-        .await;
     let mut finish = finish;
+    let Ok(refresh) = runtime::timeout_at(None, task.deadline, refresh) else {
+        // A runtime without timers: every flight would hang without its timeout.
+        return finish.send(Err(Error::NoRuntime));
+    };
+    let result = refresh.instrument(task.span.clone()).await;
     let outcome = match result {
         Ok(Ok(new)) => task.accept(new, refresh_token).await,
         Ok(Err(RefreshFailure::RetryAfter(error, after))) => {
@@ -386,19 +393,29 @@ impl Task {
                 return Err(self.expire());
             }
         };
+        // Hooks run in the order their tokens are installed: take the storage lock first.
+        let storage = match &self.settings.on_refresh {
+            Some(_) => match self.session.lock_storage_until(self.deadline).await {
+                None => {
+                    let skipped = "storage lock held past the refresh timeout; on_refresh skipped";
+                    self.span.in_scope(|| tracing::warn!(skipped));
+                    None
+                }
+                guard => guard,
+            },
+            None => None,
+        };
         if !self.session.install(set.clone(), self.generation) {
             return Ok(());
         }
         self.session.count_refresh();
         self.span.in_scope(|| tracing::debug!("tokens refreshed"));
-        // Persisted before any waiter goes on; only tokens in use.
-        if let Some(hook) = &self.settings.on_refresh
-            && tokio::time::timeout_at(self.deadline, hook(set))
-                .await
-                .is_err()
+        // Persisted before any waiter goes on; only tokens still in use (a logout or login
+        // since the install ends them).
+        if let (Some(hook), Some(_storage)) = (&self.settings.on_refresh, storage)
+            && self.session.is_at(self.generation + 1)
         {
-            self.span
-                .in_scope(|| tracing::warn!("on_refresh hook timed out"));
+            hooks::run(hook, set, self.deadline, &self.span).await;
         }
         Ok(())
     }

@@ -9,6 +9,8 @@
 //! refresh and is where a waiting request wakes up.
 
 mod flight;
+mod hooks;
+mod runtime;
 mod tokens;
 
 use std::fmt;
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 
 use self::flight::Control;
 pub(crate) use self::flight::{Joined, RefreshSettings};
+pub use self::hooks::StorageGuard;
 pub(crate) use self::tokens::TokenState;
 pub use self::tokens::{CurrentTokens, Tokens, UnusableToken};
 
@@ -108,6 +111,8 @@ struct Shared {
     control: Mutex<Control>,
     events: watch::Sender<SessionEvent>,
     counters: Counters,
+    /// Held while an `on_refresh` hook runs, and by the application's storage writes.
+    storage: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Session {
@@ -143,6 +148,7 @@ impl Session {
                 control: Mutex::default(),
                 events: watch::channel(SessionEvent::LoggedOut).0,
                 counters: Counters::default(),
+                storage: Arc::default(),
             }),
         }
     }
@@ -274,6 +280,12 @@ impl Session {
         };
         self.publish(state, SessionEvent::Refreshed);
         true
+    }
+
+    /// Whether the session still holds the tokens of `generation`, unexpired.
+    fn is_at(&self, generation: u64) -> bool {
+        let state = self.shared.state.load();
+        state.generation == generation && !state.expired
     }
 
     /// Marks the session expired, if still at `generation`, and fires the hook: once per
