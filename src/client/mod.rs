@@ -109,6 +109,7 @@ mod recovery;
 mod refresher;
 mod rejection;
 mod replay;
+mod round;
 mod service;
 mod session;
 

@@ -5,19 +5,19 @@
 //! goes through to readiness again, and a request waiting for a refresh holds no capacity of
 //! the inner service but the one ready instance it was called with.
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::AUTHORIZATION;
 use http::request::Parts;
-use http::{Request, Response};
-use tokio::time::Instant;
+use http::{HeaderMap, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::config::{Config, Shared};
 use super::error::Error;
 use super::replay::ReplayPolicy;
-use super::session::{Joined, Session};
+use super::round::{self, Copies, Sender};
 use crate::BoxError;
 
 /// What a request keeps for a replay: its head (without `Authorization`, which every send
@@ -77,142 +77,131 @@ impl<S, K> Kept<S, K> {
     }
 }
 
-/// Waits until the session holds tokens newer than generation `seen`: at once if it does,
-/// else by joining or starting the refresh.
-async fn refresh_after(config: &Config, seen: u64) -> Result<(), Error> {
-    match config.session.join(seen, &config.settings)? {
-        Joined::Newer => Ok(()),
-        Joined::Wait(waiter) => config.session.wait(waiter, &config.settings).await,
+/// Sends `Request<B>` through a tower service: drives it to readiness, then reads the token.
+struct Tower<S, B, ResBody>(S, PhantomData<fn(B) -> ResBody>);
+
+impl<S, B, ResBody> Tower<S, B, ResBody> {
+    fn new(service: S) -> Self {
+        Self(service, PhantomData)
     }
 }
 
-/// Drives `service` to readiness, then sends `request` through it with the session's
-/// current token, read only once the service is ready (the wait may outlive a refresh), if
-/// the session is still in identity `epoch`. Returns the tokens' generation with the answer.
-async fn send<S, B>(
-    service: &mut S,
-    config: &Config,
-    epoch: u64,
-    mut request: Request<B>,
-) -> Result<(S::Response, u64), Error>
+impl<S, B, ResBody> Sender for Tower<S, B, ResBody>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send,
 {
-    let ready = service.ready().await.map_err(Error::inner)?;
-    let (authorization, generation) = config.authorization(epoch)?;
-    request.headers_mut().insert(AUTHORIZATION, authorization);
-    let response = ready.call(request).await.map_err(Error::inner)?;
-    Ok((response, generation))
-}
+    type Request = Request<B>;
+    type Response = Response<ResBody>;
+    type Error = Error;
 
-/// The body to send; when another replay may follow (`again`), a copy of it goes into `kept`
-/// first.
-fn keep_again<B, P: ReplayPolicy<B>>(
-    policy: &P,
-    body: B,
-    kept: &mut Option<P::Kept>,
-    again: bool,
-) -> B {
-    if !again {
-        return body;
+    async fn send(
+        &mut self,
+        config: &Config,
+        epoch: u64,
+        mut request: Request<B>,
+    ) -> Result<(Response<ResBody>, u64), Error> {
+        let ready = self.0.ready().await.map_err(Error::inner)?;
+        let (authorization, generation) = config.authorization(epoch)?;
+        request.headers_mut().insert(AUTHORIZATION, authorization);
+        let response = ready.call(request).await.map_err(Error::inner)?;
+        Ok((response, generation))
     }
-    let (send, keep) = policy.keep(body);
-    *kept = keep;
-    send
+
+    fn head(response: &Response<ResBody>) -> (StatusCode, &HeaderMap) {
+        (response.status(), response.headers())
+    }
 }
 
-/// After a rejection: get newer tokens (a stale rejection needs no refresh), then replay, at
-/// most `max_replays` times. Without a kept body, the refresh still happens and the rejection
-/// is returned, so the next request succeeds.
+/// A kept head and body, rebuilt into a request with the layer's replay policy.
+struct Rebuild<'a, P: ReplayPolicy<B>, B> {
+    policy: &'a P,
+    parts: Parts,
+    body: Option<P::Kept>,
+}
+
+impl<P: ReplayPolicy<B>, B> Copies for Rebuild<'_, P, B> {
+    type Request = Request<B>;
+
+    fn next(&mut self, again: bool) -> Option<Request<B>> {
+        let body = self.policy.rebuild(self.body.take()?)?;
+        let body = if again {
+            let (send, keep) = self.policy.keep(body);
+            self.body = keep;
+            send
+        } else {
+            body
+        };
+        Some(Request::from_parts(self.parts.clone(), body))
+    }
+}
+
+/// After a rejection of a request sent through `Refresh`: see [`round::recover`]. Replays go
+/// through a clone of the inner service made from the kept spare.
 pub(crate) async fn recover<S, B, ResBody, P>(
     shared: Arc<Shared<P>>,
     kept: Option<Kept<S, P::Kept>>,
-    (mut seen, epoch): (u64, u64),
-    mut rejected: Response<ResBody>,
+    seen: (u64, u64),
+    rejected: Response<ResBody>,
 ) -> Result<Response<ResBody>, Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send,
     P: ReplayPolicy<B>,
 {
     let (config, policy) = (&shared.config, &shared.policy);
-    let Some(Kept { parts, body, spare }) = kept else {
-        refresh_after(config, seen).await?;
-        return Ok(rejected);
-    };
-    let mut body = Some(body);
-    let mut service = None;
-    for replay in 0..config.max_replays {
-        let stale = config.session.load().generation > seen;
-        let Some(next_body) = body.take().and_then(|kept| policy.rebuild(kept)) else {
-            // Nothing to replay: still refresh, so the next request succeeds.
-            refresh_after(config, seen).await?;
-            return Ok(rejected);
-        };
-        // The rejection will not be returned: let its connection go before waiting.
-        drop(rejected);
-        refresh_after(config, seen).await?;
-        let last = replay + 1 == config.max_replays;
-        let next_body = keep_again(policy, next_body, &mut body, !last);
-        config.session.count_replay(stale);
-        tracing::debug!(stale, "replaying a rejected request");
-        let request = Request::from_parts(parts.clone(), next_body);
-        let service = service.get_or_insert_with(|| spare.service());
-        let (response, generation) = send(service, config, epoch, request).await?;
-        seen = generation;
-        if !config.rejection.matches(&response) {
-            return Ok(response);
-        }
-        rejected = response;
-    }
-    if config.max_replays == 0 {
-        refresh_after(config, seen).await?;
-    }
-    Ok(rejected)
+    let kept = kept.map(|Kept { parts, body, spare }| {
+        let body = Some(body);
+        (
+            Rebuild {
+                policy,
+                parts,
+                body,
+            },
+            move || Tower::new(spare.service()),
+        )
+    });
+    round::recover(config, kept, seen, rejected).await
 }
 
-/// The token is about to expire: refresh first, then send. If the refresh fails but the
-/// token is still valid, send with it anyway.
+/// The token is about to expire: see [`round::refresh_first`].
 pub(crate) async fn refresh_first<S, B, ResBody, P>(
     shared: Arc<Shared<P>>,
-    mut service: S,
+    service: S,
     request: Request<B>,
     seen: u64,
     epoch: u64,
 ) -> Result<Response<ResBody>, Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send,
     P: ReplayPolicy<B>,
 {
-    let config = &shared.config;
-    if let Err(error) = refresh_after(config, seen).await {
-        let still_valid = still_valid(&config.session);
-        if matches!(error, Error::SessionExpired | Error::NotAuthenticated) || !still_valid {
-            return Err(error);
-        }
-        tracing::debug!(%error, "early refresh failed; sending with the current token");
-    }
-    let (request, kept) = if config.max_replays > 0 {
-        Kept::split(&shared.policy, request, &Spare::new(service.clone()))
-    } else {
-        (request, None)
+    let (config, policy) = (&shared.config, &shared.policy);
+    let spare = Spare::new(service.clone());
+    let keep = |request| {
+        let (request, kept) = Kept::split(policy, request, &spare);
+        let copies = kept.map(|Kept { parts, body, .. }| Rebuild {
+            policy,
+            parts,
+            body: Some(body),
+        });
+        (request, copies)
     };
-    let (response, generation) = send(&mut service, config, epoch, request).await?;
-    if !config.rejection.matches(&response) {
-        return Ok(response);
-    }
-    recover(shared, kept, (generation, epoch), response).await
-}
-
-/// Whether the session's access token may still be sent: not expired, and its expiry (when
-/// known) still ahead.
-fn still_valid(session: &Session) -> bool {
-    let state = session.load();
-    !state.expired
-        && state
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.0.expires_at.is_none_or(|at| Instant::now() < at))
+    let replays = |_| Tower::new(spare.service());
+    round::refresh_first(
+        config,
+        Tower::new(service),
+        request,
+        keep,
+        replays,
+        (seen, epoch),
+    )
+    .await
 }
