@@ -109,6 +109,8 @@ mod recovery;
 mod refresher;
 mod rejection;
 mod replay;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod round;
 mod service;
 mod session;
@@ -117,6 +119,8 @@ pub use error::Error;
 pub use layer::RefreshLayer;
 pub use refresher::{OAuthRefresher, RefreshFailure, Refresher, RefresherFn, refresher_fn};
 pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, TeeBodies};
+#[cfg(feature = "reqwest")]
+pub use reqwest::{RefreshMiddleware, ReqwestTransport};
 pub use service::Refresh;
 pub use session::{
     CurrentTokens, Session, SessionEvent, Stats, StorageGuard, Tokens, UnusableToken,
