@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::AUTHORIZATION;
-use http::request::Parts;
 use http::{Request, Response};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -16,64 +15,59 @@ use tower_service::Service;
 
 use super::config::{Config, Shared};
 use super::error::Error;
-use super::replay::ReplayPolicy;
+use super::replay::{Head, ReplayPolicy};
 use super::session::{Joined, Session};
 use crate::BoxError;
 
 /// What a request keeps for a replay: its head (without `Authorization`, which every send
-/// sets anew), the kept body, and where to get a service to send it through.
-pub(crate) struct Kept<S, K> {
-    parts: Parts,
+/// sets anew) and the kept body.
+pub(crate) struct Kept<K> {
+    head: Head,
     body: K,
-    spare: Spare<S>,
 }
 
-/// A clone of the inner service that replays are cloned from, shared by every request of one
-/// [`Refresh`](super::Refresh): keeping a request costs a reference count, and the service is
-/// cloned only when a replay actually happens.
-pub(crate) struct Spare<S>(Arc<Mutex<S>>);
-
-impl<S> Clone for Spare<S> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
-    }
+/// What every request of one [`Refresh`](super::Refresh) holds for a recovery, for one
+/// reference count: the layer's configuration, and a clone of the inner service that replays
+/// are cloned from, only when a replay actually happens.
+pub(crate) struct Spare<S, P> {
+    pub(crate) shared: Arc<Shared<P>>,
+    service: Mutex<S>,
 }
 
-impl<S: Clone> Spare<S> {
-    pub(crate) fn new(service: S) -> Self {
-        Self(Arc::new(Mutex::new(service)))
+impl<S: Clone, P> Spare<S, P> {
+    pub(crate) fn new(shared: Arc<Shared<P>>, service: S) -> Self {
+        Self {
+            shared,
+            service: Mutex::new(service),
+        }
     }
 
     /// A service of its own for one replay, not yet ready.
     pub(crate) fn service(&self) -> S {
         // Only `clone` runs under the lock; a clone that panicked poisoned nothing we rely on.
-        self.0
+        self.service
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 }
 
-impl<S, K> Kept<S, K> {
+impl<K> Kept<K> {
     /// Splits `request` (not yet carrying `Authorization`) into the one to send now and, if
-    /// `policy` keeps its body, what a replay needs. A request without headers or extensions
-    /// costs no allocation here; a `Clone` body costs its clone.
-    pub(crate) fn split<B, P>(
-        policy: &P,
-        request: Request<B>,
-        spare: &Spare<S>,
-    ) -> (Request<B>, Option<Self>)
+    /// `policy` keeps its body, what a replay needs. The head costs one allocation; a `Clone`
+    /// body costs its clone.
+    pub(crate) fn split<B, P>(policy: &P, request: Request<B>) -> (Request<B>, Option<Self>)
     where
         P: ReplayPolicy<B, Kept = K>,
     {
         let (parts, body) = request.into_parts();
         let (body, kept) = policy.keep(body);
+        let request = Request::from_parts(parts, body);
         let kept = kept.map(|body| Self {
-            parts: parts.clone(),
+            head: Head::of(&request),
             body,
-            spare: spare.clone(),
         });
-        (Request::from_parts(parts, body), kept)
+        (request, kept)
     }
 }
 
@@ -126,8 +120,8 @@ fn keep_again<B, P: ReplayPolicy<B>>(
 /// most `max_replays` times. Without a kept body, the refresh still happens and the rejection
 /// is returned, so the next request succeeds.
 pub(crate) async fn recover<S, B, ResBody, P>(
-    shared: Arc<Shared<P>>,
-    kept: Option<Kept<S, P::Kept>>,
+    spare: Arc<Spare<S, P>>,
+    kept: Option<Kept<P::Kept>>,
     (mut seen, epoch): (u64, u64),
     mut rejected: Response<ResBody>,
 ) -> Result<Response<ResBody>, Error>
@@ -136,8 +130,8 @@ where
     S::Error: Into<BoxError>,
     P: ReplayPolicy<B>,
 {
-    let (config, policy) = (&shared.config, &shared.policy);
-    let Some(Kept { parts, body, spare }) = kept else {
+    let (config, policy) = (&spare.shared.config, &spare.shared.policy);
+    let Some(Kept { head, body }) = kept else {
         refresh_after(config, seen).await?;
         return Ok(rejected);
     };
@@ -145,7 +139,13 @@ where
     let mut service = None;
     for replay in 0..config.max_replays {
         let stale = config.session.load().generation > seen;
-        let Some(next_body) = body.take().and_then(|kept| policy.rebuild(kept)) else {
+        let last = replay + 1 == config.max_replays;
+        let request = body
+            .take()
+            .and_then(|kept| policy.rebuild(kept))
+            .map(|next| keep_again(policy, next, &mut body, !last))
+            .and_then(|next| head.request(next));
+        let Some(request) = request else {
             // Nothing to replay: still refresh, so the next request succeeds.
             refresh_after(config, seen).await?;
             return Ok(rejected);
@@ -153,11 +153,8 @@ where
         // The rejection will not be returned: let its connection go before waiting.
         drop(rejected);
         refresh_after(config, seen).await?;
-        let last = replay + 1 == config.max_replays;
-        let next_body = keep_again(policy, next_body, &mut body, !last);
         config.session.count_replay(stale);
         tracing::debug!(stale, "replaying a rejected request");
-        let request = Request::from_parts(parts.clone(), next_body);
         let service = service.get_or_insert_with(|| spare.service());
         let (response, generation) = send(service, config, epoch, request).await?;
         seen = generation;
@@ -195,7 +192,7 @@ where
         tracing::debug!(%error, "early refresh failed; sending with the current token");
     }
     let (request, kept) = if config.max_replays > 0 {
-        Kept::split(&shared.policy, request, &Spare::new(service.clone()))
+        Kept::split(&shared.policy, request)
     } else {
         (request, None)
     };
@@ -203,7 +200,8 @@ where
     if !config.rejection.matches(&response) {
         return Ok(response);
     }
-    recover(shared, kept, (generation, epoch), response).await
+    let spare = Arc::new(Spare::new(Arc::clone(&shared), service));
+    recover(spare, kept, (generation, epoch), response).await
 }
 
 /// Whether the session's access token may still be sent: not expired, and its expiry (when

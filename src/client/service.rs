@@ -1,9 +1,12 @@
 //! [`Refresh`]: the service that attaches tokens and recovers from rejections.
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
+use arc_swap::cache::Cache;
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_service::Service;
@@ -13,15 +16,32 @@ use super::error::Error;
 use super::future::ResponseFuture;
 use super::recovery::{Kept, Spare, refresh_first};
 use super::replay::{CloneBodies, ReplayPolicy};
+use super::session::{Session, State};
 use crate::BoxError;
 
 /// Sends each request with the session's access token; on a rejection, refreshes once for
 /// every waiting request and replays. Built by [`RefreshLayer`](super::RefreshLayer).
 pub struct Refresh<S, P = CloneBodies> {
     inner: S,
-    /// What replays are cloned from, made at the first request that keeps a copy.
-    spare: Option<Spare<S>>,
+    /// What every request's future holds for a recovery, and replays are cloned from; made
+    /// at the first request.
+    spare: Option<Arc<Spare<S, P>>>,
     shared: Arc<Shared<P>>,
+    /// The session's state as this service last read it: a request checks that it is still
+    /// current with one plain atomic load, where a fresh read takes two atomic writes.
+    state: Cache<SessionState, Arc<State>>,
+}
+
+/// The session's state, as [`Cache`] reads it.
+#[derive(Clone)]
+struct SessionState(Session);
+
+impl Deref for SessionState {
+    type Target = ArcSwap<State>;
+
+    fn deref(&self) -> &ArcSwap<State> {
+        self.0.state()
+    }
 }
 
 impl<S: Clone, P> Clone for Refresh<S, P> {
@@ -30,6 +50,7 @@ impl<S: Clone, P> Clone for Refresh<S, P> {
             inner: self.inner.clone(),
             spare: self.spare.clone(),
             shared: Arc::clone(&self.shared),
+            state: self.state.clone(),
         }
     }
 }
@@ -45,10 +66,12 @@ impl<S: fmt::Debug, P> fmt::Debug for Refresh<S, P> {
 
 impl<S, P> Refresh<S, P> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<P>>) -> Self {
+        let state = Cache::new(SessionState(shared.config.session.clone()));
         Self {
             inner,
             spare: None,
             shared,
+            state,
         }
     }
 
@@ -99,7 +122,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        let state = shared.config.session.load();
+        let state = self.state.load();
         let Some(tokens) = &state.tokens else {
             return if shared.config.pass_through {
                 ResponseFuture::pass_through(self.inner.call(req))
@@ -120,25 +143,25 @@ where
                 keep
             }
             Plan::Refresh => {
-                drop(state);
                 let service = release_ready(&mut self.inner);
                 let slow = refresh_first(Arc::clone(shared), service, req, generation, epoch);
                 return ResponseFuture::slow(Box::pin(slow));
             }
         };
         let authorization = tokens.0.header(shared.config.raw_authorization).clone();
-        drop(state);
-        // The copy is taken before `Authorization` is set: a replay sets its own, and a
-        // request with no other header then copies an empty map, which allocates nothing.
+        // The copy is taken before `Authorization` is set: a replay sets its own.
         let (mut req, kept) = if keep {
-            let inner = &self.inner;
-            let spare = self.spare.get_or_insert_with(|| Spare::new(inner.clone()));
-            Kept::split(&shared.policy, req, spare)
+            Kept::split(&shared.policy, req)
         } else {
             (req, None)
         };
         req.headers_mut().insert(AUTHORIZATION, authorization);
+        let inner = &self.inner;
+        let spare = self
+            .spare
+            .get_or_insert_with(|| Arc::new(Spare::new(Arc::clone(shared), inner.clone())));
+        let spare = Arc::clone(spare);
         let future = self.inner.call(req);
-        ResponseFuture::first(future, kept, Arc::clone(shared), (generation, epoch))
+        ResponseFuture::first(future, kept, spare, (generation, epoch))
     }
 }
