@@ -28,7 +28,9 @@ pub struct Refresh<S, P = CloneBodies> {
     spare: Option<Arc<Spare<S, P>>>,
     shared: Arc<Shared<P>>,
     /// The session's state as this service last read it: a request checks that it is still
-    /// current with one plain atomic load, where a fresh read takes two atomic writes.
+    /// current with one plain atomic load, where a fresh read takes two atomic writes. An idle
+    /// service holds on to the state it last saw (its tokens, until its next request or its
+    /// drop), as a request in flight does.
     state: Cache<SessionState, Arc<State>>,
 }
 
