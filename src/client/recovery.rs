@@ -5,7 +5,7 @@
 //! goes through to readiness again, and a request waiting for a refresh holds no capacity of
 //! the inner service but the one ready instance it was called with.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
@@ -26,29 +26,49 @@ pub(crate) struct Kept<K> {
     body: K,
 }
 
-/// What every request of one [`Refresh`](super::Refresh) holds for a recovery, for one
-/// reference count: the layer's configuration, and a clone of the inner service that replays
-/// are cloned from, only when a replay actually happens.
+/// What every request of one [`Refresh`](super::Refresh) and its clones holds for a recovery,
+/// for one reference count: the layer's configuration, and a clone of the inner service that
+/// replays are cloned from, only when a replay actually happens.
+///
+/// Made with the service, so that clones made before its first request (one per request, as
+/// servers and `oneshot` callers make them) share it rather than each allocating its own.
 pub(crate) struct Spare<S, P> {
     pub(crate) shared: Arc<Shared<P>>,
-    service: Mutex<S>,
+    /// A clone of the service the first request went through.
+    service: OnceLock<Mutex<S>>,
+}
+
+impl<S, P> Spare<S, P> {
+    pub(crate) fn new(shared: Arc<Shared<P>>) -> Self {
+        Self {
+            shared,
+            service: OnceLock::new(),
+        }
+    }
 }
 
 impl<S: Clone, P> Spare<S, P> {
-    pub(crate) fn new(shared: Arc<Shared<P>>, service: S) -> Self {
+    pub(crate) fn with_service(shared: Arc<Shared<P>>, service: S) -> Self {
         Self {
             shared,
-            service: Mutex::new(service),
+            service: OnceLock::from(Mutex::new(service)),
         }
+    }
+
+    /// Keeps a clone of `service` for replays, unless one is kept already: at every request,
+    /// before its future is made.
+    pub(crate) fn keep(&self, service: &S) {
+        self.service.get_or_init(|| Mutex::new(service.clone()));
     }
 
     /// A service of its own for one replay, not yet ready.
     pub(crate) fn service(&self) -> S {
+        let kept = self
+            .service
+            .get()
+            .expect("a spare service is kept at every request");
         // Only `clone` runs under the lock; a clone that panicked poisoned nothing we rely on.
-        self.service
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        kept.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -200,7 +220,7 @@ where
     if !config.rejection.matches(&response) {
         return Ok(response);
     }
-    let spare = Arc::new(Spare::new(Arc::clone(&shared), service));
+    let spare = Arc::new(Spare::with_service(Arc::clone(&shared), service));
     recover(spare, kept, (generation, epoch), response).await
 }
 

@@ -23,9 +23,8 @@ use crate::BoxError;
 /// every waiting request and replays. Built by [`RefreshLayer`](super::RefreshLayer).
 pub struct Refresh<S, P = CloneBodies> {
     inner: S,
-    /// What every request's future holds for a recovery, and replays are cloned from; made
-    /// at the first request.
-    spare: Option<Arc<Spare<S, P>>>,
+    /// What every request's future holds for a recovery, and replays are cloned from.
+    spare: Arc<Spare<S, P>>,
     shared: Arc<Shared<P>>,
     /// The session's state as this service last read it: a request checks that it is still
     /// current with one plain atomic load, where a fresh read takes two atomic writes. An idle
@@ -50,7 +49,7 @@ impl<S: Clone, P> Clone for Refresh<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            spare: self.spare.clone(),
+            spare: Arc::clone(&self.spare),
             shared: Arc::clone(&self.shared),
             state: self.state.clone(),
         }
@@ -71,7 +70,7 @@ impl<S, P> Refresh<S, P> {
         let state = Cache::new(SessionState(shared.config.session.clone()));
         Self {
             inner,
-            spare: None,
+            spare: Arc::new(Spare::new(Arc::clone(&shared))),
             shared,
             state,
         }
@@ -85,7 +84,7 @@ impl<S, P> Refresh<S, P> {
     /// The inner service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         // Replays go through clones of the service as it is after this change.
-        self.spare = None;
+        self.spare = Arc::new(Spare::new(Arc::clone(&self.shared)));
         &mut self.inner
     }
 
@@ -158,11 +157,8 @@ where
             (req, None)
         };
         req.headers_mut().insert(AUTHORIZATION, authorization);
-        let inner = &self.inner;
-        let spare = self
-            .spare
-            .get_or_insert_with(|| Arc::new(Spare::new(Arc::clone(shared), inner.clone())));
-        let spare = Arc::clone(spare);
+        self.spare.keep(&self.inner);
+        let spare = Arc::clone(&self.spare);
         let future = self.inner.call(req);
         ResponseFuture::first(future, kept, spare, (generation, epoch))
     }
