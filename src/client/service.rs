@@ -163,3 +163,30 @@ where
         ResponseFuture::first(future, kept, spare, (generation, epoch))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::client::{RefreshLayer, Tokens, refresher_fn};
+
+    #[tokio::test]
+    async fn clones_share_one_spare_and_see_a_login_made_after_them() {
+        let session = Session::new();
+        let refresher = refresher_fn(|_| async { Ok(Tokens::new("b", "r")) });
+        let echo = service_fn(|request: Request<()>| async move {
+            let authorization = request.headers().get(AUTHORIZATION).cloned();
+            Ok::<_, std::convert::Infallible>(Response::new(authorization))
+        });
+        // Made while logged out, as a server makes one clone per request from a template.
+        let template = RefreshLayer::new(session.clone(), refresher).layer(echo);
+        let (one, two) = (template.clone(), template.clone());
+        assert!(Arc::ptr_eq(&one.spare, &two.spare));
+        session.login(Tokens::new("a", "r")).unwrap();
+        let response = one.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.into_body().unwrap(), "Bearer a");
+        // The first request, through the other clone, kept the spare replays are cloned from.
+        let _replays_go_through = two.spare.service();
+    }
+}
