@@ -6,74 +6,88 @@
 //! the inner service but the one ready instance it was called with.
 
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use http::header::AUTHORIZATION;
-use http::request::Parts;
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::config::{Config, Shared};
 use super::error::Error;
-use super::replay::ReplayPolicy;
+use super::replay::{Head, ReplayPolicy};
 use super::round::{self, Copies, Sender};
 use crate::BoxError;
 
 /// What a request keeps for a replay: its head (without `Authorization`, which every send
-/// sets anew), the kept body, and where to get a service to send it through.
-pub(crate) struct Kept<S, K> {
-    parts: Parts,
+/// sets anew) and the kept body.
+pub(crate) struct Kept<K> {
+    head: Head,
     body: K,
-    spare: Spare<S>,
 }
 
-/// A clone of the inner service that replays are cloned from, shared by every request of one
-/// [`Refresh`](super::Refresh): keeping a request costs a reference count, and the service is
-/// cloned only when a replay actually happens.
-pub(crate) struct Spare<S>(Arc<Mutex<S>>);
+/// What every request of one [`Refresh`](super::Refresh) and its clones holds for a recovery,
+/// for one reference count: the layer's configuration, and a clone of the inner service that
+/// replays are cloned from, only when a replay actually happens.
+///
+/// Made with the service, so that clones made before its first request (one per request, as
+/// servers and `oneshot` callers make them) share it rather than each allocating its own.
+pub(crate) struct Spare<S, P> {
+    pub(crate) shared: Arc<Shared<P>>,
+    /// A clone of the service the first request went through.
+    service: OnceLock<Mutex<S>>,
+}
 
-impl<S> Clone for Spare<S> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
+impl<S, P> Spare<S, P> {
+    pub(crate) fn new(shared: Arc<Shared<P>>) -> Self {
+        Self {
+            shared,
+            service: OnceLock::new(),
+        }
     }
 }
 
-impl<S: Clone> Spare<S> {
-    pub(crate) fn new(service: S) -> Self {
-        Self(Arc::new(Mutex::new(service)))
+impl<S: Clone, P> Spare<S, P> {
+    pub(crate) fn with_service(shared: Arc<Shared<P>>, service: S) -> Self {
+        Self {
+            shared,
+            service: OnceLock::from(Mutex::new(service)),
+        }
+    }
+
+    /// Keeps a clone of `service` for replays, unless one is kept already: at every request,
+    /// before its future is made.
+    pub(crate) fn keep(&self, service: &S) {
+        self.service.get_or_init(|| Mutex::new(service.clone()));
     }
 
     /// A service of its own for one replay, not yet ready.
     pub(crate) fn service(&self) -> S {
+        let kept = self
+            .service
+            .get()
+            .expect("a spare service is kept at every request");
         // Only `clone` runs under the lock; a clone that panicked poisoned nothing we rely on.
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        kept.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
-impl<S, K> Kept<S, K> {
+impl<K> Kept<K> {
     /// Splits `request` (not yet carrying `Authorization`) into the one to send now and, if
-    /// `policy` keeps its body, what a replay needs. A request without headers or extensions
-    /// costs no allocation here; a `Clone` body costs its clone.
-    pub(crate) fn split<B, P>(
-        policy: &P,
-        request: Request<B>,
-        spare: &Spare<S>,
-    ) -> (Request<B>, Option<Self>)
+    /// `policy` keeps its body, what a replay needs. The head costs one allocation; a `Clone`
+    /// body costs its clone.
+    pub(crate) fn split<B, P>(policy: &P, request: Request<B>) -> (Request<B>, Option<Self>)
     where
         P: ReplayPolicy<B, Kept = K>,
     {
         let (parts, body) = request.into_parts();
         let (body, kept) = policy.keep(body);
+        let request = Request::from_parts(parts, body);
         let kept = kept.map(|body| Self {
-            parts: parts.clone(),
+            head: Head::of(&request),
             body,
-            spare: spare.clone(),
         });
-        (Request::from_parts(parts, body), kept)
+        (request, kept)
     }
 }
 
@@ -118,8 +132,15 @@ where
 /// A kept head and body, rebuilt into a request with the layer's replay policy.
 struct Rebuild<'a, P: ReplayPolicy<B>, B> {
     policy: &'a P,
-    parts: Parts,
+    head: Head,
     body: Option<P::Kept>,
+}
+
+impl<'a, P: ReplayPolicy<B>, B> Rebuild<'a, P, B> {
+    fn new(policy: &'a P, Kept { head, body }: Kept<P::Kept>) -> Self {
+        let body = Some(body);
+        Self { policy, head, body }
+    }
 }
 
 impl<P: ReplayPolicy<B>, B> Copies for Rebuild<'_, P, B> {
@@ -134,15 +155,15 @@ impl<P: ReplayPolicy<B>, B> Copies for Rebuild<'_, P, B> {
         } else {
             body
         };
-        Some(Request::from_parts(self.parts.clone(), body))
+        self.head.request(body)
     }
 }
 
 /// After a rejection of a request sent through `Refresh`: see [`round::recover`]. Replays go
-/// through a clone of the inner service made from the kept spare.
+/// through a clone of the kept spare service.
 pub(crate) async fn recover<S, B, ResBody, P>(
-    shared: Arc<Shared<P>>,
-    kept: Option<Kept<S, P::Kept>>,
+    spare: Arc<Spare<S, P>>,
+    kept: Option<Kept<P::Kept>>,
     seen: (u64, u64),
     rejected: Response<ResBody>,
 ) -> Result<Response<ResBody>, Error>
@@ -153,17 +174,10 @@ where
     B: Send,
     P: ReplayPolicy<B>,
 {
-    let (config, policy) = (&shared.config, &shared.policy);
-    let kept = kept.map(|Kept { parts, body, spare }| {
-        let body = Some(body);
-        (
-            Rebuild {
-                policy,
-                parts,
-                body,
-            },
-            move || Tower::new(spare.service()),
-        )
+    let (config, policy) = (&spare.shared.config, &spare.shared.policy);
+    let kept = kept.map(|kept| {
+        let sender = || Tower::new(spare.service());
+        (Rebuild::new(policy, kept), sender)
     });
     round::recover(config, kept, seen, rejected).await
 }
@@ -184,15 +198,10 @@ where
     P: ReplayPolicy<B>,
 {
     let (config, policy) = (&shared.config, &shared.policy);
-    let spare = Spare::new(service.clone());
+    let spare = Spare::with_service(Arc::clone(&shared), service.clone());
     let keep = |request| {
-        let (request, kept) = Kept::split(policy, request, &spare);
-        let copies = kept.map(|Kept { parts, body, .. }| Rebuild {
-            policy,
-            parts,
-            body: Some(body),
-        });
-        (request, copies)
+        let (request, kept) = Kept::split(policy, request);
+        (request, kept.map(|kept| Rebuild::new(policy, kept)))
     };
     let replays = |_| Tower::new(spare.service());
     round::refresh_first(
