@@ -497,8 +497,6 @@ fn fallback(fail_closed: bool, error: impl Into<BoxError>) -> Result<TokenStatus
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// The commands of every `redis.call` in `lua`, each with its arguments as written.
     fn calls(lua: &str) -> Vec<(String, Vec<String>)> {
         lua.split("redis.call(")
