@@ -189,11 +189,12 @@ impl<C> RedisStore<C> {
     ///
     /// Redis replicates asynchronously: without this, a primary that fails right after
     /// acknowledging a write can take it with it, and its promoted replica does not know the
-    /// token the client now holds. Set `replicas` to the replicas each primary has (1 in a
-    /// cluster of one replica per primary). It costs one more round trip between primary and
-    /// replica per write (see BENCHMARKS.md), and while a primary has fewer replicas than
-    /// `replicas`, writes to it fail. Keep `timeout` (at least 1 ms) under the connection's
-    /// response timeout (1 s for [`connect`](RedisStore::connect) and
+    /// token the client now holds. It costs one more round trip between primary and replica
+    /// per write (see BENCHMARKS.md), and while a primary has fewer replicas than `replicas`
+    /// (after a failover, until a replica has rejoined), writes to it fail: with one replica
+    /// per primary and `replicas` 1, losing a node stops writes to its slots for a while; with
+    /// two replicas per primary and `replicas` 1, they go on. Keep `timeout` (at least 1 ms)
+    /// under the connection's response timeout (1 s for [`connect`](RedisStore::connect) and
     /// [`connect_cluster`](RedisStore::connect_cluster)).
     #[must_use]
     pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
