@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::error::Error;
 use super::rejection::RejectionRule;
-use super::session::{RefreshSettings, Session, TokenState};
+use super::session::{RefreshSettings, Session, State, TokenState};
 
 /// Everything a [`Refresh`](super::Refresh) service shares: the configuration and the replay
 /// policy, apart so that changing the policy moves the rest whole.
@@ -45,15 +45,18 @@ pub(crate) enum Early {
 }
 
 /// What [`Config::decide`] says to do with a request.
-#[cfg(feature = "reqwest")]
-pub(crate) enum Decision {
+pub(crate) enum Decision<'a> {
     Fail(Error),
     /// No tokens, and the layer lets such requests through as they are.
     PassThrough,
     /// Refresh first; the tokens' generation and identity epoch.
     RefreshFirst((u64, u64)),
-    /// Send now, keeping a copy for a replay or not.
-    Send((u64, u64), bool),
+    /// Send now with `authorization`, keeping a copy for a replay or not.
+    Send {
+        seen: (u64, u64),
+        keep: bool,
+        authorization: &'a HeaderValue,
+    },
 }
 
 /// What to do with a request, decided from its tokens.
@@ -105,12 +108,10 @@ impl Config {
         Plan::Send { keep, prefetch }
     }
 
-    /// What to do with a request that is about to go out, for a front end without `call`'s
-    /// hot path: fail, pass it through, refresh first, or send (starting a prefetch first
-    /// when one is due).
-    #[cfg(feature = "reqwest")]
-    pub(crate) fn decide(&self) -> Decision {
-        let state = self.session.load();
+    /// What to do with a request about to go out with the session in `state`: fail, pass it
+    /// through, refresh first, or send (starting a prefetch first when one is due). Every
+    /// front end decides here.
+    pub(crate) fn decide<'a>(&self, state: &'a State) -> Decision<'a> {
         let Some(tokens) = &state.tokens else {
             return if self.pass_through {
                 Decision::PassThrough
@@ -128,7 +129,12 @@ impl Config {
                 if prefetch {
                     self.session.prefetch(state.generation, &self.settings);
                 }
-                Decision::Send(seen, keep)
+                let authorization = tokens.0.header(self.raw_authorization);
+                Decision::Send {
+                    seen,
+                    keep,
+                    authorization,
+                }
             }
         }
     }

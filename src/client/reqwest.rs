@@ -78,7 +78,9 @@ impl RefreshMiddleware {
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let config = &*self.config;
         let mut sender = Reqwest { next, extensions };
-        let result = match config.decide() {
+        // Owned, not a guard: the arms await.
+        let state = arc_swap::Guard::into_inner(config.session.load());
+        let result = match config.decide(&state) {
             Decision::Fail(error) => Err(error.into()),
             Decision::PassThrough => {
                 let Reqwest { next, extensions } = sender;
@@ -91,7 +93,7 @@ impl RefreshMiddleware {
                 };
                 round::refresh_first(config, sender, request, keep, |sender| sender, seen).await
             }
-            Decision::Send(seen, keep) => {
+            Decision::Send { seen, keep, .. } => {
                 let kept = keep.then(|| request.try_clone()).flatten();
                 match sender.send(config, seen.1, request).await {
                     Ok((response, generation)) if is_rejection(config, &response) => {

@@ -11,7 +11,7 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::config::{Plan, Shared};
+use super::config::{Decision, Shared};
 use super::error::Error;
 use super::future::ResponseFuture;
 use super::recovery::{Kept, Spare, refresh_first};
@@ -124,32 +124,20 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         let state = self.state.load();
-        let Some(tokens) = &state.tokens else {
-            return if shared.config.pass_through {
-                ResponseFuture::pass_through(self.inner.call(req))
-            } else {
-                ResponseFuture::failed(Error::NotAuthenticated)
-            };
-        };
-        if state.expired {
-            return ResponseFuture::failed(Error::SessionExpired);
-        }
-        let (generation, epoch) = (state.generation, state.epoch);
-        let keep = match shared.config.plan(&tokens.0) {
-            Plan::Send { keep, prefetch } => {
-                if prefetch {
-                    let settings = &shared.config.settings;
-                    shared.config.session.prefetch(generation, settings);
-                }
-                keep
-            }
-            Plan::Refresh => {
+        let (seen, keep, authorization) = match shared.config.decide(state) {
+            Decision::Send {
+                seen,
+                keep,
+                authorization,
+            } => (seen, keep, authorization.clone()),
+            Decision::Fail(error) => return ResponseFuture::failed(error),
+            Decision::PassThrough => return ResponseFuture::pass_through(self.inner.call(req)),
+            Decision::RefreshFirst((generation, epoch)) => {
                 let service = release_ready(&mut self.inner);
                 let slow = refresh_first(Arc::clone(shared), service, req, generation, epoch);
                 return ResponseFuture::slow(Box::pin(slow));
             }
         };
-        let authorization = tokens.0.header(shared.config.raw_authorization).clone();
         // The copy is taken before `Authorization` is set: a replay sets its own.
         let (mut req, kept) = if keep {
             Kept::split(&shared.policy, req)
@@ -160,7 +148,7 @@ where
         self.spare.keep(&self.inner);
         let spare = Arc::clone(&self.spare);
         let future = self.inner.call(req);
-        ResponseFuture::first(future, kept, spare, (generation, epoch))
+        ResponseFuture::first(future, kept, spare, seen)
     }
 }
 
