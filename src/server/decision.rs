@@ -159,7 +159,7 @@ where
     fn cached_bearer<B>(&self, req: &Request<B>) -> Option<Claims<C>> {
         let cache = self.cache.as_ref()?;
         let token = self.sources.sole_bearer(req, self.validation.max_len)?;
-        cache.get(token, self.clock.now_or_later(), self.keys.load().epoch())
+        cache.get(token, self.clock.now_or_later(), self.keys.epoch())
     }
 
     /// Everything after extraction, for a token found in a request or handed in directly.
