@@ -107,7 +107,7 @@ mod tests {
     }
 
     fn set() -> KeySet {
-        KeySet::from(Key::hmac(Algorithm::HS256, &[7; 32]).unwrap())
+        KeySet::from(Key::hmac(Algorithm::HS256, [7; 32]).unwrap())
     }
 
     #[test]
