@@ -87,7 +87,7 @@ pub(crate) fn token(alg: Algorithm, encoding: &EncodingKey, exp_in: i64, typ: &s
     jsonwebtoken::encode(&header, &claims, encoding).unwrap()
 }
 
-fn request(token: &str) -> Request<Full<Bytes>> {
+pub(crate) fn request(token: &str) -> Request<Full<Bytes>> {
     Request::get("/")
         .header("authorization", format!("Bearer {token}"))
         .body(Full::default())

@@ -27,6 +27,8 @@ pub(crate) trait Refetch: Send + Sync + 'static {
 pub struct KeySource {
     current: Arc<ArcSwap<KeySet>>,
     refetch: Option<Arc<dyn Refetch>>,
+    /// The epoch of a set that never changes, read without touching `current`.
+    fixed_epoch: Option<u64>,
 }
 
 impl fmt::Debug for KeySource {
@@ -44,6 +46,7 @@ impl KeySource {
         Self {
             current,
             refetch: Some(refetch),
+            fixed_epoch: None,
         }
     }
 
@@ -54,6 +57,12 @@ impl KeySource {
 
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.current.load()
+    }
+
+    /// The current set's epoch; for fixed keys without loading the set.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.fixed_epoch
+            .unwrap_or_else(|| self.current.load().epoch())
     }
 
     /// Whether these keys never change (no remote JWKS behind them).
@@ -71,6 +80,7 @@ impl KeySource {
 impl From<KeySet> for KeySource {
     fn from(keys: KeySet) -> Self {
         Self {
+            fixed_epoch: Some(keys.epoch()),
             current: Arc::new(ArcSwap::from_pointee(keys)),
             refetch: None,
         }
@@ -80,5 +90,37 @@ impl From<KeySet> for KeySource {
 impl From<Key> for KeySource {
     fn from(key: Key) -> Self {
         KeySet::from(key).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Algorithm;
+
+    struct NoRefetch;
+
+    impl Refetch for NoRefetch {
+        fn unknown_kid(&self) -> Option<RefetchWait> {
+            None
+        }
+    }
+
+    fn set() -> KeySet {
+        KeySet::from(Key::hmac(Algorithm::HS256, [7; 32]).unwrap())
+    }
+
+    #[test]
+    fn the_epoch_is_the_current_sets() {
+        let fixed = KeySource::from(set());
+        assert_eq!(fixed.epoch(), fixed.load().epoch());
+        let current = Arc::new(ArcSwap::from_pointee(set()));
+        let remote = KeySource::dynamic(Arc::clone(&current), Arc::new(NoRefetch));
+        assert_eq!(remote.epoch(), current.load().epoch());
+        let next = set();
+        let epoch = next.epoch();
+        current.store(Arc::new(next));
+        assert_eq!(remote.epoch(), epoch);
+        assert_ne!(remote.epoch(), fixed.epoch());
     }
 }

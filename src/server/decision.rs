@@ -153,10 +153,13 @@ where
     /// its characters are checked (byte for byte it is a token that passed the checks when it
     /// was verified). Only when the `Authorization` header is the one source, and only for a
     /// request that extraction would read the same way; anything else takes the full path.
+    ///
+    /// The clock is read cheaply and never early, so a token in its last second or two misses
+    /// here and is verified in full, with the precise clock and the leeway.
     fn cached_bearer<B>(&self, req: &Request<B>) -> Option<Claims<C>> {
         let cache = self.cache.as_ref()?;
         let token = self.sources.sole_bearer(req, self.validation.max_len)?;
-        cache.get(token, self.clock.now(), self.keys.load().epoch())
+        cache.get(token, self.clock.now_or_later(), self.keys.epoch())
     }
 
     /// Everything after extraction, for a token found in a request or handed in directly.
@@ -211,9 +214,10 @@ where
             return Ok(claims);
         }
         let verified = self.validation.verify::<C>(token, &keys, now)?;
-        // Inside the leeway after `exp` a token still verifies, but is not worth caching.
+        // Inside the leeway after `exp` a token still verifies, but is not worth caching; nor is
+        // one the cheap clock of the hot path already counts as expired.
         if let Some(cache) = &self.cache
-            && now < verified.claims.registered().exp
+            && self.clock.now_or_later() < verified.claims.registered().exp
         {
             cache.insert(
                 token,

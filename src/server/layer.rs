@@ -42,6 +42,10 @@ use crate::server::verify::Validation;
 /// verdicts; [`require_scope`](Self::require_scope), [`optional`](Self::optional) and the
 /// response settings keep the cache shared, so per-route variants cost nothing extra.
 ///
+/// With axum, `Router::layer` and `Router::route_layer` cost the same on a route that
+/// matches. They differ only for a path that matches no route: `route_layer` leaves it a
+/// 404, while `layer` puts the fallback behind the layer too, so it gets a 401 without a token.
+///
 /// # Example
 ///
 /// ```

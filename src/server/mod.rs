@@ -18,7 +18,8 @@
 //! The verified-token cache is keyed by the whole token. An entry weighs its token length
 //! plus its decoded payload length plus 192 bytes, and the total weight never exceeds the
 //! capacity (8 MiB by default), which bounds the cache's memory. An entry is dropped at the
-//! token's `exp` and whenever the key set changes.
+//! token's `exp` and whenever the key set changes. A hit reads a coarse clock that is never
+//! early, so a token's last second or two is verified in full.
 //!
 //! # Example
 //!
