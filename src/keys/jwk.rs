@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::keys::backend::KeyMaterial;
 use crate::keys::key::{Key, KeyError};
+#[cfg(feature = "dpop")]
+use crate::keys::thumbprint::{Curve, PublicJwk};
 
 /// Parses a JWS `alg` header value. Case-sensitive, as RFC 7515 requires; `none` and anything
 /// unknown give `None`.
@@ -72,6 +74,38 @@ impl RawJwk {
         Ok(entries.collect())
     }
 
+    /// The public key this JWK describes, as RFC 7638 reads it: EC (P-256, P-384), OKP
+    /// (Ed25519) or RSA, other members ignored.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn public_jwk(&self) -> Result<PublicJwk, KeyError> {
+        let jwk = match (self.kty.as_str(), self.crv.as_deref()) {
+            ("EC", Some(crv)) => PublicJwk::Ec {
+                crv: match crv {
+                    "P-256" => Curve::P256,
+                    "P-384" => Curve::P384,
+                    _ => return Err(KeyError::Unsupported("jwk key type or curve")),
+                },
+                x: decoded(&self.x, "jwk `x` is missing or not base64url")?,
+                y: decoded(&self.y, "jwk `y` is missing or not base64url")?,
+            },
+            ("OKP", Some("Ed25519")) => PublicJwk::Ed25519 {
+                x: decoded(&self.x, "jwk `x` is missing or not base64url")?,
+            },
+            ("RSA", _) => PublicJwk::Rsa {
+                n: decoded(&self.n, "jwk `n` is missing or not base64url")?,
+                e: decoded(&self.e, "jwk `e` is missing or not base64url")?,
+            },
+            _ => return Err(KeyError::Unsupported("jwk key type or curve")),
+        };
+        jwk.checked()
+    }
+
+    /// The JWK's own `alg`, if it has one.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn alg(&self) -> Option<&str> {
+        self.alg.as_deref()
+    }
+
     /// Whether this is a symmetric (`kty: oct`) key.
     pub(crate) fn is_symmetric(&self) -> bool {
         self.kty == "oct"
@@ -98,7 +132,7 @@ impl RawJwk {
     }
 
     /// Refuses a key whose `use` or `key_ops` rule out verifying signatures.
-    fn check_use(&self) -> Result<(), KeyError> {
+    pub(crate) fn check_use(&self) -> Result<(), KeyError> {
         if self.use_.as_deref().is_some_and(|u| u != "sig") {
             return Err(KeyError::NotForVerification);
         }

@@ -34,6 +34,8 @@ mod set;
 #[cfg(feature = "issuer")]
 mod signing;
 mod source;
+#[cfg(feature = "dpop")]
+mod thumbprint;
 
 pub use backend::install_crypto_provider;
 pub use jsonwebtoken::Algorithm;
@@ -44,6 +46,12 @@ pub use set::KeySet;
 #[cfg(feature = "issuer")]
 pub use signing::SigningKey;
 pub use source::KeySource;
+#[cfg(feature = "dpop")]
+pub use thumbprint::Thumbprint;
+#[cfg(feature = "dpop")]
+pub(crate) use thumbprint::{Curve, PublicJwk};
+#[cfg(feature = "dpop")]
+pub(crate) use jwk::RawJwk;
 
 pub(crate) use jwk::parse_alg;
 pub(crate) use set::Selection;
