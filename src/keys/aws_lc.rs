@@ -75,10 +75,10 @@ fn verification_algorithm(
     })
 }
 
-#[cfg(feature = "issuer")]
+#[cfg(any(feature = "issuer", all(feature = "client", feature = "dpop")))]
 pub(crate) use signer::Signer;
 
-#[cfg(feature = "issuer")]
+#[cfg(any(feature = "issuer", all(feature = "client", feature = "dpop")))]
 mod signer {
     use aws_lc_rs::hmac;
     use aws_lc_rs::rand::SystemRandom;
@@ -86,6 +86,8 @@ mod signer {
     use jsonwebtoken::{Algorithm, EncodingKey};
 
     use crate::keys::backend::KeyMaterial;
+    #[cfg(feature = "dpop")]
+    use crate::keys::{Curve, PublicJwk};
     use crate::keys::{Key, KeyError};
 
     /// A signing key, parsed once.
@@ -148,6 +150,41 @@ mod signer {
             };
             let public = Key::prepare(alg, KeyMaterial::RsaDer(pair.public_key().as_ref()))?;
             Ok((Self::Rsa(pair, encoding), public))
+        }
+
+        /// A fresh key pair for `alg` (ES256 or EdDSA), from the system's random generator.
+        #[cfg(feature = "dpop")]
+        pub(crate) fn generate(alg: Algorithm) -> Result<Self, KeyError> {
+            match alg {
+                Algorithm::ES256 => {
+                    EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                        .map(Self::Ecdsa)
+                        .map_err(|e| KeyError::Signing(Box::new(e)))
+                }
+                Algorithm::EdDSA => Ed25519KeyPair::generate()
+                    .map(Self::Ed25519)
+                    .map_err(|e| KeyError::Signing(Box::new(e))),
+                _ => Err(KeyError::Unsupported("generated keys are ES256 or EdDSA")),
+            }
+        }
+
+        /// The public half of an EC (`alg` ES256 or ES384) or Ed25519 key, as a JWK.
+        #[cfg(feature = "dpop")]
+        pub(crate) fn public_jwk(&self, alg: Algorithm) -> Result<PublicJwk, KeyError> {
+            match self {
+                Self::Ecdsa(pair) => {
+                    let curve = if alg == Algorithm::ES384 {
+                        Curve::P384
+                    } else {
+                        Curve::P256
+                    };
+                    PublicJwk::ec_point(curve, pair.public_key().as_ref())
+                }
+                Self::Ed25519(pair) => Ok(PublicJwk::Ed25519 {
+                    x: pair.public_key().as_ref().to_vec(),
+                }),
+                _ => Err(KeyError::Unsupported("public jwk of an hmac or rsa signer")),
+            }
         }
 
         pub(crate) fn sign(&self, _alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {

@@ -21,7 +21,7 @@ use crate::keys::aws_lc as chosen;
 use crate::keys::rust_crypto as chosen;
 
 /// The chosen backend's signer, for [`SigningKey`](crate::keys::SigningKey).
-#[cfg(feature = "issuer")]
+#[cfg(any(feature = "issuer", all(feature = "client", feature = "dpop")))]
 pub(crate) use chosen::Signer;
 
 /// Installs this crate's crypto backend as jsonwebtoken's process-wide provider.

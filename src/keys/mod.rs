@@ -22,7 +22,7 @@
 
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
-mod backend;
+pub(crate) mod backend;
 mod der;
 mod jwk;
 mod key;
@@ -49,9 +49,9 @@ pub use source::KeySource;
 #[cfg(feature = "dpop")]
 pub use thumbprint::Thumbprint;
 #[cfg(feature = "dpop")]
-pub(crate) use thumbprint::{Curve, PublicJwk};
-#[cfg(feature = "dpop")]
-pub(crate) use jwk::RawJwk;
+pub(crate) use thumbprint::{Curve, PublicJwk, access_token_hash};
 
+#[cfg(feature = "server")]
 pub(crate) use jwk::parse_alg;
+#[cfg(feature = "server")]
 pub(crate) use set::Selection;

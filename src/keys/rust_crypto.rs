@@ -56,17 +56,80 @@ fn rsa(n: &[u8], e: &[u8]) -> Result<DecodingKey, Refusal> {
     }
 }
 
-#[cfg(feature = "issuer")]
+#[cfg(any(feature = "issuer", all(feature = "client", feature = "dpop")))]
 pub(crate) use signer::Signer;
 
-#[cfg(feature = "issuer")]
+#[cfg(any(feature = "issuer", all(feature = "client", feature = "dpop")))]
 mod signer {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{Algorithm, EncodingKey};
 
+    #[cfg(feature = "dpop")]
+    use crate::keys::{PublicJwk, jwk::RawJwk};
     use crate::keys::{Key, KeyError};
+
+    /// 32 bytes from the operating system's random generator.
+    #[cfg(feature = "dpop")]
+    fn random() -> Result<[u8; 32], KeyError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|_| KeyError::Signing("the system random generator failed".into()))?;
+        Ok(bytes)
+    }
+
+    /// A uniformly random P-256 private scalar: in `[1, n - 1]`, by rejection (a draw fails
+    /// with probability below 2^-32).
+    #[cfg(feature = "dpop")]
+    fn random_p256_scalar() -> Result<[u8; 32], KeyError> {
+        /// The order of the P-256 group, big-endian.
+        const N: [u8; 32] = [
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
+            0xfc, 0x63, 0x25, 0x51,
+        ];
+        loop {
+            let d = random()?;
+            // Big-endian arrays of equal length compare as the integers they hold.
+            if d < N && d != [0; 32] {
+                return Ok(d);
+            }
+        }
+    }
+
+    /// PKCS#8 (RFC 5208, RFC 5915, RFC 8410) documents for a raw private key, as
+    /// jsonwebtoken's RustCrypto signers read them.
+    #[cfg(feature = "dpop")]
+    pub(super) mod pkcs8 {
+        /// A P-256 private scalar: `PrivateKeyInfo` around an RFC 5915 `ECPrivateKey` (the
+        /// optional public key left out; it is derived).
+        pub(crate) fn p256(d: [u8; 32]) -> Vec<u8> {
+            let mut der = vec![
+                0x30, 0x41, // PrivateKeyInfo
+                0x02, 0x01, 0x00, // version 0
+                0x30, 0x13, // AlgorithmIdentifier
+                0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // id-ecPublicKey
+                0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, // prime256v1
+                0x04, 0x27, // privateKey OCTET STRING
+                0x30, 0x25, // ECPrivateKey
+                0x02, 0x01, 0x01, // version 1
+                0x04, 0x20, // privateKey
+            ];
+            der.extend_from_slice(&d);
+            der
+        }
+
+        /// An Ed25519 seed: RFC 8410's `OneAsymmetricKey` version 1.
+        pub(crate) fn ed25519(seed: [u8; 32]) -> Vec<u8> {
+            let mut der = vec![
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
+                0x22, 0x04, 0x20,
+            ];
+            der.extend_from_slice(&seed);
+            der
+        }
+    }
 
     /// A signing key: jsonwebtoken's, probed once at construction.
     pub(crate) struct Signer(EncodingKey);
@@ -86,6 +149,31 @@ mod signer {
             // Sign once now, so a key the backend cannot use fails here, not in a request.
             jsonwebtoken::crypto::sign(b"probe", &key, alg).map_err(KeyError::Pem)?;
             Ok((Self(key), public))
+        }
+
+        /// A fresh key pair for `alg` (ES256 or EdDSA): 32 bytes from the operating system's
+        /// random generator, wrapped in PKCS#8.
+        #[cfg(feature = "dpop")]
+        pub(crate) fn generate(alg: Algorithm) -> Result<Self, KeyError> {
+            let der = match alg {
+                Algorithm::ES256 => pkcs8::p256(random_p256_scalar()?),
+                Algorithm::EdDSA => pkcs8::ed25519(random()?),
+                _ => return Err(KeyError::Unsupported("generated keys are ES256 or EdDSA")),
+            };
+            let key = match alg {
+                Algorithm::ES256 => EncodingKey::from_ec_der(&der),
+                _ => EncodingKey::from_ed_der(&der),
+            };
+            Self::private(alg, key).map(|(signer, _)| signer)
+        }
+
+        /// The public half of an EC or Ed25519 key, as a JWK.
+        #[cfg(feature = "dpop")]
+        pub(crate) fn public_jwk(&self, alg: Algorithm) -> Result<PublicJwk, KeyError> {
+            let jwk = Jwk::from_encoding_key(&self.0, alg).map_err(KeyError::Pem)?;
+            let json = serde_json::to_vec(&jwk).map_err(KeyError::Json)?;
+            let raw: RawJwk = serde_json::from_slice(&json).map_err(KeyError::Json)?;
+            raw.public_jwk()
         }
 
         pub(crate) fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {

@@ -76,6 +76,12 @@ impl AsRef<str> for Thumbprint {
     }
 }
 
+/// The `ath` of a DPoP proof (RFC 9449 §4.2): the base64url SHA-256 of the access token's
+/// ASCII bytes.
+pub(crate) fn access_token_hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
 /// An elliptic curve a [`PublicJwk`] may be on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Curve {
