@@ -169,6 +169,25 @@ impl PublicJwk {
         Thumbprint(URL_SAFE_NO_PAD.encode(digest))
     }
 
+    /// The public key of a JWK given as a JSON object (the `jwk` header of a DPoP proof) and
+    /// its verification key for `alg`. The JWK's own `alg`, `use` and `key_ops`, when
+    /// present, must allow `alg` and signatures.
+    #[cfg(feature = "server")]
+    pub(crate) fn parse_for(
+        jwk: serde_json::Map<String, serde_json::Value>,
+        alg: Algorithm,
+    ) -> Result<(Self, Key), KeyError> {
+        let raw: RawJwk =
+            serde_json::from_value(serde_json::Value::Object(jwk)).map_err(KeyError::Json)?;
+        raw.check_use()?;
+        if raw.alg().is_some_and(|own| own != format!("{alg:?}")) {
+            return Err(KeyError::Unsupported("jwk alg differs from the proof's alg"));
+        }
+        let public = raw.public_jwk()?;
+        let key = public.key(alg)?;
+        Ok((public, key))
+    }
+
     /// The verification key for `alg`, which must fit the key type (and the curve).
     pub(crate) fn key(&self, alg: Algorithm) -> Result<Key, KeyError> {
         let mismatch = KeyError::Unsupported("key type does not match the algorithm");

@@ -46,6 +46,8 @@ mod cache;
 mod claims;
 mod decision;
 mod deny_list;
+#[cfg(feature = "dpop")]
+pub mod dpop;
 mod form;
 pub mod future;
 mod layer;
