@@ -182,7 +182,8 @@ mod tests {
                 .collect();
             handles
                 .into_iter()
-                .filter(|h| matches!(h.join(), Ok(JtiStatus::Fresh)))
+                .map(|h| h.join().unwrap())
+                .filter(|status| *status == JtiStatus::Fresh)
                 .count()
         });
         assert_eq!(fresh, 1);
