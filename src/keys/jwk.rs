@@ -100,12 +100,6 @@ impl RawJwk {
         jwk.checked()
     }
 
-    /// The JWK's own `alg`, if it has one.
-    #[cfg(feature = "dpop")]
-    pub(crate) fn alg(&self) -> Option<&str> {
-        self.alg.as_deref()
-    }
-
     /// Whether this is a symmetric (`kty: oct`) key.
     pub(crate) fn is_symmetric(&self) -> bool {
         self.kty == "oct"

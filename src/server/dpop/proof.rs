@@ -54,10 +54,11 @@ pub(crate) fn read(proof: &str, allowed: &[Algorithm]) -> Result<Proof, DpopErro
     if header.contains_key("crit") || header.contains_key("b64") {
         return Err(DpopError::Malformed);
     }
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .and_then(parse_alg)
+    let alg_name = match header.remove("alg") {
+        Some(Value::String(name)) => name,
+        _ => return Err(DpopError::Algorithm),
+    };
+    let alg = algorithm(&alg_name)
         .filter(|alg| !is_symmetric(*alg) && allowed.contains(alg))
         .ok_or(DpopError::Algorithm)?;
     let Some(Value::Object(jwk)) = header.remove("jwk") else {
@@ -67,6 +68,10 @@ pub(crate) fn read(proof: &str, allowed: &[Algorithm]) -> Result<Proof, DpopErro
         || PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m))
     {
         return Err(DpopError::PrivateKey);
+    }
+    // The key's own `alg`, if any, must be the proof's.
+    if jwk.get("alg").is_some_and(|own| own.as_str() != Some(&*alg_name)) {
+        return Err(DpopError::InvalidKey);
     }
     let (jwk, key) = PublicJwk::parse_for(jwk, alg).map_err(|e| match e {
         KeyError::Json(_) => DpopError::Malformed,
@@ -86,6 +91,16 @@ pub(crate) fn read(proof: &str, allowed: &[Algorithm]) -> Result<Proof, DpopErro
 /// The length of `header.payload`, the signed bytes.
 fn header_len(proof: &str) -> usize {
     proof.rfind('.').unwrap_or(proof.len())
+}
+
+/// A JWS `alg`: the names of RFC 7518 and RFC 8037, and RFC 9864's fully-specified
+/// `Ed25519` (EdDSA on Ed25519, the one curve this crate's EdDSA verifies), which panva's
+/// `dpop` package sends.
+fn algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "Ed25519" => Some(Algorithm::EdDSA),
+        name => parse_alg(name),
+    }
 }
 
 fn is_symmetric(alg: Algorithm) -> bool {
