@@ -136,57 +136,185 @@ async fn every_check_has_a_must_reject_row() {
     type Mutation = fn(&mut Value, &mut Value);
     let rows: &[(&str, Mutation, &str)] = &[
         ("valid", |_, _| {}, "ok"),
-        ("typ missing", |h, _| drop(h.as_object_mut().unwrap().remove("typ")), "Type"),
+        (
+            "typ missing",
+            |h, _| drop(h.as_object_mut().unwrap().remove("typ")),
+            "Type",
+        ),
         ("typ jwt", |h, _| h["typ"] = json!("jwt"), "Type"),
         ("typ at+jwt", |h, _| h["typ"] = json!("at+jwt"), "Type"),
-        ("typ not a string", |h, _| h["typ"] = json!(["dpop+jwt"]), "Type"),
+        (
+            "typ not a string",
+            |h, _| h["typ"] = json!(["dpop+jwt"]),
+            "Type",
+        ),
         ("alg none", |h, _| h["alg"] = json!("none"), "Algorithm"),
-        ("alg lower case", |h, _| h["alg"] = json!("es256"), "Algorithm"),
+        (
+            "alg lower case",
+            |h, _| h["alg"] = json!("es256"),
+            "Algorithm",
+        ),
         ("alg unknown", |h, _| h["alg"] = json!("ES512"), "Algorithm"),
-        ("alg missing", |h, _| drop(h.as_object_mut().unwrap().remove("alg")), "Algorithm"),
-        ("HS256 with an oct key", |h, _| {
-            h["alg"] = json!("HS256");
-            h["jwk"] = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(support::SECRET)});
-        }, "Algorithm"),
-        ("jwk missing", |h, _| drop(h.as_object_mut().unwrap().remove("jwk")), "InvalidKey"),
+        (
+            "alg missing",
+            |h, _| drop(h.as_object_mut().unwrap().remove("alg")),
+            "Algorithm",
+        ),
+        (
+            "HS256 with an oct key",
+            |h, _| {
+                h["alg"] = json!("HS256");
+                h["jwk"] = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(support::SECRET)});
+            },
+            "Algorithm",
+        ),
+        (
+            "jwk missing",
+            |h, _| drop(h.as_object_mut().unwrap().remove("jwk")),
+            "InvalidKey",
+        ),
         ("jwk a string", |h, _| h["jwk"] = json!("key"), "InvalidKey"),
-        ("jwk with d", |h, _| h["jwk"]["d"] = json!("seozKmyNFtJQGiVOgU43SNqfB0jHoUE7mCB5ZgDejpc"), "PrivateKey"),
-        ("jwk with d null", |h, _| h["jwk"]["d"] = Value::Null, "PrivateKey"),
-        ("jwk oct", |h, _| h["jwk"] = json!({"kty": "oct", "k": "AAAA"}), "PrivateKey"),
-        ("jwk of another type than alg", |h, _| h["alg"] = json!("EdDSA"), "InvalidKey"),
-        ("jwk alg differs", |h, _| h["jwk"]["alg"] = json!("ES384"), "InvalidKey"),
-        ("jwk use enc", |h, _| h["jwk"]["use"] = json!("enc"), "InvalidKey"),
-        ("jwk point off the curve", |h, _| h["jwk"]["y"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32])), "InvalidKey"),
-        ("jwk of another key", |h, _| {
-            h["jwk"] = serde_json::from_str(DpopKey::generate().unwrap().public_jwk()).unwrap();
-        }, "Signature"),
+        (
+            "jwk with d",
+            |h, _| h["jwk"]["d"] = json!("seozKmyNFtJQGiVOgU43SNqfB0jHoUE7mCB5ZgDejpc"),
+            "PrivateKey",
+        ),
+        (
+            "jwk with d null",
+            |h, _| h["jwk"]["d"] = Value::Null,
+            "PrivateKey",
+        ),
+        (
+            "jwk oct",
+            |h, _| h["jwk"] = json!({"kty": "oct", "k": "AAAA"}),
+            "PrivateKey",
+        ),
+        (
+            "jwk of another type than alg",
+            |h, _| h["alg"] = json!("EdDSA"),
+            "InvalidKey",
+        ),
+        (
+            "jwk alg differs",
+            |h, _| h["jwk"]["alg"] = json!("ES384"),
+            "InvalidKey",
+        ),
+        (
+            "jwk use enc",
+            |h, _| h["jwk"]["use"] = json!("enc"),
+            "InvalidKey",
+        ),
+        (
+            "jwk point off the curve",
+            |h, _| h["jwk"]["y"] = json!(URL_SAFE_NO_PAD.encode([7u8; 32])),
+            "InvalidKey",
+        ),
+        (
+            "jwk of another key",
+            |h, _| {
+                h["jwk"] = serde_json::from_str(DpopKey::generate().unwrap().public_jwk()).unwrap();
+            },
+            "Signature",
+        ),
         ("crit", |h, _| h["crit"] = json!(["exp"]), "Malformed"),
-        ("jti missing", |_, c| drop(c.as_object_mut().unwrap().remove("jti")), "MissingClaim(\"jti\")"),
-        ("jti empty", |_, c| c["jti"] = json!(""), "MissingClaim(\"jti\")"),
+        (
+            "jti missing",
+            |_, c| drop(c.as_object_mut().unwrap().remove("jti")),
+            "MissingClaim(\"jti\")",
+        ),
+        (
+            "jti empty",
+            |_, c| c["jti"] = json!(""),
+            "MissingClaim(\"jti\")",
+        ),
         ("jti a number", |_, c| c["jti"] = json!(7), "Malformed"),
-        ("htm missing", |_, c| drop(c.as_object_mut().unwrap().remove("htm")), "MissingClaim(\"htm\")"),
-        ("htu missing", |_, c| drop(c.as_object_mut().unwrap().remove("htu")), "MissingClaim(\"htu\")"),
-        ("iat missing", |_, c| drop(c.as_object_mut().unwrap().remove("iat")), "MissingClaim(\"iat\")"),
-        ("iat a string", |_, c| c["iat"] = json!(NOW.to_string()), "Malformed"),
+        (
+            "htm missing",
+            |_, c| drop(c.as_object_mut().unwrap().remove("htm")),
+            "MissingClaim(\"htm\")",
+        ),
+        (
+            "htu missing",
+            |_, c| drop(c.as_object_mut().unwrap().remove("htu")),
+            "MissingClaim(\"htu\")",
+        ),
+        (
+            "iat missing",
+            |_, c| drop(c.as_object_mut().unwrap().remove("iat")),
+            "MissingClaim(\"iat\")",
+        ),
+        (
+            "iat a string",
+            |_, c| c["iat"] = json!(NOW.to_string()),
+            "Malformed",
+        ),
         ("iat negative", |_, c| c["iat"] = json!(-1), "Malformed"),
         ("htm POST", |_, c| c["htm"] = json!("POST"), "Method"),
         ("htm lower case", |_, c| c["htm"] = json!("get"), "Method"),
-        ("htu another host", |_, c| c["htu"] = json!("https://evil.example.com/orders"), "Uri"),
-        ("htu another scheme", |_, c| c["htu"] = json!("http://api.example.com/orders"), "Uri"),
-        ("htu another port", |_, c| c["htu"] = json!("https://api.example.com:8443/orders"), "Uri"),
-        ("htu another path", |_, c| c["htu"] = json!("https://api.example.com/orders/1"), "Uri"),
+        (
+            "htu another host",
+            |_, c| c["htu"] = json!("https://evil.example.com/orders"),
+            "Uri",
+        ),
+        (
+            "htu another scheme",
+            |_, c| c["htu"] = json!("http://api.example.com/orders"),
+            "Uri",
+        ),
+        (
+            "htu another port",
+            |_, c| c["htu"] = json!("https://api.example.com:8443/orders"),
+            "Uri",
+        ),
+        (
+            "htu another path",
+            |_, c| c["htu"] = json!("https://api.example.com/orders/1"),
+            "Uri",
+        ),
         ("htu relative", |_, c| c["htu"] = json!("/orders"), "Uri"),
-        ("htu with user info", |_, c| c["htu"] = json!("https://u@api.example.com/orders"), "Uri"),
-        ("htu normalised alike", |_, c| c["htu"] = json!("HTTPS://Api.Example.com:443/x/../%6Frders?other#frag"), "ok"),
-        ("ath missing", |_, c| drop(c.as_object_mut().unwrap().remove("ath")), "MissingClaim(\"ath\")"),
-        ("ath of another token", |_, c| c["ath"] = json!(ath("another token")), "AccessTokenHash"),
-        ("ath the token itself", |_, c| c["ath"] = json!(TOKEN), "AccessTokenHash"),
+        (
+            "htu with user info",
+            |_, c| c["htu"] = json!("https://u@api.example.com/orders"),
+            "Uri",
+        ),
+        (
+            "htu normalised alike",
+            |_, c| c["htu"] = json!("HTTPS://Api.Example.com:443/x/../%6Frders?other#frag"),
+            "ok",
+        ),
+        (
+            "ath missing",
+            |_, c| drop(c.as_object_mut().unwrap().remove("ath")),
+            "MissingClaim(\"ath\")",
+        ),
+        (
+            "ath of another token",
+            |_, c| c["ath"] = json!(ath("another token")),
+            "AccessTokenHash",
+        ),
+        (
+            "ath the token itself",
+            |_, c| c["ath"] = json!(TOKEN),
+            "AccessTokenHash",
+        ),
         ("iat 60 s old", |_, c| c["iat"] = json!(NOW - 60), "ok"),
         ("iat 61 s old", |_, c| c["iat"] = json!(NOW - 61), "Stale"),
         ("iat 10 s ahead", |_, c| c["iat"] = json!(NOW + 10), "ok"),
-        ("iat 11 s ahead", |_, c| c["iat"] = json!(NOW + 11), "FromTheFuture"),
-        ("iat with a fraction", |_, c| c["iat"] = json!(NOW as f64 + 0.5), "ok"),
-        ("nonce when none is required", |_, c| c["nonce"] = json!("anything"), "ok"),
+        (
+            "iat 11 s ahead",
+            |_, c| c["iat"] = json!(NOW + 11),
+            "FromTheFuture",
+        ),
+        (
+            "iat with a fraction",
+            |_, c| c["iat"] = json!(NOW as f64 + 0.5),
+            "ok",
+        ),
+        (
+            "nonce when none is required",
+            |_, c| c["nonce"] = json!("anything"),
+            "ok",
+        ),
     ];
     let verifier = verifier();
     let mut failures = Vec::new();
@@ -215,27 +343,40 @@ async fn algorithms_outside_the_allow_list_and_symmetric_ones_are_refused() {
         .unwrap();
         let mut jwk = serde_json::to_value(jwk).unwrap();
         jwk.as_object_mut().unwrap().remove("alg");
-        sign(&json!({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}), &good_claims())
+        sign(
+            &json!({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}),
+            &good_claims(),
+        )
     };
     // RS256 is on the default list...
     assert!(verify(&verifier(), &rs).await.is_ok());
     // ...and refused by a list without it.
     let es_only = verifier().algorithms([Algorithm::ES256]);
-    assert!(matches!(verify(&es_only, &rs).await, Err(DpopError::Algorithm)));
+    assert!(matches!(
+        verify(&es_only, &rs).await,
+        Err(DpopError::Algorithm)
+    ));
     // HS256 stays refused even when listed.
     let careless = verifier().algorithms([Algorithm::HS256, Algorithm::ES256]);
     let hs = sign(
         &json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": URL_SAFE_NO_PAD.encode(support::SECRET)}}),
         &good_claims(),
     );
-    assert!(matches!(verify(&careless, &hs).await, Err(DpopError::Algorithm)));
+    assert!(matches!(
+        verify(&careless, &hs).await,
+        Err(DpopError::Algorithm)
+    ));
     // An unsigned proof.
     let none = {
-        let h = URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "none", "jwk": fixture_jwk()}).to_string());
+        let h = URL_SAFE_NO_PAD
+            .encode(json!({"typ": "dpop+jwt", "alg": "none", "jwk": fixture_jwk()}).to_string());
         let c = URL_SAFE_NO_PAD.encode(good_claims().to_string());
         format!("{h}.{c}.")
     };
-    assert!(matches!(verify(&careless, &none).await, Err(DpopError::Algorithm)));
+    assert!(matches!(
+        verify(&careless, &none).await,
+        Err(DpopError::Algorithm)
+    ));
     assert_eq!(es_only.allowed_algorithms(), &[Algorithm::ES256]);
 }
 
@@ -252,15 +393,35 @@ async fn hostile_input_is_a_typed_error_never_a_panic() {
     let cases: Vec<(&str, HeaderMap, &str)> = vec![
         ("no header", HeaderMap::new(), "Missing"),
         ("two headers", headers(&[&good, &good]), "Multiple"),
-        ("over the cap", headers(&[&"a".repeat(8 * 1024 + 1)]), "TooLarge"),
+        (
+            "over the cap",
+            headers(&[&"a".repeat(8 * 1024 + 1)]),
+            "TooLarge",
+        ),
         ("two segments", headers(&["e30.e30"]), "Malformed"),
-        ("four segments", headers(&[&format!("{good}.e30")]), "Malformed"),
+        (
+            "four segments",
+            headers(&[&format!("{good}.e30")]),
+            "Malformed",
+        ),
         ("empty", headers(&[""]), "Malformed"),
         ("bad base64", headers(&["e3!.e30.AA"]), "Malformed"),
         ("padded base64", headers(&["e30=.e30.AA"]), "Malformed"),
-        ("two proofs in one value", headers(&[&format!("{good},{good}")]), "Malformed"),
-        ("header an array", headers(&[&format!("{}.e30.AA", URL_SAFE_NO_PAD.encode("[1]"))]), "Malformed"),
-        ("header not json", headers(&[&format!("{}.e30.AA", URL_SAFE_NO_PAD.encode("{"))]), "Malformed"),
+        (
+            "two proofs in one value",
+            headers(&[&format!("{good},{good}")]),
+            "Malformed",
+        ),
+        (
+            "header an array",
+            headers(&[&format!("{}.e30.AA", URL_SAFE_NO_PAD.encode("[1]"))]),
+            "Malformed",
+        ),
+        (
+            "header not json",
+            headers(&[&format!("{}.e30.AA", URL_SAFE_NO_PAD.encode("{"))]),
+            "Malformed",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, headers, want) in cases {
@@ -277,34 +438,67 @@ async fn hostile_input_is_a_typed_error_never_a_panic() {
     odd.insert("dpop", HeaderValue::from_bytes(b"e30.e30.\xff").unwrap());
     assert!(matches!(run(odd).await, Err(DpopError::Malformed)));
     // Deep nesting, within the size cap.
-    let deep = format!(r#"{{"typ":"dpop+jwt","x":{}{}}}"#, "[".repeat(3000), "]".repeat(3000));
+    let deep = format!(
+        r#"{{"typ":"dpop+jwt","x":{}{}}}"#,
+        "[".repeat(3000),
+        "]".repeat(3000)
+    );
     let deep = format!("{}.e30.AA", URL_SAFE_NO_PAD.encode(deep));
-    assert!(matches!(run(headers(&[&deep])).await, Err(DpopError::Malformed)));
+    assert!(matches!(
+        run(headers(&[&deep])).await,
+        Err(DpopError::Malformed)
+    ));
     // Duplicate members, however spelled, in the header, the jwk or the claims.
     let jwk = fixture_key().public_jwk().to_owned();
     let claims = good_claims().to_string();
     let raw = [
-        (format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"alg":"ES256"}}"#), claims.clone()),
-        (format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"\u0061lg":"ES256"}}"#), claims.clone()),
         (
-            format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{}}}"#, jwk.replace(r#""kty""#, r#""kty":"EC","kty""#)),
+            format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"alg":"ES256"}}"#),
             claims.clone(),
         ),
-        (good_header().to_string(), claims.replace(r#""htm":"GET""#, r#""htm":"GET","htm":"POST""#)),
+        (
+            format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"\u0061lg":"ES256"}}"#),
+            claims.clone(),
+        ),
+        (
+            format!(
+                r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{}}}"#,
+                jwk.replace(r#""kty""#, r#""kty":"EC","kty""#)
+            ),
+            claims.clone(),
+        ),
+        (
+            good_header().to_string(),
+            claims.replace(r#""htm":"GET""#, r#""htm":"GET","htm":"POST""#),
+        ),
     ];
     for (header, claims) in raw {
-        let proof = sign_raw(Algorithm::ES256, &support::encoding_key(Algorithm::ES256), &header, &claims);
+        let proof = sign_raw(
+            Algorithm::ES256,
+            &support::encoding_key(Algorithm::ES256),
+            &header,
+            &claims,
+        );
         let got = run(headers(&[&proof])).await;
-        assert!(matches!(got, Err(DpopError::Malformed)), "{header} {claims}: {got:?}");
+        assert!(
+            matches!(got, Err(DpopError::Malformed)),
+            "{header} {claims}: {got:?}"
+        );
     }
     // A proof whose signature was cut or altered.
     let cut = &good[..good.len() - 4];
-    assert!(matches!(run(headers(&[cut])).await, Err(DpopError::Signature | DpopError::Malformed)));
+    assert!(matches!(
+        run(headers(&[cut])).await,
+        Err(DpopError::Signature | DpopError::Malformed)
+    ));
     let mut altered = good.clone().into_bytes();
     let last = altered.len() - 10;
     altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
-    assert!(matches!(run(headers(&[&altered])).await, Err(DpopError::Signature)));
+    assert!(matches!(
+        run(headers(&[&altered])).await,
+        Err(DpopError::Signature)
+    ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -312,7 +506,10 @@ async fn hostile_input_is_a_typed_error_never_a_panic() {
 async fn the_cap_is_configurable() {
     let proof = sign(&good_header(), &good_claims());
     let tight = verifier().max_proof_len(proof.len() - 1);
-    assert!(matches!(verify(&tight, &proof).await, Err(DpopError::TooLarge)));
+    assert!(matches!(
+        verify(&tight, &proof).await,
+        Err(DpopError::TooLarge)
+    ));
     let exact = verifier().max_proof_len(proof.len());
     assert!(verify(&exact, &proof).await.is_ok());
 }
@@ -350,8 +547,14 @@ async fn a_proof_is_used_once_while_its_window_lasts() {
 #[tokio::test]
 async fn a_full_replay_store_fails_closed() {
     let v = verifier().replay_store(MemoryReplayStore::with_capacity(1));
-    assert!(verify(&v, &sign(&good_header(), &good_claims())).await.is_ok());
-    let err = verify(&v, &sign(&good_header(), &good_claims())).await.unwrap_err();
+    assert!(
+        verify(&v, &sign(&good_header(), &good_claims()))
+            .await
+            .is_ok()
+    );
+    let err = verify(&v, &sign(&good_header(), &good_claims()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, DpopError::Store(_)), "{err:?}");
     assert_eq!(err.error_code(), "temporarily_unavailable");
 }
@@ -363,7 +566,9 @@ async fn server_nonces() {
         let now = now.clone();
         move || now.load(Ordering::Relaxed)
     });
-    let nonces = DpopNonces::new([3u8; 32]).unwrap().lifetime(Duration::from_secs(100));
+    let nonces = DpopNonces::new([3u8; 32])
+        .unwrap()
+        .lifetime(Duration::from_secs(100));
     let v = verifier().clock(clock).nonces(nonces.clone());
     let current = v.current_nonce().unwrap();
     assert_eq!(current, nonces.nonce_at(NOW));
@@ -378,15 +583,24 @@ async fn server_nonces() {
     let err = verify(&v, &with(None)).await.unwrap_err();
     assert!(matches!(err, DpopError::UseNonce));
     assert_eq!(err.error_code(), "use_dpop_nonce");
-    assert!(matches!(verify(&v, &with(Some("made up"))).await, Err(DpopError::UseNonce)));
+    assert!(matches!(
+        verify(&v, &with(Some("made up"))).await,
+        Err(DpopError::UseNonce)
+    ));
     let other = DpopNonces::new([4u8; 32]).unwrap().nonce_at(NOW);
-    assert!(matches!(verify(&v, &with(Some(&other))).await, Err(DpopError::UseNonce)));
+    assert!(matches!(
+        verify(&v, &with(Some(&other))).await,
+        Err(DpopError::UseNonce)
+    ));
     assert!(verify(&v, &with(Some(&current))).await.is_ok());
     // The next window still takes it; the one after does not.
     now.store(NOW + 100, Ordering::Relaxed);
     assert!(verify(&v, &with(Some(&current))).await.is_ok());
     now.store(NOW + 200, Ordering::Relaxed);
-    assert!(matches!(verify(&v, &with(Some(&current))).await, Err(DpopError::UseNonce)));
+    assert!(matches!(
+        verify(&v, &with(Some(&current))).await,
+        Err(DpopError::UseNonce)
+    ));
     let fresh = v.current_nonce().unwrap();
     assert_ne!(fresh, current);
     assert!(verify(&v, &with(Some(&fresh))).await.is_ok());
@@ -402,15 +616,33 @@ async fn the_base_url_carries_the_external_scheme_host_and_prefix() {
     let key = fixture_key();
     let called = Uri::from_static("https://example.com/api/orders");
     let seen = Uri::from_static("http://10.0.0.7:8080/orders");
-    let proof = key.proof(&Method::GET, &called).issued_at(NOW).sign().unwrap();
-    let ok = v.verify(&Method::GET, &seen, &headers(&[&proof]), None).await;
+    let proof = key
+        .proof(&Method::GET, &called)
+        .issued_at(NOW)
+        .sign()
+        .unwrap();
+    let ok = v
+        .verify(&Method::GET, &seen, &headers(&[&proof]), None)
+        .await;
     assert!(ok.is_ok(), "{ok:?}");
     // The request's own authority is never what is compared.
     let direct = Uri::from_static("http://10.0.0.7:8080/orders");
-    let proof = key.proof(&Method::GET, &direct).issued_at(NOW).sign().unwrap();
-    let err = v.verify(&Method::GET, &seen, &headers(&[&proof]), None).await;
+    let proof = key
+        .proof(&Method::GET, &direct)
+        .issued_at(NOW)
+        .sign()
+        .unwrap();
+    let err = v
+        .verify(&Method::GET, &seen, &headers(&[&proof]), None)
+        .await;
     assert!(matches!(err, Err(DpopError::Uri)), "{err:?}");
-    for bad in ["/api", "ftp://example.com", "https://example.com/?q", "https://example.com/#f", "https://u@example.com"] {
+    for bad in [
+        "/api",
+        "ftp://example.com",
+        "https://example.com/?q",
+        "https://example.com/#f",
+        "https://u@example.com",
+    ] {
         assert!(DpopVerifier::new(bad).is_err(), "{bad}");
     }
 }
@@ -451,17 +683,26 @@ async fn rfc_9449_example_proofs_verify_at_their_time() {
         .unwrap();
     verified.check_binding(RFC_JKT).unwrap();
     // The same proof: a replay, with another token, too late, or at another URI.
-    let again = resource.verify(&Method::GET, &uri, &proof, Some(RFC_ACCESS_TOKEN)).await;
+    let again = resource
+        .verify(&Method::GET, &uri, &proof, Some(RFC_ACCESS_TOKEN))
+        .await;
     assert!(matches!(again, Err(DpopError::Replayed)));
     let fresh = || at("https://resource.example.org", 1_562_262_618);
-    let other_token = fresh().verify(&Method::GET, &uri, &proof, Some("another")).await;
+    let other_token = fresh()
+        .verify(&Method::GET, &uri, &proof, Some("another"))
+        .await;
     assert!(matches!(other_token, Err(DpopError::AccessTokenHash)));
     let late = at("https://resource.example.org", 1_562_262_618 + 61)
         .verify(&Method::GET, &uri, &proof, Some(RFC_ACCESS_TOKEN))
         .await;
     assert!(matches!(late, Err(DpopError::Stale)));
     let elsewhere = fresh()
-        .verify(&Method::GET, &Uri::from_static("/other"), &proof, Some(RFC_ACCESS_TOKEN))
+        .verify(
+            &Method::GET,
+            &Uri::from_static("/other"),
+            &proof,
+            Some(RFC_ACCESS_TOKEN),
+        )
         .await;
     assert!(matches!(elsewhere, Err(DpopError::Uri)));
     assert_eq!(Thumbprint::of_jwk(r#"{"kty":"EC","x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs","y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA","crv":"P-256"}"#).unwrap().as_str(), RFC_JKT);
@@ -477,7 +718,12 @@ async fn each_proof_is_signed_afresh() {
     assert_ne!(a, b);
     for proof in [a, b] {
         let got = verifier()
-            .verify(&Method::GET, &Uri::from_static("/orders"), &headers(&[&proof]), None)
+            .verify(
+                &Method::GET,
+                &Uri::from_static("/orders"),
+                &headers(&[&proof]),
+                None,
+            )
             .await;
         assert!(got.is_ok(), "{got:?}");
     }
@@ -510,7 +756,11 @@ mod on_redis {
         // Concurrent first uses of one proof: exactly one wins.
         let proof = sign(&good_header(), &good_claims());
         let (x, y) = tokio::join!(verify(&a, &proof), verify(&b, &proof));
-        assert_eq!(usize::from(x.is_ok()) + usize::from(y.is_ok()), 1, "{x:?} {y:?}");
+        assert_eq!(
+            usize::from(x.is_ok()) + usize::from(y.is_ok()),
+            1,
+            "{x:?} {y:?}"
+        );
         // The key expires with the window: Redis holds it for `iat + 61 - now` seconds.
         let mut conn = redis::Client::open(url.as_str())
             .unwrap()
@@ -523,7 +773,11 @@ mod on_redis {
             .await
             .unwrap();
         assert_eq!(keys.len(), 2);
-        let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert!((59_000..=61_000).contains(&ttl), "{ttl}");
     }
 }
@@ -550,7 +804,9 @@ async fn wycheproof_keys() {
     let file: Value = serde_json::from_str(&text).unwrap();
     let (mut private_refused, mut p256_loaded) = (0, 0);
     for group in file["testGroups"].as_array().unwrap() {
-        let Some(private) = group.get("private") else { continue };
+        let Some(private) = group.get("private") else {
+            continue;
+        };
         let kty = private["kty"].as_str().unwrap();
         // As a proof's key: refused for holding private members, before anything else.
         let mut header = good_header();
@@ -558,26 +814,41 @@ async fn wycheproof_keys() {
         let got = verify(&verifier(), &sign(&header, &good_claims())).await;
         assert!(matches!(got, Err(DpopError::PrivateKey)), "{kty}: {got:?}");
         private_refused += 1;
-        let Some(public) = group.get("public") else { continue };
+        let Some(public) = group.get("public") else {
+            continue;
+        };
         let supported = !matches!(private["crv"].as_str(), Some("P-521"));
         if kty == "oct" || !supported {
             assert!(Thumbprint::of_jwk(private.to_string()).is_err());
             continue;
         }
         let from_private = Thumbprint::of_jwk(private.to_string()).unwrap();
-        assert_eq!(from_private, Thumbprint::of_jwk(public.to_string()).unwrap());
+        assert_eq!(
+            from_private,
+            Thumbprint::of_jwk(public.to_string()).unwrap()
+        );
         if private["crv"] == "P-256" {
-            let d = URL_SAFE_NO_PAD.decode(private["d"].as_str().unwrap()).unwrap();
+            let d = URL_SAFE_NO_PAD
+                .decode(private["d"].as_str().unwrap())
+                .unwrap();
             let key = DpopKey::from_pkcs8_der(Algorithm::ES256, p256_pkcs8(&d)).unwrap();
             assert_eq!(*key.thumbprint(), from_private);
             let uri = Uri::from_static("https://api.example.com/orders");
-            let proof = key.proof(&Method::GET, &uri).access_token(TOKEN).issued_at(NOW).sign().unwrap();
+            let proof = key
+                .proof(&Method::GET, &uri)
+                .access_token(TOKEN)
+                .issued_at(NOW)
+                .sign()
+                .unwrap();
             let verified = verify(&verifier(), &proof).await.unwrap();
             assert_eq!(*verified.thumbprint(), from_private);
             p256_loaded += 1;
         }
     }
-    assert!(private_refused >= 20 && p256_loaded >= 4, "{private_refused} {p256_loaded}");
+    assert!(
+        private_refused >= 20 && p256_loaded >= 4,
+        "{private_refused} {p256_loaded}"
+    );
 }
 
 /// A P-256 private scalar as PKCS#8 (RFC 5208 around RFC 5915, without the public key).

@@ -114,15 +114,29 @@ async fn proofs_made_by_panvas_packages_verify_here() {
             .await
             .unwrap_or_else(|e| panic!("{label}: {e:?}"));
         // Our thumbprint is jose's.
-        assert_eq!(verified.thumbprint().as_str(), m["jkt"].as_str().unwrap(), "{label}");
+        assert_eq!(
+            verified.thumbprint().as_str(),
+            m["jkt"].as_str().unwrap(),
+            "{label}"
+        );
         // And the checks still bite on their proofs: a replay, another method, another token.
-        let again = verifier.verify(&Method::GET, &uri, &headers, Some(TOKEN)).await;
-        assert!(matches!(again, Err(DpopError::Replayed)), "{label}: {again:?}");
+        let again = verifier
+            .verify(&Method::GET, &uri, &headers, Some(TOKEN))
+            .await;
+        assert!(
+            matches!(again, Err(DpopError::Replayed)),
+            "{label}: {again:?}"
+        );
         let fresh = DpopVerifier::new("https://api.example.com").unwrap();
-        let post = fresh.verify(&Method::POST, &uri, &headers, Some(TOKEN)).await;
+        let post = fresh
+            .verify(&Method::POST, &uri, &headers, Some(TOKEN))
+            .await;
         assert!(matches!(post, Err(DpopError::Method)), "{label}: {post:?}");
         let other = fresh.verify(&Method::GET, &uri, &headers, Some("x")).await;
-        assert!(matches!(other, Err(DpopError::AccessTokenHash)), "{label}: {other:?}");
+        assert!(
+            matches!(other, Err(DpopError::AccessTokenHash)),
+            "{label}: {other:?}"
+        );
     }
 }
 
@@ -146,7 +160,8 @@ fn our_proofs_verify_with_jose() {
         // Controls: jose must refuse the same proof for another token or another URI, so a
         // pass above is jose's judgement, not a script that passes everything.
         let wrong_token = json!({"proof": proof, "htu": HTU, "htm": "GET", "accessToken": "other", "nonce": "server-nonce"});
-        let wrong_htu = json!({"proof": proof, "htu": "https://api.example.com/other", "htm": "GET"});
+        let wrong_htu =
+            json!({"proof": proof, "htu": "https://api.example.com/other", "htm": "GET"});
         lines.push_str(&format!("{wrong_token}\n{wrong_htu}\n"));
         expected.push(json!({"ok": false}));
         expected.push(json!({"ok": false}));
@@ -155,7 +170,10 @@ fn our_proofs_verify_with_jose() {
         let i = tampered.len() - 5;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        lines.push_str(&format!("{}\n", json!({"proof": tampered, "htu": HTU, "htm": "GET"})));
+        lines.push_str(&format!(
+            "{}\n",
+            json!({"proof": tampered, "htu": HTU, "htm": "GET"})
+        ));
         expected.push(json!({"ok": false}));
     }
     let got = node(&dir, &["verify"], &lines);

@@ -66,9 +66,9 @@ mod signer {
     use jsonwebtoken::jwk::Jwk;
     use jsonwebtoken::{Algorithm, EncodingKey};
 
+    use crate::keys::{Key, KeyError};
     #[cfg(feature = "dpop")]
     use crate::keys::{PublicJwk, jwk::RawJwk};
-    use crate::keys::{Key, KeyError};
 
     /// 32 bytes from the operating system's random generator.
     #[cfg(feature = "dpop")]
@@ -123,8 +123,8 @@ mod signer {
         /// An Ed25519 seed: RFC 8410's `OneAsymmetricKey` version 1.
         pub(crate) fn ed25519(seed: [u8; 32]) -> Vec<u8> {
             let mut der = vec![
-                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04,
-                0x22, 0x04, 0x20,
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
             ];
             der.extend_from_slice(&seed);
             der

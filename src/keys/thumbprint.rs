@@ -125,7 +125,9 @@ impl PublicJwk {
                 x: xy[..size].to_vec(),
                 y: xy[size..].to_vec(),
             }),
-            _ => Err(KeyError::Malformed("ec public key is not an uncompressed point")),
+            _ => Err(KeyError::Malformed(
+                "ec public key is not an uncompressed point",
+            )),
         }
     }
 

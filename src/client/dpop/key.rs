@@ -173,10 +173,7 @@ mod tests {
             );
             assert_eq!(a.algorithm(), alg);
             assert_ne!(a.thumbprint(), b.thumbprint(), "{alg:?}");
-            assert_eq!(
-                Thumbprint::of_jwk(a.public_jwk()).unwrap(),
-                *a.thumbprint()
-            );
+            assert_eq!(Thumbprint::of_jwk(a.public_jwk()).unwrap(), *a.thumbprint());
         }
     }
 
@@ -239,6 +236,9 @@ mod tests {
         let key = DpopKey::from_pkcs8_pem(Algorithm::ES256, key_file("ec_private.pem")).unwrap();
         let shown = format!("{key:?}");
         assert!(shown.contains("ES256") && shown.contains(key.thumbprint().as_str()));
-        assert!(!shown.contains("signer") && !shown.contains("header"), "{shown}");
+        assert!(
+            !shown.contains("signer") && !shown.contains("header"),
+            "{shown}"
+        );
     }
 }

@@ -206,7 +206,16 @@ mod tests {
         let key = DpopKey::generate().unwrap();
         let uri = Uri::from_static("http://localhost:3000");
         let proofs: Vec<Value> = (0..2)
-            .map(|_| decode(key.proof(&Method::GET, &uri).sign().unwrap().split('.').nth(1).unwrap()))
+            .map(|_| {
+                decode(
+                    key.proof(&Method::GET, &uri)
+                        .sign()
+                        .unwrap()
+                        .split('.')
+                        .nth(1)
+                        .unwrap(),
+                )
+            })
             .collect();
         assert_eq!(proofs[0]["htu"], "http://localhost:3000/");
         assert!(proofs[0].get("ath").is_none() && proofs[0].get("nonce").is_none());

@@ -37,7 +37,10 @@ impl fmt::Debug for VerifyFuture {
     }
 }
 
-fn judged(status: Result<JtiStatus, BoxError>, verified: VerifiedProof) -> Result<VerifiedProof, DpopError> {
+fn judged(
+    status: Result<JtiStatus, BoxError>,
+    verified: VerifiedProof,
+) -> Result<VerifiedProof, DpopError> {
     match status {
         Ok(JtiStatus::Fresh) => Ok(verified),
         Ok(JtiStatus::Replayed) => Err(DpopError::Replayed),
@@ -69,10 +72,14 @@ impl Future for VerifyFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            State::Done(result) => Poll::Ready(result.take().expect("VerifyFuture polled after completion")),
+            State::Done(result) => {
+                Poll::Ready(result.take().expect("VerifyFuture polled after completion"))
+            }
             State::Pending { check, verified } => {
                 let status = ready!(check.as_mut().poll(cx));
-                let verified = verified.take().expect("VerifyFuture polled after completion");
+                let verified = verified
+                    .take()
+                    .expect("VerifyFuture polled after completion");
                 self.state = State::Done(None);
                 Poll::Ready(judged(status, verified))
             }

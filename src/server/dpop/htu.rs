@@ -76,7 +76,11 @@ fn percent_normalized(input: &str, out: &mut String, lower: bool) -> Option<()> 
         let hex = bytes.get(i + 1..i + 3)?;
         let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
         if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-            out.push(if lower { value.to_ascii_lowercase() } else { value } as char);
+            out.push(if lower {
+                value.to_ascii_lowercase()
+            } else {
+                value
+            } as char);
         } else {
             out.push('%');
             out.push_str(&format!("{value:02X}"));
@@ -123,14 +127,35 @@ mod tests {
     #[test]
     fn equivalent_uris_normalise_alike() {
         let same = [
-            ("https://server.example.com/token", "https://server.example.com/token"),
-            ("HTTPS://Server.Example.COM/token", "https://server.example.com/token"),
-            ("https://server.example.com:443/token", "https://server.example.com/token"),
-            ("https://server.example.com:/token", "https://server.example.com/token"),
-            ("http://server.example.com:80/a", "http://server.example.com/a"),
-            ("https://server.example.com/token?x=1#f", "https://server.example.com/token"),
+            (
+                "https://server.example.com/token",
+                "https://server.example.com/token",
+            ),
+            (
+                "HTTPS://Server.Example.COM/token",
+                "https://server.example.com/token",
+            ),
+            (
+                "https://server.example.com:443/token",
+                "https://server.example.com/token",
+            ),
+            (
+                "https://server.example.com:/token",
+                "https://server.example.com/token",
+            ),
+            (
+                "http://server.example.com:80/a",
+                "http://server.example.com/a",
+            ),
+            (
+                "https://server.example.com/token?x=1#f",
+                "https://server.example.com/token",
+            ),
             ("https://server.example.com", "https://server.example.com/"),
-            ("https://server.example.com?x", "https://server.example.com/"),
+            (
+                "https://server.example.com?x",
+                "https://server.example.com/",
+            ),
             ("https://s.example/%7euser/%61", "https://s.example/~user/a"),
             ("https://s.example/a%2fb", "https://s.example/a%2Fb"),
             ("https://s.example/a/./b/../c", "https://s.example/a/c"),

@@ -61,8 +61,8 @@ impl DpopNonces {
                 min: 32,
             });
         }
-        let mac = Hmac::<Sha256>::new_from_slice(secret)
-            .map_err(|_| KeyError::Malformed("hmac key"))?;
+        let mac =
+            Hmac::<Sha256>::new_from_slice(secret).map_err(|_| KeyError::Malformed("hmac key"))?;
         Ok(Self { mac, lifetime: 120 })
     }
 
@@ -122,7 +122,9 @@ mod tests {
 
     #[test]
     fn a_nonce_lives_one_to_two_lifetimes() {
-        let nonces = DpopNonces::new([1u8; 32]).unwrap().lifetime(Duration::from_secs(100));
+        let nonces = DpopNonces::new([1u8; 32])
+            .unwrap()
+            .lifetime(Duration::from_secs(100));
         let nonce = nonces.nonce_at(1_000);
         assert_eq!(nonces.nonce_at(1_099), nonce);
         assert!(nonces.is_valid(&nonce, 1_000));
@@ -141,7 +143,10 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
         for i in 0..bytes.len() {
             bytes[i] ^= 1;
-            assert!(!a.is_valid(&URL_SAFE_NO_PAD.encode(&bytes), 1_000), "byte {i}");
+            assert!(
+                !a.is_valid(&URL_SAFE_NO_PAD.encode(&bytes), 1_000),
+                "byte {i}"
+            );
             bytes[i] ^= 1;
         }
         for junk in ["", "x", &"A".repeat(32), &"A".repeat(10_000), "%%%%"] {

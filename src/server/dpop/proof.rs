@@ -70,7 +70,10 @@ pub(crate) fn read(proof: &str, allowed: &[Algorithm]) -> Result<Proof, DpopErro
         return Err(DpopError::PrivateKey);
     }
     // The key's own `alg`, if any, must be the proof's.
-    if jwk.get("alg").is_some_and(|own| own.as_str() != Some(&*alg_name)) {
+    if jwk
+        .get("alg")
+        .is_some_and(|own| own.as_str() != Some(&*alg_name))
+    {
         return Err(DpopError::InvalidKey);
     }
     let (jwk, key) = PublicJwk::parse_for(jwk, alg).map_err(|e| match e {
@@ -155,7 +158,9 @@ fn numeric_date(n: &Number) -> Option<u64> {
     let seconds = match n.as_u64() {
         Some(s) => s,
         None => {
-            let f = n.as_f64().filter(|f| *f >= 0.0 && *f <= MAX_NUMERIC_DATE as f64)?;
+            let f = n
+                .as_f64()
+                .filter(|f| *f >= 0.0 && *f <= MAX_NUMERIC_DATE as f64)?;
             f as u64
         }
     };
@@ -249,7 +254,10 @@ mod tests {
             assert!(matches!(parse(bad), Err(DpopError::Malformed)), "{bad}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(parse(&format!(r#"{{"a":{deep}}}"#)), Err(DpopError::Malformed)));
+        assert!(matches!(
+            parse(&format!(r#"{{"a":{deep}}}"#)),
+            Err(DpopError::Malformed)
+        ));
         let wide: Vec<String> = (0..=MAX_MEMBERS).map(|i| format!(r#""m{i}":0"#)).collect();
         assert!(matches!(
             parse(&format!("{{{}}}", wide.join(","))),

@@ -309,11 +309,10 @@ impl DpopVerifier {
     ) -> VerifyFuture {
         match self.check(method, uri, headers, access_token) {
             Ok(checked) => {
-                let check = self.config.store.check(
-                    &checked.replay_key,
-                    checked.now,
-                    checked.expires_at,
-                );
+                let check =
+                    self.config
+                        .store
+                        .check(&checked.replay_key, checked.now, checked.expires_at);
                 VerifyFuture::new(check, checked.verified)
             }
             Err(e) => VerifyFuture::failed(e),
@@ -344,14 +343,20 @@ impl DpopVerifier {
         }
         self.check_htu(&claims.htu, uri)?;
         if let Some(token) = access_token {
-            let ath = claims.ath.as_deref().ok_or(DpopError::MissingClaim("ath"))?;
+            let ath = claims
+                .ath
+                .as_deref()
+                .ok_or(DpopError::MissingClaim("ath"))?;
             if ath != access_token_hash(token) {
                 return Err(DpopError::AccessTokenHash);
             }
         }
         let now = c.clock.now();
         if let Some(nonces) = &c.nonces
-            && !claims.nonce.as_deref().is_some_and(|n| nonces.is_valid(n, now))
+            && !claims
+                .nonce
+                .as_deref()
+                .is_some_and(|n| nonces.is_valid(n, now))
         {
             return Err(DpopError::UseNonce);
         }

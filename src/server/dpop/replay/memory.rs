@@ -152,13 +152,28 @@ mod tests {
     #[test]
     fn a_key_is_fresh_once_until_it_expires() {
         let store = MemoryReplayStore::new();
-        assert_eq!(store.try_check(&key(1), 100, 161).unwrap(), JtiStatus::Fresh);
-        assert_eq!(store.try_check(&key(1), 160, 221).unwrap(), JtiStatus::Replayed);
-        assert_eq!(store.try_check(&key(2), 160, 221).unwrap(), JtiStatus::Fresh);
+        assert_eq!(
+            store.try_check(&key(1), 100, 161).unwrap(),
+            JtiStatus::Fresh
+        );
+        assert_eq!(
+            store.try_check(&key(1), 160, 221).unwrap(),
+            JtiStatus::Replayed
+        );
+        assert_eq!(
+            store.try_check(&key(2), 160, 221).unwrap(),
+            JtiStatus::Fresh
+        );
         // At 161 the first entry expires; the second stays.
-        assert_eq!(store.try_check(&key(3), 161, 222).unwrap(), JtiStatus::Fresh);
+        assert_eq!(
+            store.try_check(&key(3), 161, 222).unwrap(),
+            JtiStatus::Fresh
+        );
         assert_eq!(store.len(), 2);
-        assert_eq!(store.try_check(&key(2), 161, 222).unwrap(), JtiStatus::Replayed);
+        assert_eq!(
+            store.try_check(&key(2), 161, 222).unwrap(),
+            JtiStatus::Replayed
+        );
     }
 
     #[test]
@@ -169,8 +184,14 @@ mod tests {
         let err = store.try_check(&key(3), 120, 220).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
         // Known keys are still answered, and space comes back as entries expire.
-        assert_eq!(store.try_check(&key(1), 120, 220).unwrap(), JtiStatus::Replayed);
-        assert_eq!(store.try_check(&key(3), 150, 250).unwrap(), JtiStatus::Fresh);
+        assert_eq!(
+            store.try_check(&key(1), 120, 220).unwrap(),
+            JtiStatus::Replayed
+        );
+        assert_eq!(
+            store.try_check(&key(3), 150, 250).unwrap(),
+            JtiStatus::Fresh
+        );
     }
 
     #[test]
@@ -193,7 +214,10 @@ mod tests {
     fn a_past_expiry_is_kept_for_a_second() {
         let store = MemoryReplayStore::new();
         store.try_check(&key(1), 100, 90).unwrap();
-        assert_eq!(store.try_check(&key(1), 100, 90).unwrap(), JtiStatus::Replayed);
+        assert_eq!(
+            store.try_check(&key(1), 100, 90).unwrap(),
+            JtiStatus::Replayed
+        );
         assert_eq!(store.try_check(&key(1), 101, 90).unwrap(), JtiStatus::Fresh);
     }
 }
