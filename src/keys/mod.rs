@@ -23,6 +23,7 @@
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
 pub(crate) mod backend;
+#[cfg(feature = "server")]
 mod der;
 mod jwk;
 mod key;
@@ -30,26 +31,32 @@ mod key;
 mod remote;
 #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
 mod rust_crypto;
+#[cfg(feature = "server")]
 mod set;
 #[cfg(feature = "issuer")]
 mod signing;
+#[cfg(feature = "server")]
 mod source;
 #[cfg(feature = "dpop")]
 mod thumbprint;
 
 pub use backend::install_crypto_provider;
 pub use jsonwebtoken::Algorithm;
-pub use key::{Key, KeyError};
+#[cfg(feature = "server")]
+pub use key::Key;
+pub use key::KeyError;
 #[cfg(feature = "jwks")]
 pub use remote::{JwksError, RemoteJwks, RemoteJwksBuilder};
+#[cfg(feature = "server")]
 pub use set::KeySet;
 #[cfg(feature = "issuer")]
 pub use signing::SigningKey;
+#[cfg(feature = "server")]
 pub use source::KeySource;
 #[cfg(feature = "dpop")]
 pub use thumbprint::Thumbprint;
 #[cfg(feature = "dpop")]
-pub(crate) use thumbprint::{Curve, PublicJwk, access_token_hash};
+pub(crate) use thumbprint::{PublicJwk, access_token_hash};
 
 #[cfg(feature = "server")]
 pub(crate) use jwk::parse_alg;

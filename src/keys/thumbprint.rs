@@ -8,12 +8,16 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+#[cfg(feature = "server")]
 use jsonwebtoken::Algorithm;
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "server")]
 use crate::keys::backend::KeyMaterial;
 use crate::keys::jwk::RawJwk;
-use crate::keys::key::{Key, KeyError};
+#[cfg(feature = "server")]
+use crate::keys::key::Key;
+use crate::keys::key::KeyError;
 
 /// The RFC 7638 thumbprint of a public JWK: the base64url SHA-256 of its required members,
 /// in lexicographic order, without whitespace. This is the `jkt` of DPoP (RFC 9449 §6).
@@ -116,6 +120,7 @@ pub(crate) enum PublicJwk {
 }
 
 impl PublicJwk {
+    #[cfg(all(feature = "aws-lc-rs", feature = "client"))]
     /// An EC key from its uncompressed point (`0x04 || x || y`).
     pub(crate) fn ec_point(crv: Curve, point: &[u8]) -> Result<Self, KeyError> {
         let size = crv.size();
@@ -187,6 +192,7 @@ impl PublicJwk {
         Ok((public, key))
     }
 
+    #[cfg(feature = "server")]
     /// The verification key for `alg`, which must fit the key type (and the curve).
     pub(crate) fn key(&self, alg: Algorithm) -> Result<Key, KeyError> {
         let mismatch = KeyError::Unsupported("key type does not match the algorithm");

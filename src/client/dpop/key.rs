@@ -95,8 +95,7 @@ impl DpopKey {
     }
 
     fn from_encoding_key(alg: Algorithm, key: EncodingKey) -> Result<Self, KeyError> {
-        let (signer, _verification_key) = Signer::private(alg, key)?;
-        Self::from_signer(alg, signer)
+        Self::from_signer(alg, Signer::parse(alg, key)?)
     }
 
     fn from_signer(alg: Algorithm, signer: Signer) -> Result<Self, KeyError> {
