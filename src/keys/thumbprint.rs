@@ -278,6 +278,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "aws-lc-rs", feature = "client"))]
     fn ec_points_split_into_coordinates() {
         let mut point = vec![4];
         point.extend([1; 32]);
