@@ -63,6 +63,11 @@ fn fixture_jwk() -> Value {
     serde_json::from_str(fixture_key().public_jwk()).unwrap()
 }
 
+fn ed_jwk() -> Value {
+    let key = DpopKey::from_pkcs8_pem(Algorithm::EdDSA, support::key_file("ed_private.pem"));
+    serde_json::from_str(key.unwrap().public_jwk()).unwrap()
+}
+
 static JTI: AtomicU64 = AtomicU64::new(0);
 
 fn good_header() -> Value {
@@ -94,7 +99,7 @@ fn sign_raw(alg: Algorithm, key: &EncodingKey, header: &str, claims: &str) -> St
 /// Signs with the ES256 fixture key, whose public half is [`fixture_jwk`].
 fn sign(header: &Value, claims: &Value) -> String {
     let alg = match header["alg"].as_str() {
-        Some("EdDSA") => Algorithm::EdDSA,
+        Some("EdDSA" | "Ed25519") => Algorithm::EdDSA,
         Some("RS256") => Algorithm::RS256,
         Some("HS256") => Algorithm::HS256,
         _ => Algorithm::ES256,
@@ -192,6 +197,19 @@ async fn every_check_has_a_must_reject_row() {
         (
             "jwk of another type than alg",
             |h, _| h["alg"] = json!("EdDSA"),
+            "InvalidKey",
+        ),
+        (
+            "alg Ed25519 (RFC 9864) with an Ed25519 key",
+            |h, _| {
+                h["alg"] = json!("Ed25519");
+                h["jwk"] = ed_jwk();
+            },
+            "ok",
+        ),
+        (
+            "alg Ed25519 with an EC key",
+            |h, _| h["alg"] = json!("Ed25519"),
             "InvalidKey",
         ),
         (
@@ -706,6 +724,19 @@ async fn rfc_9449_example_proofs_verify_at_their_time() {
         .await;
     assert!(matches!(elsewhere, Err(DpopError::Uri)));
     assert_eq!(Thumbprint::of_jwk(r#"{"kty":"EC","x":"l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs","y":"9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA","crv":"P-256"}"#).unwrap().as_str(), RFC_JKT);
+}
+
+#[test]
+fn verifiers_keys_stores_and_futures_cross_threads() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync_clone::<DpopVerifier>();
+    send_sync_clone::<DpopKey>();
+    send_sync_clone::<MemoryReplayStore>();
+    send_sync_clone::<DpopNonces>();
+    send_sync_clone::<VerifiedProof>();
+    send::<tower_jwt_refresh::server::dpop::future::VerifyFuture>();
+    send::<DpopError>();
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! Key material: verification keys ([`Key`], [`KeySet`]), JWK and JWKS parsing, signing keys
-//! ([`SigningKey`]), the remote JWKS ([`RemoteJwks`], feature `jwks`), and the crypto backends.
+//! ([`SigningKey`]), the remote JWKS ([`RemoteJwks`], feature `jwks`), RFC 7638 thumbprints
+//! ([`Thumbprint`], feature `dpop`), and the crypto backends.
 //!
 //! The server verifies with these keys and the issuer signs with them; neither role reaches
-//! into the other. Every key is bound to one algorithm when it is built, and a key that cannot
-//! be used fails in its constructor, never in a request.
+//! into the other. With `dpop`, the client's DPoP keys sign through the same backends: a
+//! client-only build compiles the signing half of this module, nothing that verifies. Every
+//! key is bound to one algorithm when it is built, and a key that cannot be used fails in its
+//! constructor, never in a request.
 //!
 //! Two crypto backends sit behind one interface: aws-lc-rs (feature `aws-lc-rs`, the default)
 //! and jsonwebtoken's RustCrypto backend (feature `rust-crypto`). Each verifies and signs;

@@ -328,44 +328,19 @@ impl DpopVerifier {
         access_token: Option<&str>,
     ) -> Result<Checked, DpopError> {
         let c = &*self.config;
-        let mut values = headers.get_all("dpop").iter();
-        let value = values.next().ok_or(DpopError::Missing)?;
-        if values.next().is_some() {
-            return Err(DpopError::Multiple);
-        }
-        if value.len() > c.max_len {
-            return Err(DpopError::TooLarge);
-        }
-        let text = value.to_str().map_err(|_| DpopError::Malformed)?;
-        let Proof { alg, jwk, claims } = proof::read(text, &c.algorithms)?;
+        let Proof { alg, jwk, claims } = proof::read(self.one_proof(headers)?, &c.algorithms)?;
         if claims.htm != method.as_str() {
             return Err(DpopError::Method);
         }
         self.check_htu(&claims.htu, uri)?;
         if let Some(token) = access_token {
-            let ath = claims
-                .ath
-                .as_deref()
-                .ok_or(DpopError::MissingClaim("ath"))?;
-            if ath != access_token_hash(token) {
+            let ath = claims.ath.as_deref();
+            if ath.ok_or(DpopError::MissingClaim("ath"))? != access_token_hash(token) {
                 return Err(DpopError::AccessTokenHash);
             }
         }
         let now = c.clock.now();
-        if let Some(nonces) = &c.nonces
-            && !claims
-                .nonce
-                .as_deref()
-                .is_some_and(|n| nonces.is_valid(n, now))
-        {
-            return Err(DpopError::UseNonce);
-        }
-        if claims.iat.saturating_add(c.max_age) < now {
-            return Err(DpopError::Stale);
-        }
-        if claims.iat > now.saturating_add(c.future_skew) {
-            return Err(DpopError::FromTheFuture);
-        }
+        self.check_time(&claims, now)?;
         let thumbprint = jwk.thumbprint();
         let replay_key = {
             let mut hash = Sha256::new();
@@ -385,6 +360,37 @@ impl DpopVerifier {
             // A replay at `iat + max_age` is still in the window; one later is stale.
             expires_at: claims.iat.saturating_add(c.max_age).saturating_add(1),
         })
+    }
+
+    /// The one `DPoP` header's value, within the size cap.
+    fn one_proof<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, DpopError> {
+        let mut values = headers.get_all("dpop").iter();
+        let value = values.next().ok_or(DpopError::Missing)?;
+        if values.next().is_some() {
+            return Err(DpopError::Multiple);
+        }
+        if value.len() > self.config.max_len {
+            return Err(DpopError::TooLarge);
+        }
+        value.to_str().map_err(|_| DpopError::Malformed)
+    }
+
+    /// The server nonce, when required, then `iat` within the window.
+    fn check_time(&self, claims: &proof::Claims, now: u64) -> Result<(), DpopError> {
+        let c = &*self.config;
+        if let Some(nonces) = &c.nonces {
+            let nonce = claims.nonce.as_deref();
+            if !nonce.is_some_and(|n| nonces.is_valid(n, now)) {
+                return Err(DpopError::UseNonce);
+            }
+        }
+        if claims.iat.saturating_add(c.max_age) < now {
+            return Err(DpopError::Stale);
+        }
+        if claims.iat > now.saturating_add(c.future_skew) {
+            return Err(DpopError::FromTheFuture);
+        }
+        Ok(())
     }
 
     fn check_htu(&self, htu: &str, uri: &Uri) -> Result<(), DpopError> {

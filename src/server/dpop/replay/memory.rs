@@ -123,7 +123,7 @@ impl MemoryReplayStore {
         if state.seen.len() >= self.capacity {
             return Err(Box::new(Full(self.capacity)));
         }
-        let expires_at = expires_at.max(now + 1);
+        let expires_at = expires_at.max(now.saturating_add(1));
         state.seen.insert(*key, expires_at);
         state.expiries.push(Reverse((expires_at, key.0)));
         Ok(JtiStatus::Fresh)

@@ -23,7 +23,7 @@ use crate::server::dpop::replay::{JtiStatus, ReplayCheck, ReplayKey, ReplayStore
 /// use tower_jwt_refresh::server::dpop::DpopVerifier;
 /// use tower_jwt_refresh::server::dpop::replay::RedisReplayStore;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn run() -> Result<(), tower_jwt_refresh::BoxError> {
 /// let store = RedisReplayStore::connect("redis://127.0.0.1/").await?.prefix("api");
 /// let verifier = DpopVerifier::new("https://api.example.com")?.replay_store(store);
 /// # let _ = verifier; Ok(()) }
