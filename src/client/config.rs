@@ -44,6 +44,18 @@ pub(crate) enum Early {
     Off,
 }
 
+/// What [`Config::decide`] says to do with a request.
+#[cfg(feature = "reqwest")]
+pub(crate) enum Decision {
+    Fail(Error),
+    /// No tokens, and the layer lets such requests through as they are.
+    PassThrough,
+    /// Refresh first; the tokens' generation and identity epoch.
+    RefreshFirst((u64, u64)),
+    /// Send now, keeping a copy for a replay or not.
+    Send((u64, u64), bool),
+}
+
 /// What to do with a request, decided from its tokens.
 pub(crate) enum Plan {
     /// Past the stale point: wait for the refresh, then send.
@@ -91,6 +103,34 @@ impl Config {
         // With the opt-in window, a copy only in the second half of the token's lifetime.
         let keep = keep && (!self.replay_window || now + lifetime / 2 >= expires_at);
         Plan::Send { keep, prefetch }
+    }
+
+    /// What to do with a request that is about to go out, for a front end without `call`'s
+    /// hot path: fail, pass it through, refresh first, or send (starting a prefetch first
+    /// when one is due).
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn decide(&self) -> Decision {
+        let state = self.session.load();
+        let Some(tokens) = &state.tokens else {
+            return if self.pass_through {
+                Decision::PassThrough
+            } else {
+                Decision::Fail(Error::NotAuthenticated)
+            };
+        };
+        if state.expired {
+            return Decision::Fail(Error::SessionExpired);
+        }
+        let seen = (state.generation, state.epoch);
+        match self.plan(&tokens.0) {
+            Plan::Refresh => Decision::RefreshFirst(seen),
+            Plan::Send { keep, prefetch } => {
+                if prefetch {
+                    self.session.prefetch(state.generation, &self.settings);
+                }
+                Decision::Send(seen, keep)
+            }
+        }
     }
 
     /// The `Authorization` value of the session's current tokens, and their generation, if
