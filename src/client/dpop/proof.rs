@@ -12,6 +12,19 @@ use crate::client::dpop::key::DpopKey;
 use crate::keys::{KeyError, access_token_hash};
 
 /// Why a proof could not be made.
+///
+/// # Example
+///
+/// ```
+/// use http::{Method, Uri};
+/// use tower_jwt_refresh::client::dpop::{DpopKey, ProofError};
+///
+/// let key = DpopKey::generate()?;
+/// let relative = Uri::from_static("/orders");
+/// let err = key.proof(&Method::GET, &relative).sign().unwrap_err();
+/// assert!(matches!(err, ProofError::RelativeUri));
+/// # Ok::<_, tower_jwt_refresh::keys::KeyError>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ProofError {

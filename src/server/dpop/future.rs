@@ -13,6 +13,23 @@ use crate::server::dpop::verifier::VerifiedProof;
 /// The future [`DpopVerifier::verify`](crate::server::dpop::DpopVerifier::verify) returns:
 /// ready at once when the proof failed a check or the replay store answered directly (the
 /// memory store), otherwise waiting on the store.
+///
+/// # Example
+///
+/// ```
+/// use http::{HeaderMap, Method, Uri};
+/// use tower_jwt_refresh::server::dpop::future::VerifyFuture;
+/// use tower_jwt_refresh::server::dpop::{DpopError, DpopVerifier};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let verifier = DpopVerifier::new("https://api.example.com")?;
+/// let uri = Uri::from_static("/");
+/// // A nameable future, for a service's own future to hold.
+/// let future: VerifyFuture = verifier.verify(&Method::GET, &uri, &HeaderMap::new(), None);
+/// assert!(matches!(future.await, Err(DpopError::Missing)));
+/// # Ok(()) }
+/// ```
 pub struct VerifyFuture {
     state: State,
 }

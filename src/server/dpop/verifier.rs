@@ -106,6 +106,15 @@ impl fmt::Debug for DpopVerifier {
 
 /// The base URL given to [`DpopVerifier::new`] is not an absolute `http` or `https` URL
 /// without user information, query or fragment.
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_refresh::server::dpop::{DpopVerifier, InvalidBaseUrl};
+///
+/// assert_eq!(DpopVerifier::new("/api").unwrap_err(), InvalidBaseUrl);
+/// assert!(DpopVerifier::new("https://example.com/api").is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidBaseUrl;
 

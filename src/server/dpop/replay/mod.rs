@@ -45,6 +45,17 @@ pub use memory::MemoryReplayStore;
 pub use redis::RedisReplayStore;
 
 /// What a replay store says about a `jti`.
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_refresh::server::dpop::replay::{JtiStatus, MemoryReplayStore, ReplayKey};
+///
+/// let store = MemoryReplayStore::new();
+/// let key = ReplayKey::from_bytes([1; 32]);
+/// assert_eq!(store.try_check(&key, 0, 60).unwrap(), JtiStatus::Fresh);
+/// assert_eq!(store.try_check(&key, 1, 61).unwrap(), JtiStatus::Replayed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JtiStatus {
     /// First seen now, and now remembered: the proof may be accepted.
@@ -99,6 +110,17 @@ impl fmt::Debug for ReplayKey {
 /// one returns [`ReplayCheck::pending`]. An error refuses the proof with
 /// [`DpopError::Store`](crate::server::dpop::DpopError::Store) (fail closed: a proof that
 /// cannot be checked for replay is not accepted).
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_refresh::server::dpop::replay::{JtiStatus, ReplayCheck};
+///
+/// // A store that answers at once, and one that has to ask a server first.
+/// let now = ReplayCheck::ready(Ok(JtiStatus::Fresh));
+/// let later = ReplayCheck::pending(async { Ok(JtiStatus::Replayed) });
+/// # let _ = (now, later);
+/// ```
 pub struct ReplayCheck(pub(crate) Check);
 
 pub(crate) enum Check {
@@ -132,6 +154,23 @@ impl fmt::Debug for ReplayCheck {
 
 /// Remembers the `jti` of accepted DPoP proofs, atomically: of two concurrent checks of one
 /// key, exactly one is [`JtiStatus::Fresh`].
+///
+/// The module's example wraps a store; [`MemoryReplayStore`] and `RedisReplayStore` are the
+/// crate's own.
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_refresh::server::dpop::DpopVerifier;
+/// use tower_jwt_refresh::server::dpop::replay::MemoryReplayStore;
+///
+/// // One store shared by two verifiers (say, two routers of one process).
+/// let store = MemoryReplayStore::new();
+/// let api = DpopVerifier::new("https://api.example.com")?.replay_store(store.clone());
+/// let admin = DpopVerifier::new("https://admin.example.com")?.replay_store(store);
+/// # let _ = (api, admin);
+/// # Ok::<_, tower_jwt_refresh::server::dpop::InvalidBaseUrl>(())
+/// ```
 pub trait ReplayStore: Send + Sync + 'static {
     /// Records `key` until `expires_at` (Unix seconds, later than `now`) unless it is already
     /// recorded, and says which. `now` is the verifier's clock, for stores that keep time
