@@ -26,11 +26,14 @@
 //! | `rust-crypto` | no | pure-Rust crypto through jsonwebtoken's RustCrypto backend |
 //! | `axum` | no | the [`Claims`](server::Claims) extractor |
 //! | `jwks` | no | keys fetched from a remote JWKS URL and kept current (its TLS client uses aws-lc-rs) |
-//! | `redis` | no | `RedisStore`: refresh-token families shared by several instances |
+//! | `redis` | no | `RedisStore`: refresh-token families shared by several instances (and, with `dpop`, a shared DPoP replay store) |
+//! | `dpop` | yes | DPoP (RFC 9449): proof verification, replay stores and nonces with `server`; a `DpopKey` that signs proofs with `client` |
 //!
 //! A verify-only build (`default-features = false, features = ["server", "aws-lc-rs"]`)
 //! compiles no issuance or client code; a client-only build (`features = ["client"]`)
-//! compiles no verification code. The server roles need one crypto backend; a build with
+//! compiles no verification code. DPoP follows the roles: `server` and `dpop` verify proofs,
+//! `client` and `dpop` sign them (and need a crypto backend). The server roles need one
+//! crypto backend; a build with
 //! neither fails with a message that says so. With both (as `--all-features` does),
 //! `aws-lc-rs` is used.
 
@@ -43,7 +46,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub mod client;
 #[cfg(feature = "issuer")]
 pub mod issuer;
-#[cfg(feature = "server")]
+#[cfg(any(feature = "server", all(feature = "client", feature = "dpop")))]
 pub mod keys;
 #[cfg(feature = "server")]
 pub mod server;

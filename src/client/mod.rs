@@ -104,6 +104,8 @@
 //! ```
 
 mod config;
+#[cfg(feature = "dpop")]
+pub mod dpop;
 mod error;
 pub mod future;
 mod layer;

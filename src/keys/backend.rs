@@ -7,6 +7,7 @@
 //! itself. With `rust-crypto` (`rust_crypto`) jsonwebtoken's own
 //! verifier does the work. With both features on, `aws-lc-rs` is used.
 
+#[cfg(feature = "server")]
 use jsonwebtoken::Algorithm;
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
@@ -21,7 +22,7 @@ use crate::keys::aws_lc as chosen;
 use crate::keys::rust_crypto as chosen;
 
 /// The chosen backend's signer, for [`SigningKey`](crate::keys::SigningKey).
-#[cfg(feature = "issuer")]
+#[cfg(any(feature = "issuer", all(feature = "client", feature = "dpop")))]
 pub(crate) use chosen::Signer;
 
 /// Installs this crate's crypto backend as jsonwebtoken's process-wide provider.
@@ -40,6 +41,7 @@ pub fn install_crypto_provider() {
     });
 }
 
+#[cfg(feature = "server")]
 /// Raw public key material, as read from PEM or JWK.
 pub(crate) enum KeyMaterial<'a> {
     /// An HMAC secret.
@@ -54,6 +56,7 @@ pub(crate) enum KeyMaterial<'a> {
     Ed25519(&'a [u8]),
 }
 
+#[cfg(feature = "server")]
 /// Why a backend would not prepare a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -63,12 +66,14 @@ pub(crate) enum Refusal {
     Malformed,
 }
 
+#[cfg(feature = "server")]
 /// A key prepared for one algorithm by the chosen backend.
 pub(crate) struct PreparedKey {
     inner: chosen::Verifier,
     alg: Algorithm,
 }
 
+#[cfg(feature = "server")]
 impl PreparedKey {
     /// Prepares `material` for `alg`, failing when the two do not belong together or the
     /// material is malformed.
@@ -89,6 +94,7 @@ impl PreparedKey {
     }
 }
 
+#[cfg(feature = "server")]
 fn check_family(alg: Algorithm, material: &KeyMaterial<'_>) -> Result<(), Refusal> {
     use Algorithm::*;
     let ok = match material {
@@ -108,7 +114,7 @@ fn check_family(alg: Algorithm, material: &KeyMaterial<'_>) -> Result<(), Refusa
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use super::*;
 

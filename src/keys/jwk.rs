@@ -3,12 +3,19 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+#[cfg(feature = "server")]
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+#[cfg(feature = "server")]
 use crate::keys::backend::KeyMaterial;
-use crate::keys::key::{Key, KeyError};
+#[cfg(feature = "server")]
+use crate::keys::key::Key;
+use crate::keys::key::KeyError;
+#[cfg(feature = "dpop")]
+use crate::keys::thumbprint::{Curve, PublicJwk};
 
+#[cfg(feature = "server")]
 /// Parses a JWS `alg` header value. Case-sensitive, as RFC 7515 requires; `none` and anything
 /// unknown give `None`.
 pub(crate) fn parse_alg(alg: &str) -> Option<Algorithm> {
@@ -30,8 +37,10 @@ pub(crate) fn parse_alg(alg: &str) -> Option<Algorithm> {
     })
 }
 
-/// The JWK members this crate reads; anything else is ignored.
+/// The JWK members this crate reads; anything else is ignored. (A build without `server`
+/// reads only the members of a public key, for thumbprints.)
 #[derive(Deserialize)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) struct RawJwk {
     kty: String,
     #[serde(rename = "use")]
@@ -47,6 +56,7 @@ pub(crate) struct RawJwk {
     k: Option<String>,
 }
 
+#[cfg(feature = "server")]
 /// One entry of a JWKS document's `keys` array, read on its own: an entry this crate cannot
 /// read does not make the others unreadable.
 pub(crate) struct JwkEntry {
@@ -57,6 +67,7 @@ pub(crate) struct JwkEntry {
 }
 
 impl RawJwk {
+    #[cfg(feature = "server")]
     /// The entries of a JWKS document (`{"keys":[…]}`), not yet checked. Fails only when the
     /// document itself is not a JWKS.
     pub(crate) fn parse_set(json: &[u8]) -> Result<Vec<JwkEntry>, KeyError> {
@@ -72,11 +83,39 @@ impl RawJwk {
         Ok(entries.collect())
     }
 
+    /// The public key this JWK describes, as RFC 7638 reads it: EC (P-256, P-384), OKP
+    /// (Ed25519) or RSA, other members ignored.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn public_jwk(&self) -> Result<PublicJwk, KeyError> {
+        let jwk = match (self.kty.as_str(), self.crv.as_deref()) {
+            ("EC", Some(crv)) => PublicJwk::Ec {
+                crv: match crv {
+                    "P-256" => Curve::P256,
+                    "P-384" => Curve::P384,
+                    _ => return Err(KeyError::Unsupported("jwk key type or curve")),
+                },
+                x: decoded(&self.x, "jwk `x` is missing or not base64url")?,
+                y: decoded(&self.y, "jwk `y` is missing or not base64url")?,
+            },
+            ("OKP", Some("Ed25519")) => PublicJwk::Ed25519 {
+                x: decoded(&self.x, "jwk `x` is missing or not base64url")?,
+            },
+            ("RSA", _) => PublicJwk::Rsa {
+                n: decoded(&self.n, "jwk `n` is missing or not base64url")?,
+                e: decoded(&self.e, "jwk `e` is missing or not base64url")?,
+            },
+            _ => return Err(KeyError::Unsupported("jwk key type or curve")),
+        };
+        jwk.checked()
+    }
+
+    #[cfg(feature = "server")]
     /// Whether this is a symmetric (`kty: oct`) key.
     pub(crate) fn is_symmetric(&self) -> bool {
         self.kty == "oct"
     }
 
+    #[cfg(feature = "server")]
     /// The verification key this JWK describes, bound to its algorithm and named by its `kid`.
     pub(crate) fn into_key(self) -> Result<Key, KeyError> {
         self.check_use()?;
@@ -97,8 +136,9 @@ impl RawJwk {
         })
     }
 
+    #[cfg(feature = "server")]
     /// Refuses a key whose `use` or `key_ops` rule out verifying signatures.
-    fn check_use(&self) -> Result<(), KeyError> {
+    pub(crate) fn check_use(&self) -> Result<(), KeyError> {
         if self.use_.as_deref().is_some_and(|u| u != "sig") {
             return Err(KeyError::NotForVerification);
         }
@@ -110,6 +150,7 @@ impl RawJwk {
         Ok(())
     }
 
+    #[cfg(feature = "server")]
     /// The key's `alg`, or the one its curve implies.
     fn algorithm(&self) -> Result<Algorithm, KeyError> {
         if let Some(alg) = self.alg.as_deref() {
@@ -125,12 +166,14 @@ impl RawJwk {
         }
     }
 
+    #[cfg(feature = "server")]
     fn rsa(&self, alg: Algorithm) -> Result<Key, KeyError> {
         let n = decoded(&self.n, "jwk `n` is missing or not base64url")?;
         let e = decoded(&self.e, "jwk `e` is missing or not base64url")?;
         Key::prepare(alg, KeyMaterial::RsaComponents { n: &n, e: &e })
     }
 
+    #[cfg(feature = "server")]
     fn ec(&self, alg: Algorithm) -> Result<Key, KeyError> {
         let size = match (alg, self.crv.as_deref()) {
             (Algorithm::ES256, Some("P-256")) => 32,
@@ -154,6 +197,7 @@ impl RawJwk {
         Key::prepare(alg, KeyMaterial::Ec(&point))
     }
 
+    #[cfg(feature = "server")]
     fn okp(&self, alg: Algorithm) -> Result<Key, KeyError> {
         if self.crv.as_deref() != Some("Ed25519") {
             return Err(KeyError::Unsupported("okp curve other than Ed25519"));
@@ -174,7 +218,7 @@ fn decoded(value: &Option<String>, what: &'static str) -> Result<Vec<u8>, KeyErr
         .map_err(|_| KeyError::Malformed(what))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 pub(crate) mod tests {
     use super::*;
 

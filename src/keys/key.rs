@@ -1,14 +1,20 @@
 //! [`Key`]: one verification key, bound to one algorithm; and [`KeyError`].
 
 use std::fmt;
+#[cfg(feature = "server")]
 use std::sync::Arc;
 
+#[cfg(feature = "server")]
 use jsonwebtoken::Algorithm;
 
 use crate::BoxError;
+#[cfg(feature = "server")]
 use crate::keys::backend::{KeyMaterial, PreparedKey, Refusal};
+#[cfg(feature = "server")]
 use crate::keys::jwk::RawJwk;
-use crate::keys::set::KeySet;
+
+/// The most keys one [`KeySet`](crate::keys::KeySet) holds.
+pub(crate) const MAX_KEYS: usize = 100;
 
 /// Why a key or key set could not be loaded, or a key could not sign.
 #[derive(Debug)]
@@ -32,7 +38,8 @@ pub enum KeyError {
     MissingAlgorithm,
     /// Two keys in one set share a `kid`.
     DuplicateKid,
-    /// A set or JWKS document with more than [`KeySet::MAX_KEYS`] keys.
+    /// A set or JWKS document with more than
+    /// [`KeySet::MAX_KEYS`](crate::keys::KeySet::MAX_KEYS) keys.
     TooManyKeys,
     /// A JWKS document holding no key this crate can verify with.
     NoUsableKey,
@@ -56,7 +63,7 @@ impl fmt::Display for KeyError {
             Self::NotForVerification => f.write_str("jwk `use` or `key_ops` forbid verification"),
             Self::MissingAlgorithm => f.write_str("jwk has no `alg` and its key type needs one"),
             Self::DuplicateKid => f.write_str("two keys share one `kid`"),
-            Self::TooManyKeys => write!(f, "more than {} keys in one set", KeySet::MAX_KEYS),
+            Self::TooManyKeys => write!(f, "more than {} keys in one set", MAX_KEYS),
             Self::NoUsableKey => f.write_str("jwks holds no usable signing key"),
             Self::Json(_) => f.write_str("invalid jwk json"),
             Self::Pem(_) => f.write_str("invalid pem key"),
@@ -76,6 +83,7 @@ impl std::error::Error for KeyError {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<Refusal> for KeyError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
@@ -100,12 +108,14 @@ impl From<Refusal> for KeyError {
 /// assert_eq!(key.kid(), Some("2026-11"));
 /// # Ok::<_, tower_jwt_refresh::keys::KeyError>(())
 /// ```
+#[cfg(feature = "server")]
 #[derive(Clone)]
 pub struct Key {
     kid: Option<Arc<str>>,
     prepared: Arc<PreparedKey>,
 }
 
+#[cfg(feature = "server")]
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Key")
@@ -116,8 +126,10 @@ impl fmt::Debug for Key {
 }
 
 /// What [`Key::hmac`] and [`Key::hmac_allow_short`] say to a non-HMAC algorithm.
+#[cfg(feature = "server")]
 const NOT_HMAC: KeyError = KeyError::Unsupported("hmac secrets need HS256, HS384 or HS512");
 
+#[cfg(feature = "server")]
 impl Key {
     /// An HMAC secret for `HS256`, `HS384` or `HS512`.
     ///
@@ -227,6 +239,7 @@ impl Key {
 }
 
 /// The kind of PEM key an asymmetric algorithm takes.
+#[cfg(feature = "server")]
 #[derive(Clone, Copy)]
 pub(crate) enum PemFamily {
     Rsa,
@@ -234,6 +247,7 @@ pub(crate) enum PemFamily {
     Ed25519,
 }
 
+#[cfg(feature = "server")]
 impl PemFamily {
     pub(crate) fn of(alg: Algorithm) -> Result<Self, KeyError> {
         use Algorithm::*;
@@ -248,7 +262,7 @@ impl PemFamily {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use super::*;
 

@@ -1,9 +1,12 @@
 //! Key material: verification keys ([`Key`], [`KeySet`]), JWK and JWKS parsing, signing keys
-//! ([`SigningKey`]), the remote JWKS ([`RemoteJwks`], feature `jwks`), and the crypto backends.
+//! ([`SigningKey`]), the remote JWKS ([`RemoteJwks`], feature `jwks`), RFC 7638 thumbprints
+//! ([`Thumbprint`], feature `dpop`), and the crypto backends.
 //!
 //! The server verifies with these keys and the issuer signs with them; neither role reaches
-//! into the other. Every key is bound to one algorithm when it is built, and a key that cannot
-//! be used fails in its constructor, never in a request.
+//! into the other. With `dpop`, the client's DPoP keys sign through the same backends: a
+//! client-only build compiles the signing half of this module, nothing that verifies. Every
+//! key is bound to one algorithm when it is built, and a key that cannot be used fails in its
+//! constructor, never in a request.
 //!
 //! Two crypto backends sit behind one interface: aws-lc-rs (feature `aws-lc-rs`, the default)
 //! and jsonwebtoken's RustCrypto backend (feature `rust-crypto`). Each verifies and signs;
@@ -22,7 +25,8 @@
 
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
-mod backend;
+pub(crate) mod backend;
+#[cfg(feature = "server")]
 mod der;
 mod jwk;
 mod key;
@@ -30,20 +34,34 @@ mod key;
 mod remote;
 #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
 mod rust_crypto;
+#[cfg(feature = "server")]
 mod set;
 #[cfg(feature = "issuer")]
 mod signing;
+#[cfg(feature = "server")]
 mod source;
+#[cfg(feature = "dpop")]
+mod thumbprint;
 
 pub use backend::install_crypto_provider;
 pub use jsonwebtoken::Algorithm;
-pub use key::{Key, KeyError};
+#[cfg(feature = "server")]
+pub use key::Key;
+pub use key::KeyError;
 #[cfg(feature = "jwks")]
 pub use remote::{JwksError, RemoteJwks, RemoteJwksBuilder};
+#[cfg(feature = "server")]
 pub use set::KeySet;
 #[cfg(feature = "issuer")]
 pub use signing::SigningKey;
+#[cfg(feature = "server")]
 pub use source::KeySource;
+#[cfg(feature = "dpop")]
+pub use thumbprint::Thumbprint;
+#[cfg(feature = "dpop")]
+pub(crate) use thumbprint::{PublicJwk, access_token_hash};
 
+#[cfg(feature = "server")]
 pub(crate) use jwk::parse_alg;
+#[cfg(feature = "server")]
 pub(crate) use set::Selection;

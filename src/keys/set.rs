@@ -70,7 +70,7 @@ pub(crate) enum Selection<'a> {
 impl KeySet {
     /// The most keys a set may hold. Key sets are small (an issuer rotates through a few); the
     /// bound keeps a hostile JWKS document from costing unbounded work.
-    pub const MAX_KEYS: usize = 100;
+    pub const MAX_KEYS: usize = crate::keys::key::MAX_KEYS;
 
     /// An empty set.
     pub fn new() -> Self {

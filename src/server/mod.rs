@@ -47,6 +47,8 @@ mod cache;
 mod claims;
 mod decision;
 mod deny_list;
+#[cfg(feature = "dpop")]
+pub mod dpop;
 mod form;
 pub mod future;
 mod layer;
