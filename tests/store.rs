@@ -26,7 +26,7 @@ use tower_jwt_refresh::issuer::store::{
     NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 use tower_jwt_refresh::issuer::{
-    AccessTokenIssuer, GrantError, IssueError, MemoryStore, RefreshError, TokenIssuer,
+    AccessTokenIssuer, GrantError, MemoryStore, RefreshError, TokenIssuer,
 };
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 use tower_jwt_refresh::server::{DenyCheck, JwtAuthLayer, Rejection, TokenError};
@@ -640,7 +640,7 @@ mod redis {
             .wait_for_replicas(1, Duration::from_millis(50));
         let issuer = issuer(store, 0);
         let error = match issuer.issue("alice", &()).await {
-            Err(IssueError::Unavailable(error)) => error,
+            Err(tower_jwt_refresh::issuer::IssueError::Unavailable(error)) => error,
             other => panic!("expected the store to refuse, got {other:?}"),
         };
         assert!(error.is_ambiguous());
