@@ -50,6 +50,8 @@ pub mod server;
 
 #[cfg(feature = "server")]
 mod clock;
+#[cfg(any(feature = "server", feature = "client"))]
+mod metrics;
 #[cfg(feature = "server")]
 pub use clock::Clock;
 #[cfg(feature = "server")]

@@ -1,0 +1,542 @@
+//! Every instrument the crate records through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`), named in this one file.
+//!
+//! Each role builds its handles once, when its component is built: the server's with the
+//! [`JwtAuthLayer`](crate::server::JwtAuthLayer), the issuer's with the
+//! [`TokenIssuer`](crate::issuer::TokenIssuer), the client's with the
+//! [`Session`](crate::client::Session), the remote JWKS's with the
+//! `RemoteJwks`. Recording an event is then an increment on a handle: with no recorder
+//! installed the handle is a no-op (a null check), and with one it is an atomic add, with no
+//! lookup by name. So the recorder must be installed before those components are built;
+//! a component built earlier records nothing.
+//!
+//! Without the feature, every type here is empty and every function does nothing, so each call
+//! site compiles to nothing.
+//!
+//! Names follow OpenTelemetry's conventions: dot-separated and namespaced, no unit in the name
+//! (the unit is given when the instrument is described), and attribute values from fixed sets.
+//! An attribute that only applies to some outcomes (the `reason` of a rejection) is recorded
+//! only with them, as OpenTelemetry's conditionally required attributes are.
+
+#![cfg_attr(not(feature = "metrics"), allow(unused_variables, dead_code))]
+
+use std::fmt;
+#[cfg(feature = "client")]
+use std::time::Duration;
+
+#[cfg(feature = "metrics")]
+use ::metrics::{Counter, Unit, counter, describe_counter, describe_histogram};
+#[cfg(all(feature = "metrics", any(feature = "issuer", feature = "client")))]
+use ::metrics::{Histogram, histogram};
+
+/// The names, in one place; the README's table lists them with their units and attributes.
+/// Every name is here whichever roles are built.
+#[allow(dead_code)]
+pub(crate) mod name {
+    pub(crate) const SERVER_REQUESTS: &str = "tower_jwt_refresh.server.requests";
+    pub(crate) const SERVER_CACHE_LOOKUPS: &str = "tower_jwt_refresh.server.cache.lookups";
+    pub(crate) const SERVER_REVOCATION_CHECKS: &str = "tower_jwt_refresh.server.revocation.checks";
+    pub(crate) const SERVER_JWKS_FETCHES: &str = "tower_jwt_refresh.server.jwks.fetches";
+    pub(crate) const SERVER_JWKS_REFETCHES: &str = "tower_jwt_refresh.server.jwks.refetches";
+    pub(crate) const ISSUER_ISSUED: &str = "tower_jwt_refresh.issuer.issued";
+    pub(crate) const ISSUER_ROTATIONS: &str = "tower_jwt_refresh.issuer.rotations";
+    pub(crate) const ISSUER_REVOCATIONS: &str = "tower_jwt_refresh.issuer.revocations";
+    pub(crate) const ISSUER_STORE_ERRORS: &str = "tower_jwt_refresh.issuer.store.errors";
+    pub(crate) const ISSUER_STORE_DURATION: &str = "tower_jwt_refresh.issuer.store.duration";
+    pub(crate) const CLIENT_REFRESHES: &str = "tower_jwt_refresh.client.refreshes";
+    pub(crate) const CLIENT_REFRESH_DURATION: &str = "tower_jwt_refresh.client.refresh.duration";
+    pub(crate) const CLIENT_WAITS: &str = "tower_jwt_refresh.client.waits";
+    pub(crate) const CLIENT_WAIT_DURATION: &str = "tower_jwt_refresh.client.wait.duration";
+    pub(crate) const CLIENT_REPLAYS: &str = "tower_jwt_refresh.client.replays";
+    pub(crate) const CLIENT_SESSION_EXPIRIES: &str = "tower_jwt_refresh.client.session.expiries";
+}
+
+/// Describes `counters` and `histograms` (name, unit, description) to the current recorder.
+#[cfg(feature = "metrics")]
+fn describe(
+    counters: &[(&'static str, &'static str)],
+    histograms: &[(&'static str, &'static str)],
+) {
+    for &(name, text) in counters {
+        describe_counter!(name, Unit::Count, text);
+    }
+    for &(name, text) in histograms {
+        describe_histogram!(name, Unit::Seconds, text);
+    }
+}
+
+/// Builds one counter per value of a fixed attribute.
+#[cfg(feature = "metrics")]
+fn counters<const N: usize>(
+    name: &'static str,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    values.map(|value| counter!(name, key => value))
+}
+
+#[cfg(all(feature = "metrics", any(feature = "issuer", feature = "client")))]
+fn histograms<const N: usize>(
+    name: &'static str,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [Histogram; N] {
+    values.map(|value| histogram!(name, key => value))
+}
+
+macro_rules! opaque_debug {
+    ($($ty:ident),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+
+#[cfg(feature = "server")]
+opaque_debug!(Server);
+#[cfg(feature = "jwks")]
+opaque_debug!(Jwks);
+#[cfg(feature = "issuer")]
+opaque_debug!(Issuer);
+#[cfg(feature = "client")]
+opaque_debug!(Client);
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+#[cfg(feature = "server")]
+use crate::server::{Rejection, TokenError, TokenStatus};
+
+/// The `reason` of a rejected request, by [`reason`].
+#[cfg(feature = "server")]
+pub(crate) const REASONS: [&str; 18] = [
+    "missing_token",
+    "invalid_request",
+    "insufficient_scope",
+    "revocation_unavailable",
+    "expired",
+    "too_large",
+    "malformed",
+    "algorithm",
+    "unknown_key",
+    "invalid_signature",
+    "header",
+    "type",
+    "not_yet_valid",
+    "issuer",
+    "audience",
+    "missing_claim",
+    "claims",
+    "revoked",
+];
+
+/// The index in [`REASONS`] of a rejection's reason.
+#[cfg(feature = "server")]
+pub(crate) fn reason(rejection: Rejection) -> usize {
+    match rejection {
+        Rejection::MissingToken => 0,
+        Rejection::InvalidRequest(_) => 1,
+        Rejection::InsufficientScope => 2,
+        Rejection::DenyListUnavailable => 3,
+        Rejection::InvalidToken(error) => match error {
+            TokenError::Expired => 4,
+            TokenError::TooLarge => 5,
+            TokenError::Malformed => 6,
+            TokenError::Algorithm => 7,
+            TokenError::UnknownKey => 8,
+            TokenError::Signature => 9,
+            TokenError::Header => 10,
+            TokenError::Type => 11,
+            TokenError::NotYetValid => 12,
+            TokenError::Issuer => 13,
+            TokenError::Audience => 14,
+            TokenError::MissingClaim => 15,
+            TokenError::Claims => 16,
+            TokenError::Revoked => 17,
+        },
+    }
+}
+
+/// The outcomes of a revocation (deny-list) check.
+#[cfg(feature = "server")]
+const REVOCATION_OUTCOMES: [&str; 5] = ["active", "revoked", "error", "timeout", "overloaded"];
+
+/// The server's instruments, built with its layer.
+#[cfg(feature = "server")]
+#[derive(Clone)]
+pub(crate) struct Server {
+    #[cfg(feature = "metrics")]
+    verified: Counter,
+    #[cfg(feature = "metrics")]
+    anonymous: Counter,
+    #[cfg(feature = "metrics")]
+    rejected: [Counter; 18],
+    #[cfg(feature = "metrics")]
+    cache: [Counter; 2],
+    #[cfg(feature = "metrics")]
+    revocation: [Counter; 5],
+}
+
+#[cfg(feature = "server")]
+impl Server {
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use name::*;
+            describe(
+                &[
+                    (
+                        SERVER_REQUESTS,
+                        "requests the server layer decided, by outcome",
+                    ),
+                    (
+                        SERVER_CACHE_LOOKUPS,
+                        "verified-token cache lookups, by result",
+                    ),
+                    (SERVER_REVOCATION_CHECKS, "deny-list checks, by outcome"),
+                ],
+                &[],
+            );
+            let rejected = REASONS.map(
+                |reason| counter!(SERVER_REQUESTS, "outcome" => "rejected", "reason" => reason),
+            );
+            Self {
+                verified: counter!(SERVER_REQUESTS, "outcome" => "verified"),
+                anonymous: counter!(SERVER_REQUESTS, "outcome" => "anonymous"),
+                rejected,
+                cache: counters(SERVER_CACHE_LOOKUPS, "result", ["hit", "miss"]),
+                revocation: counters(SERVER_REVOCATION_CHECKS, "outcome", REVOCATION_OUTCOMES),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+
+    /// A request let through: with verified claims, or anonymous (optional mode).
+    #[inline]
+    pub(crate) fn passed(&self, verified: bool) {
+        #[cfg(feature = "metrics")]
+        if verified {
+            self.verified.increment(1);
+        } else {
+            self.anonymous.increment(1);
+        }
+    }
+
+    /// A request's verdict: let through, or refused.
+    #[inline]
+    pub(crate) fn verdict<T>(&self, verdict: &Result<Option<T>, Rejection>) {
+        #[cfg(feature = "metrics")]
+        match verdict {
+            Ok(claims) => self.passed(claims.is_some()),
+            Err(rejection) => self.rejected[reason(*rejection)].increment(1),
+        }
+    }
+
+    /// A lookup in the verified-token cache: a hit if it `found` the token.
+    #[inline]
+    pub(crate) fn cache<T>(&self, found: &Option<T>) {
+        #[cfg(feature = "metrics")]
+        self.cache[usize::from(found.is_none())].increment(1);
+    }
+
+    /// A hit in the verified-token cache.
+    #[inline]
+    pub(crate) fn cache_hit(&self) {
+        #[cfg(feature = "metrics")]
+        self.cache[0].increment(1);
+    }
+
+    /// A deny-list check that answered.
+    #[inline]
+    pub(crate) fn revocation(&self, status: &Result<TokenStatus, crate::BoxError>) {
+        #[cfg(feature = "metrics")]
+        self.revocation[match status {
+            Ok(TokenStatus::Active) => 0,
+            Ok(TokenStatus::Revoked) => 1,
+            Err(_) => 2,
+        }]
+        .increment(1);
+    }
+
+    /// A deny-list check that did not answer: it overran the I/O timeout, or too many were
+    /// pending to start it.
+    #[inline]
+    pub(crate) fn revocation_unanswered(&self, timed_out: bool) {
+        #[cfg(feature = "metrics")]
+        self.revocation[if timed_out { 3 } else { 4 }].increment(1);
+    }
+}
+
+/// The remote JWKS's instruments, built with it.
+#[cfg(feature = "jwks")]
+pub(crate) struct Jwks {
+    #[cfg(feature = "metrics")]
+    fetches: [Counter; 2],
+    #[cfg(feature = "metrics")]
+    refetches: Counter,
+}
+
+#[cfg(feature = "jwks")]
+impl Jwks {
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use name::*;
+            describe(
+                &[
+                    (
+                        SERVER_JWKS_FETCHES,
+                        "JWKS fetches (first, periodic and refetches), by result",
+                    ),
+                    (
+                        SERVER_JWKS_REFETCHES,
+                        "JWKS refetches started by a token with an unknown kid",
+                    ),
+                ],
+                &[],
+            );
+            Self {
+                fetches: counters(SERVER_JWKS_FETCHES, "result", ["ok", "error"]),
+                refetches: counter!(SERVER_JWKS_REFETCHES),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+
+    /// A fetch that ended, stored or failed.
+    pub(crate) fn fetched<T, E>(&self, result: &Result<T, E>) {
+        #[cfg(feature = "metrics")]
+        self.fetches[usize::from(result.is_err())].increment(1);
+    }
+
+    /// A refetch started for an unknown `kid`.
+    pub(crate) fn refetch(&self) {
+        #[cfg(feature = "metrics")]
+        self.refetches.increment(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuer
+
+#[cfg(feature = "issuer")]
+use crate::issuer::store::{RotationOutcome, StoreError};
+
+/// A store operation, the `operation` attribute of the store instruments.
+#[cfg(feature = "issuer")]
+#[derive(Clone, Copy)]
+pub(crate) enum StoreOp {
+    Create = 0,
+    Rotate = 1,
+    Revoke = 2,
+}
+
+#[cfg(feature = "issuer")]
+const STORE_OPS: [&str; 3] = ["create", "rotate", "revoke"];
+
+/// The outcomes of a rotation that reached the store.
+#[cfg(feature = "issuer")]
+const ROTATION_OUTCOMES: [&str; 7] = [
+    "rotated",
+    "grace_retry",
+    "reused",
+    "expired",
+    "revoked",
+    "unknown",
+    "error",
+];
+
+/// The issuer's instruments, built with the `TokenIssuer`.
+#[cfg(feature = "issuer")]
+#[derive(Clone)]
+pub(crate) struct Issuer {
+    #[cfg(feature = "metrics")]
+    issued: Counter,
+    #[cfg(feature = "metrics")]
+    rotations: [Counter; 7],
+    #[cfg(feature = "metrics")]
+    revocations: Counter,
+    #[cfg(feature = "metrics")]
+    store_errors: [Counter; 3],
+    #[cfg(feature = "metrics")]
+    store_duration: [Histogram; 3],
+}
+
+#[cfg(feature = "issuer")]
+impl Issuer {
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use name::*;
+            describe(
+                &[
+                    (ISSUER_ISSUED, "sessions started: first token pairs issued"),
+                    (ISSUER_ROTATIONS, "refresh-token rotations, by outcome"),
+                    (
+                        ISSUER_REVOCATIONS,
+                        "sessions revoked by revoke or revoke_session",
+                    ),
+                    (ISSUER_STORE_ERRORS, "refresh-store operations that failed"),
+                ],
+                &[(ISSUER_STORE_DURATION, "refresh-store operation latency")],
+            );
+            Self {
+                issued: counter!(ISSUER_ISSUED),
+                rotations: counters(ISSUER_ROTATIONS, "outcome", ROTATION_OUTCOMES),
+                revocations: counter!(ISSUER_REVOCATIONS),
+                store_errors: counters(ISSUER_STORE_ERRORS, "operation", STORE_OPS),
+                store_duration: histograms(ISSUER_STORE_DURATION, "operation", STORE_OPS),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+
+    /// A session started (a first pair issued).
+    pub(crate) fn issued(&self) {
+        #[cfg(feature = "metrics")]
+        self.issued.increment(1);
+    }
+
+    /// A rotation's outcome in the store; a grace retry and a detected reuse among them.
+    pub(crate) fn rotation(&self, outcome: &Result<RotationOutcome, StoreError>) {
+        #[cfg(feature = "metrics")]
+        self.rotations[match outcome {
+            Ok(RotationOutcome::Rotated(_)) => 0,
+            Ok(RotationOutcome::Retried { .. }) => 1,
+            Ok(RotationOutcome::Reused) => 2,
+            Ok(RotationOutcome::Expired) => 3,
+            Ok(RotationOutcome::Revoked) => 4,
+            Ok(RotationOutcome::Unknown) => 5,
+            Err(_) => 6,
+        }]
+        .increment(1);
+    }
+
+    /// A `revoke` or `revoke_session`: counted when it ended a session.
+    pub(crate) fn revoked(&self, result: &Result<bool, StoreError>) {
+        #[cfg(feature = "metrics")]
+        if matches!(result, Ok(true)) {
+            self.revocations.increment(1);
+        }
+    }
+
+    /// Runs a store operation, recording its latency, and its failure if it fails.
+    pub(crate) async fn store<T>(
+        &self,
+        op: StoreOp,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        #[cfg(feature = "metrics")]
+        {
+            let started = std::time::Instant::now();
+            let result = operation.await;
+            self.store_duration[op as usize].record(started.elapsed());
+            if result.is_err() {
+                self.store_errors[op as usize].increment(1);
+            }
+            result
+        }
+        #[cfg(not(feature = "metrics"))]
+        operation.await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// The outcomes of a refresh.
+#[cfg(feature = "client")]
+const REFRESH_OUTCOMES: [&str; 3] = ["success", "expired", "failed"];
+
+/// The client's instruments, built with each `Session`.
+#[cfg(feature = "client")]
+pub(crate) struct Client {
+    #[cfg(feature = "metrics")]
+    refreshes: [Counter; 3],
+    #[cfg(feature = "metrics")]
+    refresh_duration: [Histogram; 3],
+    #[cfg(feature = "metrics")]
+    waits: Counter,
+    #[cfg(feature = "metrics")]
+    wait_duration: Histogram,
+    #[cfg(feature = "metrics")]
+    replays: [Counter; 2],
+    #[cfg(feature = "metrics")]
+    expiries: Counter,
+}
+
+#[cfg(feature = "client")]
+impl Client {
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use name::*;
+            describe(
+                &[
+                    (CLIENT_REFRESHES, "token refreshes that ran, by outcome"),
+                    (CLIENT_WAITS, "requests held until a refresh ended"),
+                    (CLIENT_REPLAYS, "requests sent again after a rejection"),
+                    (
+                        CLIENT_SESSION_EXPIRIES,
+                        "sessions expired: refresh token refused",
+                    ),
+                ],
+                &[
+                    (CLIENT_REFRESH_DURATION, "token refresh latency, by outcome"),
+                    (CLIENT_WAIT_DURATION, "how long a held request waited"),
+                ],
+            );
+            Self {
+                refreshes: counters(CLIENT_REFRESHES, "outcome", REFRESH_OUTCOMES),
+                refresh_duration: histograms(CLIENT_REFRESH_DURATION, "outcome", REFRESH_OUTCOMES),
+                waits: counter!(CLIENT_WAITS),
+                wait_duration: histogram!(CLIENT_WAIT_DURATION),
+                replays: counters(CLIENT_REPLAYS, "stale", ["false", "true"]),
+                expiries: counter!(CLIENT_SESSION_EXPIRIES),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Self {}
+    }
+
+    /// A refresh that ran to an outcome after `took`: new tokens, the session expired (the
+    /// refresh token refused, or its successor unusable), or a transient failure.
+    pub(crate) fn refresh(&self, took: Duration, outcome: &Result<(), crate::client::Error>) {
+        #[cfg(feature = "metrics")]
+        {
+            let i = match outcome {
+                Ok(()) => 0,
+                Err(crate::client::Error::SessionExpired) => 1,
+                Err(_) => 2,
+            };
+            self.refreshes[i].increment(1);
+            self.refresh_duration[i].record(took);
+        }
+    }
+
+    /// A request that waited `waited` for a refresh.
+    pub(crate) fn waited(&self, waited: Duration) {
+        #[cfg(feature = "metrics")]
+        {
+            self.waits.increment(1);
+            self.wait_duration.record(waited);
+        }
+    }
+
+    /// A replay; `stale` when the request had used tokens already replaced.
+    pub(crate) fn replay(&self, stale: bool) {
+        #[cfg(feature = "metrics")]
+        self.replays[usize::from(stale)].increment(1);
+    }
+
+    /// The session expired.
+    pub(crate) fn expired(&self) {
+        #[cfg(feature = "metrics")]
+        self.expiries.increment(1);
+    }
+}
