@@ -4,8 +4,15 @@
 //! signature), and the cache hit through an axum router against the same router without the
 //! layer. Run with `cargo bench --bench verify`. The comparison with peer crates is a
 //! crate of its own, `benches/peers/`, so their dependencies stay out of this build.
+//!
+//! With `--features metrics`, the `metrics/` rows measure the instruments: the cache hit with
+//! a Prometheus recorder, and the two ways of recording an event (a handle built once, the
+//! facade's macro per event), with no recorder and with one. The cache hit with no recorder
+//! installed is `HS256/c_layer_cache_hit`, run with and without the feature.
 
 use std::time::Duration;
+
+use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::StatusCode;
@@ -81,6 +88,47 @@ fn through_axum(c: &mut Criterion) {
     }
 }
 
+/// The instruments' cost: what an event costs with no recorder installed and with one, for a
+/// handle built once (what the crate does) and for the facade's macro per event.
+#[cfg(feature = "metrics")]
+fn instruments(c: &mut Criterion) {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    let rt = runtime();
+    let (encoding, _, ours) = keys(Algorithm::HS256);
+    let valid = token(Algorithm::HS256, &encoding, 3600, "at+jwt");
+    let recorder = PrometheusBuilder::new().build_recorder();
+    // Built under the recorder, the layer's handles are bound to it.
+    let service =
+        metrics::with_local_recorder(&recorder, || tower::Layer::layer(&layer(ours), noop()));
+    let row = "metrics/HS256_cache_hit_prometheus";
+    bench_service(c, row, &rt, service, &valid, StatusCode::OK);
+
+    let name = "tower_jwt_refresh.bench.events";
+    let handle = metrics::counter!(name, "result" => "hit");
+    c.bench_function("metrics/handle_no_recorder", |b| {
+        b.iter(|| black_box(&handle).increment(1))
+    });
+    c.bench_function("metrics/macro_no_recorder", |b| {
+        b.iter(|| {
+            metrics::counter!("tower_jwt_refresh.bench.events", "result" => "hit").increment(1)
+        })
+    });
+    metrics::with_local_recorder(&recorder, || {
+        let handle = metrics::counter!(name, "result" => "hit");
+        c.bench_function("metrics/handle_prometheus", |b| {
+            b.iter(|| black_box(&handle).increment(1))
+        });
+        c.bench_function("metrics/macro_prometheus", |b| {
+            b.iter(|| {
+                metrics::counter!("tower_jwt_refresh.bench.events", "result" => "hit").increment(1)
+            })
+        });
+    });
+}
+
+#[cfg(not(feature = "metrics"))]
+fn instruments(_: &mut Criterion) {}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -88,5 +136,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections }
+criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections, instruments }
 criterion_main!(benches);

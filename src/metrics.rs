@@ -540,3 +540,219 @@ impl Client {
         self.expiries.increment(1);
     }
 }
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use ::metrics::with_local_recorder;
+    use metrics_util::CompositeKey;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+    use super::*;
+
+    /// Everything recorded since the last snapshot (taking one drains the recorder).
+    type Recorded = Vec<(CompositeKey, DebugValue)>;
+
+    fn recorded(snapshotter: &Snapshotter) -> Recorded {
+        let all = snapshotter.snapshot().into_vec().into_iter();
+        all.map(|(key, _, _, value)| (key, value)).collect()
+    }
+
+    /// The series `name` with exactly `labels`.
+    fn series<'a>(
+        recorded: &'a Recorded,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<&'a DebugValue> {
+        recorded.iter().find_map(|(key, value)| {
+            let key = key.key();
+            let have: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+            (key.name() == name && have == labels).then_some(value)
+        })
+    }
+
+    /// The value of counter `name` with exactly `labels`, 0 when it was never registered.
+    fn count(recorded: &Recorded, name: &str, labels: &[(&str, &str)]) -> u64 {
+        match series(recorded, name, labels) {
+            Some(DebugValue::Counter(n)) => *n,
+            Some(other) => panic!("{name} is not a counter: {other:?}"),
+            None => 0,
+        }
+    }
+
+    /// How many values histogram `name` with `labels` recorded.
+    fn samples(recorded: &Recorded, name: &str, labels: &[(&str, &str)]) -> usize {
+        match series(recorded, name, labels) {
+            Some(DebugValue::Histogram(values)) => values.len(),
+            Some(other) => panic!("{name} is not a histogram: {other:?}"),
+            None => 0,
+        }
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn every_rejection_has_a_reason_of_its_own() {
+        use crate::server::RequestError;
+        let cases = [
+            (Rejection::MissingToken, "missing_token"),
+            (
+                Rejection::InvalidRequest(RequestError::EmptyToken),
+                "invalid_request",
+            ),
+            (Rejection::InsufficientScope, "insufficient_scope"),
+            (Rejection::DenyListUnavailable, "revocation_unavailable"),
+            (Rejection::InvalidToken(TokenError::Expired), "expired"),
+            (Rejection::InvalidToken(TokenError::TooLarge), "too_large"),
+            (Rejection::InvalidToken(TokenError::Malformed), "malformed"),
+            (Rejection::InvalidToken(TokenError::Algorithm), "algorithm"),
+            (
+                Rejection::InvalidToken(TokenError::UnknownKey),
+                "unknown_key",
+            ),
+            (
+                Rejection::InvalidToken(TokenError::Signature),
+                "invalid_signature",
+            ),
+            (Rejection::InvalidToken(TokenError::Header), "header"),
+            (Rejection::InvalidToken(TokenError::Type), "type"),
+            (
+                Rejection::InvalidToken(TokenError::NotYetValid),
+                "not_yet_valid",
+            ),
+            (Rejection::InvalidToken(TokenError::Issuer), "issuer"),
+            (Rejection::InvalidToken(TokenError::Audience), "audience"),
+            (
+                Rejection::InvalidToken(TokenError::MissingClaim),
+                "missing_claim",
+            ),
+            (Rejection::InvalidToken(TokenError::Claims), "claims"),
+            (Rejection::InvalidToken(TokenError::Revoked), "revoked"),
+        ];
+        for (rejection, want) in cases {
+            assert_eq!(REASONS[reason(rejection)], want, "{rejection:?}");
+        }
+        let mut all = REASONS.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), REASONS.len(), "reasons are distinct");
+    }
+
+    #[cfg(feature = "issuer")]
+    #[tokio::test]
+    async fn the_server_layer_counts_verdicts_and_cache_lookups() {
+        use http::Request;
+        use tower::{ServiceExt, service_fn};
+
+        use crate::issuer::AccessTokenIssuer;
+        use crate::keys::{Algorithm, SigningKey};
+        use crate::server::JwtAuthLayer;
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let key = SigningKey::hmac(Algorithm::HS256, [7u8; 32]).unwrap();
+        let layer = with_local_recorder(&recorder, || JwtAuthLayer::new(key.verification_key()));
+        let token = AccessTokenIssuer::new(key)
+            .mint("alice", "sid", &())
+            .unwrap()
+            .token;
+        let service = tower_layer::Layer::layer(
+            &layer,
+            service_fn(|_: Request<()>| async {
+                Ok::<_, crate::BoxError>(http::Response::new(()))
+            }),
+        );
+        let bearer = |token: &str| {
+            Request::get("/")
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap()
+        };
+        for request in [
+            bearer(&token),
+            bearer(&token),
+            bearer("not-a-jwt"),
+            Request::new(()),
+        ] {
+            service.clone().oneshot(request).await.unwrap();
+        }
+
+        let snapshot = recorded(&snapshotter);
+        let requests = name::SERVER_REQUESTS;
+        assert_eq!(count(&snapshot, requests, &[("outcome", "verified")]), 2);
+        let rejected = |reason| [("outcome", "rejected"), ("reason", reason)];
+        assert_eq!(count(&snapshot, requests, &rejected("malformed")), 1);
+        assert_eq!(count(&snapshot, requests, &rejected("missing_token")), 1);
+        assert_eq!(count(&snapshot, requests, &rejected("expired")), 0);
+        let lookups = name::SERVER_CACHE_LOOKUPS;
+        assert_eq!(count(&snapshot, lookups, &[("result", "hit")]), 1);
+        // The first request's token, and the malformed one.
+        assert_eq!(count(&snapshot, lookups, &[("result", "miss")]), 2);
+    }
+
+    #[cfg(feature = "issuer")]
+    #[tokio::test]
+    async fn the_issuer_counts_rotations_by_outcome_and_times_its_store() {
+        use crate::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+        use crate::keys::{Algorithm, SigningKey};
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let key = SigningKey::hmac(Algorithm::HS256, [7u8; 32]).unwrap();
+        let issuer = with_local_recorder(&recorder, || {
+            TokenIssuer::new(AccessTokenIssuer::new(key), MemoryStore::new())
+        });
+        let first = issuer.issue("alice", &()).await.unwrap().refresh_token;
+        let second = issuer.rotate(&first).await.unwrap().refresh_token;
+        // Inside the grace window, the previous token gets the same successor again.
+        assert_eq!(issuer.rotate(&first).await.unwrap().refresh_token, second);
+        let third = issuer.rotate(&second).await.unwrap().refresh_token;
+        // Two rotations back: reuse, and the session is revoked.
+        assert!(issuer.rotate(&first).await.is_err());
+        assert!(issuer.rotate(&third).await.is_err());
+        let other = issuer.issue("bob", &()).await.unwrap().refresh_token;
+        assert!(issuer.revoke(&other).await.unwrap());
+
+        let snapshot = recorded(&snapshotter);
+        let rotations = |outcome| count(&snapshot, name::ISSUER_ROTATIONS, &[("outcome", outcome)]);
+        assert_eq!(rotations("rotated"), 2);
+        assert_eq!(rotations("grace_retry"), 1);
+        assert_eq!(rotations("reused"), 1);
+        assert_eq!(rotations("revoked"), 1);
+        assert_eq!(count(&snapshot, name::ISSUER_ISSUED, &[]), 2);
+        assert_eq!(count(&snapshot, name::ISSUER_REVOCATIONS, &[]), 1);
+        let store = name::ISSUER_STORE_DURATION;
+        assert_eq!(samples(&snapshot, store, &[("operation", "create")]), 2);
+        assert_eq!(samples(&snapshot, store, &[("operation", "rotate")]), 5);
+        assert_eq!(samples(&snapshot, store, &[("operation", "revoke")]), 1);
+        let errors = name::ISSUER_STORE_ERRORS;
+        assert_eq!(count(&snapshot, errors, &[("operation", "rotate")]), 0);
+    }
+
+    #[test]
+    fn every_instrument_is_in_the_readme_and_the_crate_docs() {
+        use name::*;
+        let readme = include_str!("../README.md");
+        let docs = include_str!("lib.rs");
+        for name in [
+            SERVER_REQUESTS,
+            SERVER_CACHE_LOOKUPS,
+            SERVER_REVOCATION_CHECKS,
+            SERVER_JWKS_FETCHES,
+            SERVER_JWKS_REFETCHES,
+            ISSUER_ISSUED,
+            ISSUER_ROTATIONS,
+            ISSUER_REVOCATIONS,
+            ISSUER_STORE_ERRORS,
+            ISSUER_STORE_DURATION,
+            CLIENT_REFRESHES,
+            CLIENT_REFRESH_DURATION,
+            CLIENT_WAITS,
+            CLIENT_WAIT_DURATION,
+            CLIENT_REPLAYS,
+            CLIENT_SESSION_EXPIRIES,
+        ] {
+            let row = format!("| `{name}` |");
+            assert!(readme.contains(&row), "README lacks {name}");
+            assert!(docs.contains(&row), "the crate docs lack {name}");
+        }
+    }
+}
