@@ -7,7 +7,6 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,10 +14,40 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::client::{Options, RefreshStyle};
 use common::server::Config;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::{HttpClient, Reply, send};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    /// The `error_description` of the `WWW-Authenticate` challenge.
+    fn description(&self) -> &str {
+        let challenge = self.headers["www-authenticate"].to_str().unwrap();
+        let (_, rest) = challenge.split_once("error_description=\"").unwrap();
+        rest.split('"').next().unwrap()
+    }
+}
+
+async fn send(http: &HttpClient, request: Request<Full<Bytes>>) -> Reply {
+    let response = http.request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
 
 /// The example server on an ephemeral port, serving `/metrics` from `handle`.
 async fn example_server(
@@ -105,7 +134,7 @@ fn assert_values(scraped: &BTreeMap<String, f64>, expected: &[(String, f64)]) {
 #[tokio::test]
 async fn the_example_server_counts_a_reuse_a_refresh_and_every_rejection_reason() {
     let handle = common::server::install_metrics().unwrap();
-    let http = support::client();
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     // A session reused: login, two rotations, then the first refresh token again (two
     // rotations back, so reuse, not a grace retry), which revokes the session. Long-lived
