@@ -689,6 +689,45 @@ mod tests {
     }
 
     #[cfg(feature = "issuer")]
+    #[tokio::test(start_paused = true)]
+    async fn the_server_layer_counts_revocation_checks_by_outcome() {
+        use crate::issuer::AccessTokenIssuer;
+        use crate::keys::{Algorithm, SigningKey};
+        use crate::server::{DenyCheck, JwtAuthLayer, RegisteredClaims};
+
+        let key = SigningKey::hmac(Algorithm::HS256, [7u8; 32]).unwrap();
+        let issuer = AccessTokenIssuer::new(key.clone());
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // The hook answers by subject: active, revoked, failing, or never.
+        let layer = with_local_recorder(&recorder, || {
+            JwtAuthLayer::new(key.verification_key()).deny_list(|claims: &RegisteredClaims| {
+                match claims.sub.as_deref() {
+                    Some("active") => DenyCheck::active(),
+                    Some("revoked") => DenyCheck::revoked(),
+                    Some("failing") => DenyCheck::ready(Err("backend down".into())),
+                    _ => DenyCheck::pending(std::future::pending()),
+                }
+            })
+        });
+        for subject in ["active", "revoked", "failing", "hanging"] {
+            let token = issuer.mint(subject, "sid", &()).unwrap().token;
+            let verdict = layer.verify(&token).await;
+            assert_eq!(verdict.is_ok(), subject == "active", "{subject}");
+        }
+
+        let snapshot = recorded(&snapshotter);
+        let checks = |outcome| {
+            let labels = [("outcome", outcome)];
+            count(&snapshot, name::SERVER_REVOCATION_CHECKS, &labels)
+        };
+        assert_eq!(
+            ["active", "revoked", "error", "timeout", "overloaded"].map(checks),
+            [1, 1, 1, 1, 0]
+        );
+    }
+
+    #[cfg(feature = "issuer")]
     #[tokio::test]
     async fn the_issuer_counts_rotations_by_outcome_and_times_its_store() {
         use crate::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
@@ -725,6 +764,120 @@ mod tests {
         assert_eq!(samples(&snapshot, store, &[("operation", "revoke")]), 1);
         let errors = name::ISSUER_STORE_ERRORS;
         assert_eq!(count(&snapshot, errors, &[("operation", "rotate")]), 0);
+    }
+
+    #[cfg(feature = "client")]
+    #[tokio::test(start_paused = true)]
+    async fn the_client_counts_refreshes_waits_replays_and_expiries() {
+        use bytes::Bytes;
+        use http::{Request, Response, StatusCode};
+        use http_body_util::Full;
+        use tower::{ServiceExt, service_fn};
+        use tower_layer::Layer as _;
+
+        use crate::client::{Error, RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn};
+
+        // The server accepts only `good`; a refresh token `r-ok` is traded for it, any other
+        // is refused for good.
+        let inner = service_fn(|req: Request<Full<Bytes>>| async move {
+            let good = req.headers()["authorization"] == "Bearer good";
+            let status = if good {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            let mut response = Response::new(Full::<Bytes>::default());
+            *response.status_mut() = status;
+            Ok::<_, crate::BoxError>(response)
+        });
+        let refresher = refresher_fn(|refresh: String| async move {
+            match refresh.as_str() {
+                "r-ok" => Ok(Tokens::new("good", "r-next")),
+                _ => Err(RefreshFailure::permanent("invalid_grant")),
+            }
+        });
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (refreshed, expiring) =
+            with_local_recorder(&recorder, || (Session::new(), Session::new()));
+        refreshed.login(Tokens::new("stale", "r-ok")).unwrap();
+        expiring.login(Tokens::new("stale", "r-spent")).unwrap();
+        let get = || Request::get("/").body(Full::<Bytes>::default()).unwrap();
+
+        let client = RefreshLayer::new(refreshed.clone(), refresher.clone()).layer(inner);
+        let response = client.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let client = RefreshLayer::new(expiring.clone(), refresher).layer(inner);
+        let error = client.clone().oneshot(get()).await.unwrap_err();
+        assert!(matches!(error, Error::SessionExpired), "{error}");
+
+        let snapshot = recorded(&snapshotter);
+        let refreshes = |outcome| count(&snapshot, name::CLIENT_REFRESHES, &[("outcome", outcome)]);
+        assert_eq!(refreshes("success"), 1);
+        assert_eq!(refreshes("expired"), 1);
+        assert_eq!(refreshes("failed"), 0);
+        let took = name::CLIENT_REFRESH_DURATION;
+        assert_eq!(samples(&snapshot, took, &[("outcome", "success")]), 1);
+        assert_eq!(samples(&snapshot, took, &[("outcome", "expired")]), 1);
+        assert_eq!(count(&snapshot, name::CLIENT_SESSION_EXPIRIES, &[]), 1);
+        // Each rejected request waited for its refresh; only the refreshed one was replayed.
+        assert_eq!(count(&snapshot, name::CLIENT_WAITS, &[]), 2);
+        assert_eq!(samples(&snapshot, name::CLIENT_WAIT_DURATION, &[]), 2);
+        let replays = |stale| count(&snapshot, name::CLIENT_REPLAYS, &[("stale", stale)]);
+        assert_eq!((replays("false"), replays("true")), (1, 0));
+    }
+
+    #[cfg(feature = "jwks")]
+    #[test]
+    fn the_remote_jwks_counts_fetches_and_refetches() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use bytes::Bytes;
+        use http::{Request, Response, StatusCode};
+        use http_body_util::Empty;
+
+        use crate::keys::{KeySource, RemoteJwks};
+
+        const JWKS: &[u8] =
+            br#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s"}]}"#;
+        // The second fetch fails with a 500; every other serves the key set.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let client = tower::service_fn(move |_: Request<Empty<Bytes>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut response = Response::new(Bytes::from_static(JWKS));
+                if n == 1 {
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                Ok::<_, crate::BoxError>(response)
+            }
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let url = "https://auth.example/jwks.json".parse().unwrap();
+        let build = RemoteJwks::builder(url)
+            .client(client)
+            .allow_symmetric_keys()
+            .build();
+        // The handles bind while `build` runs, under the recorder.
+        let jwks = with_local_recorder(&recorder, || runtime.block_on(build)).unwrap();
+        runtime.block_on(async {
+            assert!(jwks.refresh().await.is_err());
+            jwks.refresh().await.unwrap();
+            let keys = KeySource::from(jwks);
+            keys.unknown_kid().expect("a refetch starts").await;
+        });
+
+        let snapshot = recorded(&snapshotter);
+        let fetches = |result| count(&snapshot, name::SERVER_JWKS_FETCHES, &[("result", result)]);
+        // The first fetch, two refreshes (one failed) and the refetch.
+        assert_eq!((fetches("ok"), fetches("error")), (3, 1));
+        assert_eq!(count(&snapshot, name::SERVER_JWKS_REFETCHES, &[]), 1);
     }
 
     #[test]
