@@ -1,5 +1,10 @@
-//! Refresh-token stores: rotations per second, and the revoked-family check the verifier runs
-//! on every request. Run with `cargo bench --bench store` (`REDIS_URL` set adds Redis).
+//! Refresh-token stores: rotations per second, one after another and with N rotations in
+//! flight at once, and the revoked-family check the verifier runs on every request.
+//!
+//! `cargo bench --all-features --bench store` measures `MemoryStore`; `REDIS_URL` adds one
+//! Redis, `REDIS_CLUSTER_URLS` (comma-separated) a Redis Cluster with one replica per primary,
+//! where `wait_for_replicas(1, …)` is measured too. `scripts/redis-cluster start DIR` starts
+//! such a cluster and prints the variables (see BENCHMARKS.md).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -103,6 +108,104 @@ fn revocation_check<S: RefreshStore + Clone>(
     group.finish();
 }
 
+/// How many rotations are in flight at once in the throughput curve.
+#[cfg(feature = "redis")]
+const IN_FLIGHT: [usize; 6] = [1, 2, 4, 8, 16, 32];
+
+/// Rotations per second with `n` rotations in flight, for each `n` of [`IN_FLIGHT`]: `n` tasks,
+/// each rotating its own session's token in a loop. Task `i` uses `stores[i % len]`: one store
+/// (one multiplexed connection) shared by all, or one store (connection) per task.
+#[cfg(feature = "redis")]
+fn throughput<S: RefreshStore + Clone>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    stores: &[S],
+) {
+    let issuers: Vec<_> = stores.iter().map(|s| issuer(s.clone()).1).collect();
+    let mut group = c.benchmark_group(format!("rotate_in_flight/{name}"));
+    group.throughput(Throughput::Elements(1));
+    for n in IN_FLIGHT {
+        group.bench_function(n.to_string(), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let issuers = issuers.clone();
+                async move {
+                    let mut sessions = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let issuer = issuers[i % issuers.len()].clone();
+                        let token = issuer.issue("alice", &()).await.unwrap().refresh_token;
+                        // Task `i` does its share of `iters`, the first ones one more.
+                        let count = iters / n as u64 + u64::from((i as u64) < iters % n as u64);
+                        sessions.push((issuer, token, count));
+                    }
+                    let started = Instant::now();
+                    let tasks: Vec<_> = sessions
+                        .into_iter()
+                        .map(|(issuer, mut token, count)| {
+                            tokio::spawn(async move {
+                                for _ in 0..count {
+                                    token = issuer.rotate(&token).await.unwrap().refresh_token;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    started.elapsed()
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The Redis rows: one Redis on `REDIS_URL`, a cluster on `REDIS_CLUSTER_URLS`.
+#[cfg(feature = "redis")]
+fn redis_stores(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use tower_jwt_refresh::issuer::RedisStore;
+
+    // The throughput curve runs on both cores: the client's work (hashing, signing) must not
+    // be what limits it.
+    let threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            let store = rt.block_on(RedisStore::connect(&url)).unwrap();
+            rotations(c, rt, "redis", store.clone());
+            revocation_check(c, rt, "redis", store);
+            let shared = threads.block_on(RedisStore::connect(&url)).unwrap();
+            throughput(c, &threads, "redis_multiplexed", &[shared]);
+            let own: Vec<_> = (0..32)
+                .map(|_| threads.block_on(RedisStore::connect(&url)).unwrap())
+                .collect();
+            throughput(c, &threads, "redis_connection_each", &own);
+        }
+        Err(_) => eprintln!("REDIS_URL not set: skipping the Redis store benchmarks"),
+    }
+    match std::env::var("REDIS_CLUSTER_URLS") {
+        Ok(urls) => {
+            let urls: Vec<&str> = urls.split(',').collect();
+            let store = rt.block_on(RedisStore::connect_cluster(&urls)).unwrap();
+            let waiting = store
+                .clone()
+                .wait_for_replicas(1, Duration::from_millis(100));
+            rotations(c, rt, "cluster", store);
+            rotations(c, rt, "cluster_wait_for_replica", waiting);
+            let shared = threads
+                .block_on(RedisStore::connect_cluster(&urls))
+                .unwrap();
+            throughput(c, &threads, "cluster", std::slice::from_ref(&shared));
+            let waiting = shared.wait_for_replicas(1, Duration::from_millis(100));
+            throughput(c, &threads, "cluster_wait_for_replica", &[waiting]);
+        }
+        Err(_) => eprintln!("REDIS_CLUSTER_URLS not set: skipping the Redis Cluster benchmarks"),
+    }
+}
+
 fn stores(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,16 +214,7 @@ fn stores(c: &mut Criterion) {
     rotations(c, &rt, "memory", MemoryStore::new());
     revocation_check(c, &rt, "memory", MemoryStore::new());
     #[cfg(feature = "redis")]
-    match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let store = rt
-                .block_on(tower_jwt_refresh::issuer::RedisStore::connect(&url))
-                .unwrap();
-            rotations(c, &rt, "redis", store.clone());
-            revocation_check(c, &rt, "redis", store);
-        }
-        Err(_) => eprintln!("REDIS_URL not set: skipping the Redis store benchmarks"),
-    }
+    redis_stores(c, &rt);
 }
 
 fn config() -> Criterion {

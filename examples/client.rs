@@ -8,31 +8,7 @@
 
 mod common;
 
-use std::io::IsTerminal;
-use std::process::ExitCode;
-
 #[tokio::main]
-async fn main() -> ExitCode {
-    let mut options = match common::client::Options::parse(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    options.progress = std::io::stdout().is_terminal();
-    match common::client::run(&options, |event| eprintln!("{event}")).await {
-        Ok(summary) => {
-            println!("{}", summary.json());
-            if summary.failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    common::client::main(false).await
 }

@@ -35,8 +35,9 @@ async fn example_server() -> String {
     format!("http://{addr}")
 }
 
-#[tokio::test]
-async fn the_example_client_storms_the_example_server_in_every_style() {
+/// The example client's storm against the example server in every refresh style, with and
+/// without early refresh: one refresh, every request answered.
+async fn storm_every_style(reqwest: bool) {
     let base_url = example_server().await;
     for (style, raw_auth) in [
         (RefreshStyle::SeedPost, false),
@@ -50,6 +51,7 @@ async fn the_example_client_storms_the_example_server_in_every_style() {
                 refresh_style: style,
                 raw_auth,
                 early_refresh,
+                reqwest,
                 ..Options::default()
             };
             let summary = common::client::run(&options, |_| {}).await.unwrap();
@@ -60,6 +62,16 @@ async fn the_example_client_storms_the_example_server_in_every_style() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_example_client_storms_the_example_server_in_every_style() {
+    storm_every_style(false).await;
+}
+
+#[tokio::test]
+async fn the_reqwest_example_client_storms_the_example_server_in_every_style() {
+    storm_every_style(true).await;
 }
 
 #[tokio::test]

@@ -9,8 +9,10 @@
 //! manual offset (paused time would fire the Redis client's own timeouts). The one exception
 //! is what Redis times itself, in real time: `redis::grace_window_edge_…` waits about 2 s for
 //! it (`Time::elapse`). The Redis half
-//! needs the `redis` feature and `REDIS_URL` (`scripts/test` starts a server and sets it);
-//! without `REDIS_URL` it is skipped with a notice, and under `CI=true` it fails.
+//! needs the `redis` feature and `REDIS_URL` (`scripts/test` starts a server and sets it),
+//! the cluster half (`cluster::<name>`, the same suite on a Redis Cluster) `REDIS_CLUSTER_URLS`
+//! (`scripts/test` starts a cluster of three primaries with a replica each and sets it); each
+//! is skipped with a notice when its variable is not set, and under `CI=true` it fails.
 
 mod support;
 
@@ -24,7 +26,7 @@ use tower_jwt_refresh::issuer::store::{
     NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 use tower_jwt_refresh::issuer::{
-    AccessTokenIssuer, GrantError, MemoryStore, RefreshError, TokenIssuer,
+    AccessTokenIssuer, GrantError, IssueError, MemoryStore, RefreshError, TokenIssuer,
 };
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 use tower_jwt_refresh::server::{DenyCheck, JwtAuthLayer, Rejection, TokenError};
@@ -602,6 +604,54 @@ mod redis {
         assert!(layer.verify(&next.access_token).await.is_err());
     }
 
+    /// `wait_for_replicas` on a Redis with no replica: the login is written but never
+    /// acknowledged, so no token is handed out. The script is loaded on the way (the server's
+    /// script cache was flushed), inside the pipeline that waits.
+    #[tokio::test]
+    async fn a_write_no_replica_acknowledges_hands_out_no_token() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let url = std::env::var("REDIS_URL").unwrap();
+        let mut connection = ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let families = |connection: &mut ::redis::aio::MultiplexedConnection| {
+            let mut connection = connection.clone();
+            async move {
+                let keys: Vec<String> = ::redis::cmd("KEYS")
+                    .arg("waited:*")
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                keys.len()
+            }
+        };
+        let before = families(&mut connection).await;
+        let () = ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let store = store
+            .prefix("waited")
+            .wait_for_replicas(1, Duration::from_millis(50));
+        let issuer = issuer(store, 0);
+        let error = match issuer.issue("alice", &()).await {
+            Err(IssueError::Unavailable(error)) => error,
+            other => panic!("expected the store to refuse, got {other:?}"),
+        };
+        assert!(error.is_ambiguous());
+        let cause = std::error::Error::source(&error).unwrap().to_string();
+        assert_eq!(
+            cause,
+            "written, but 0 of 1 replicas acknowledged within 50 ms"
+        );
+        assert_eq!(families(&mut connection).await, before + 1, "written");
+    }
+
     #[tokio::test]
     async fn keys_expire_with_their_family() {
         let Some(store) = store().await else {
@@ -633,6 +683,137 @@ mod redis {
             (300..=360).contains(&tombstone),
             "tombstone ttl {tombstone}"
         );
+    }
+}
+
+/// The suite on `RedisStore` over a Redis Cluster (three primaries with a replica each), and
+/// where a family's keys live there.
+#[cfg(feature = "redis")]
+mod cluster {
+    use super::*;
+    use ::redis::cluster_async::ClusterConnection;
+    use tower_jwt_refresh::issuer::RedisStore;
+
+    /// The store on `REDIS_CLUSTER_URLS`, or `None` (with a notice) when it is not set outside
+    /// CI.
+    async fn store() -> Option<RedisStore<ClusterConnection>> {
+        let urls = support::redis_cluster_urls()?;
+        match RedisStore::connect_cluster(&urls).await {
+            Ok(store) => Some(store),
+            Err(e) => panic!("REDIS_CLUSTER_URLS={urls:?} is set but unreachable: {e}"),
+        }
+    }
+
+    conformance!(
+        #[tokio::test]
+        store(),
+        Time::Manual
+    );
+
+    /// With `wait_for_replicas`, every write waits for the primary's replica: the behaviours
+    /// that write the most still hold, the grace retry and reuse detection included.
+    #[tokio::test]
+    async fn the_suite_holds_when_writes_wait_for_a_replica() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let store = store.wait_for_replicas(1, Duration::from_millis(500));
+        super::rotation_installs_a_successor_with_the_family_claims(store.clone(), Time::Manual)
+            .await;
+        super::concurrent_rotation_with_grace(store.clone(), Time::Manual).await;
+        super::revoked_families_lose_their_access_tokens(store.clone(), Time::Manual).await;
+        super::store_level_guarantees(store, Time::Manual).await;
+    }
+
+    /// Every node's own connection, with its role.
+    async fn nodes(urls: &[String]) -> Vec<(String, bool, ::redis::aio::MultiplexedConnection)> {
+        let mut nodes = Vec::new();
+        for url in urls {
+            let mut connection = ::redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let role: Vec<::redis::Value> = ::redis::cmd("ROLE")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            let primary = role.first() == Some(&::redis::Value::BulkString(b"master".to_vec()));
+            nodes.push((url.clone(), primary, connection));
+        }
+        nodes
+    }
+
+    /// The keys matching `pattern` on each primary, by URL.
+    async fn keys_by_node(urls: &[String], pattern: &str) -> Vec<(String, Vec<String>)> {
+        let mut found = Vec::new();
+        for (url, primary, mut connection) in nodes(urls).await {
+            if !primary {
+                continue;
+            }
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                found.push((url, keys));
+            }
+        }
+        found
+    }
+
+    /// What each script wrote lives on one primary, in one slot: the family and its sealed
+    /// successor after a rotation, the tombstone after a revocation. And logins spread over
+    /// every primary, so the suite above ran on all three.
+    #[tokio::test]
+    async fn a_familys_keys_live_in_one_slot_and_families_spread_over_every_primary() {
+        let (Some(store), Some(urls)) = (store().await, support::redis_cluster_urls()) else {
+            return;
+        };
+        let issuer = issuer(store, 30);
+        let pair = issuer.issue("alice", &()).await.unwrap();
+        issuer.rotate(&pair.refresh_token).await.unwrap();
+        let family = pair.refresh_token.split('.').next().unwrap();
+        let pattern = format!("tjr:{{{family}}}*");
+        let mut written = keys_by_node(&urls, &pattern).await;
+        assert_eq!(written.len(), 1, "on one primary: {written:?}");
+        let (node, mut keys) = written.pop().unwrap();
+        keys.sort();
+        let expected = [
+            format!("tjr:{{{family}}}"),
+            format!("tjr:{{{family}}}:sealed"),
+        ];
+        assert_eq!(keys, expected);
+        issuer.revoke(&pair.refresh_token).await.unwrap();
+        let written = keys_by_node(&urls, &pattern).await;
+        assert_eq!(
+            written,
+            [(node.clone(), vec![format!("tjr:{{{family}}}:revoked")])]
+        );
+        // One slot for all three names, as the node answers it.
+        let (_, _, mut connection) = nodes(&urls).await.pop().unwrap();
+        let mut slots = HashSet::new();
+        for key in expected.iter().chain([&written[0].1[0]]) {
+            let slot: i64 = ::redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            slots.insert(slot);
+        }
+        assert_eq!(slots.len(), 1, "{slots:?}");
+
+        let mut primaries = HashSet::new();
+        for _ in 0..30 {
+            let pair = issuer.issue("bob", &()).await.unwrap();
+            let family = pair.refresh_token.split('.').next().unwrap();
+            let written = keys_by_node(&urls, &format!("tjr:{{{family}}}")).await;
+            assert_eq!(written.len(), 1, "{written:?}");
+            primaries.insert(written[0].0.clone());
+        }
+        assert_eq!(primaries.len(), 3, "{primaries:?}");
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Options {
     pub early_refresh: bool,
     /// Added to every refresh, to show what a slow auth server does (the demo uses it).
     pub refresh_delay: Option<Duration>,
+    /// Send through a reqwest client with `RefreshMiddleware` instead of a tower client.
+    pub reqwest: bool,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             progress: false,
             early_refresh: true,
             refresh_delay: None,
+            reqwest: false,
         }
     }
 }
@@ -162,6 +165,29 @@ fn delayed(refresher: impl Refresher, delay: Duration) -> impl Refresher {
     })
 }
 
+/// RFC 6749's refresh, over the hyper-util client, or over reqwest for the reqwest client.
+fn oauth_layer(http: &Http, options: &Options, session: &Session, url: http::Uri) -> RefreshLayer {
+    #[cfg(feature = "reqwest")]
+    if options.reqwest {
+        let transport = tower_jwt_refresh::client::ReqwestTransport::new(reqwest::Client::new());
+        let oauth = OAuthRefresher::new(transport, url);
+        return slowed(session, oauth, options.refresh_delay);
+    }
+    slowed(
+        session,
+        OAuthRefresher::new(http.clone(), url),
+        options.refresh_delay,
+    )
+}
+
+/// A layer on `session` refreshing with `refresher`, slowed down by `delay` if given.
+fn slowed(session: &Session, refresher: impl Refresher, delay: Option<Duration>) -> RefreshLayer {
+    match delay {
+        Some(delay) => RefreshLayer::new(session.clone(), delayed(refresher, delay)),
+        None => RefreshLayer::new(session.clone(), refresher),
+    }
+}
+
 /// The refresher for `style`, as a layer on `session`.
 fn refresh_layer(
     http: &Http,
@@ -172,11 +198,7 @@ fn refresh_layer(
     let layer = match options.refresh_style {
         RefreshStyle::OAuth => {
             let url = format!("{base}/oauth/token").parse()?;
-            let oauth = OAuthRefresher::new(http.clone(), url);
-            match options.refresh_delay {
-                Some(delay) => RefreshLayer::new(session.clone(), delayed(oauth, delay)),
-                None => RefreshLayer::new(session.clone(), oauth),
-            }
+            oauth_layer(http, options, session, url)
         }
         RefreshStyle::SeedGet | RefreshStyle::SeedPost => {
             let (http, style) = (http.clone(), options.refresh_style);
@@ -245,6 +267,99 @@ fn refresh_layer(
     })
 }
 
+type Answer = std::pin::Pin<Box<dyn Future<Output = Result<(bool, Bytes), BoxError>> + Send>>;
+
+/// `GET`s a URL through `layer`, over the tower client or reqwest: whether it answered 2xx,
+/// and its body.
+fn getter(options: &Options, layer: RefreshLayer, http: &Http) -> impl Fn(String) -> Answer {
+    let tower = (!options.reqwest).then(|| {
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(http.clone())
+    });
+    let reqwest = options.reqwest.then(|| reqwest_client(layer));
+    move |url: String| -> Answer {
+        match (&tower, &reqwest) {
+            (Some(client), _) => {
+                let client = client.clone();
+                Box::pin(async move {
+                    let response = client
+                        .oneshot(Request::get(url).body(Full::default())?)
+                        .await?;
+                    let ok = response.status().is_success();
+                    Ok((ok, response.into_body().collect().await?.to_bytes()))
+                })
+            }
+            (None, Some(client)) => reqwest_get(client, url),
+            (None, None) => unreachable!("one of the two is built"),
+        }
+    }
+}
+
+#[cfg(feature = "reqwest")]
+type Reqwest = reqwest_middleware::ClientWithMiddleware;
+#[cfg(not(feature = "reqwest"))]
+type Reqwest = std::convert::Infallible;
+
+#[cfg(feature = "reqwest")]
+fn reqwest_client(layer: RefreshLayer) -> Reqwest {
+    let middleware = tower_jwt_refresh::client::RefreshMiddleware::new(layer);
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build()
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn reqwest_client(_: RefreshLayer) -> Reqwest {
+    panic!("the reqwest client needs the `reqwest` feature")
+}
+
+#[cfg(feature = "reqwest")]
+fn reqwest_get(client: &Reqwest, url: String) -> Answer {
+    let client = client.clone();
+    Box::pin(async move {
+        let response = client.get(url).send().await?;
+        let ok = response.status().is_success();
+        Ok((ok, response.bytes().await?))
+    })
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn reqwest_get(client: &Reqwest, _: String) -> Answer {
+    match *client {}
+}
+
+/// The example clients' `main`: parses the command line, runs, prints the JSON summary, and
+/// exits non-zero if any request failed. Over reqwest when `reqwest` is set.
+pub async fn main(reqwest: bool) -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    use std::process::ExitCode;
+
+    let mut options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    options.progress = std::io::stdout().is_terminal();
+    options.reqwest = reqwest;
+    match run(&options, |event| eprintln!("{event}")).await {
+        Ok(summary) if summary.failed == 0 => {
+            println!("{}", summary.json());
+            ExitCode::SUCCESS
+        }
+        Ok(summary) => {
+            println!("{}", summary.json());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs in, waits for the access token to expire, fires the requests, and sums them up.
 /// `on_event` hears about each step, for a timeline.
 pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Summary, BoxError> {
@@ -265,7 +380,6 @@ pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Su
     let session = Session::new();
     session.login(Tokens::new(access, refresh))?;
     let layer = refresh_layer(&http, options, &session)?;
-    let client = ServiceBuilder::new().layer(layer).service(http);
 
     match session.tokens().and_then(|t| t.expires_at()) {
         Some(expires_at) => {
@@ -297,16 +411,13 @@ pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Su
         options.requests
     ));
     let started = Instant::now();
+    let get = getter(options, layer, &http);
     let requests: Vec<_> = (0..options.requests)
         .map(|i| {
             let path = if i % 2 == 0 { "aaa" } else { "bbb" };
-            let request =
-                Request::get(format!("{}/{path}", options.base_url)).body(Full::default());
-            let client = client.clone();
+            let answer = get(format!("{}/{path}", options.base_url));
             tokio::spawn(async move {
-                let response = client.oneshot(request?).await?;
-                let ok = response.status().is_success();
-                let body = response.into_body().collect().await?.to_bytes();
+                let (ok, body) = answer.await?;
                 Ok::<_, BoxError>(ok && body == path.as_bytes())
             })
         })

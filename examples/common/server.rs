@@ -74,7 +74,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Config {
     /// Reads `ADDR`, `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS` (a file),
-    /// `ACCESS_TTL` and `REFRESH_TTL` (seconds) and `REDIS_URL`.
+    /// `ACCESS_TTL` and `REFRESH_TTL` (seconds) and `REDIS_URL` (one URL, or a cluster's node
+    /// URLs, comma-separated).
     pub fn from_env() -> Result<Self, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let seconds = |name: &str, default: Duration| -> Result<Duration, BoxError> {
@@ -133,9 +134,20 @@ pub struct Server {
     pub notices: Vec<String>,
 }
 
-/// Binds `config.addr` and builds the router, with the store `REDIS_URL` names.
+/// Binds `config.addr` and builds the router, with the store `REDIS_URL` names: one Redis, or
+/// a Redis Cluster when it lists several node URLs, comma-separated.
 pub async fn bind(config: Config) -> Result<Server, BoxError> {
     match &config.redis_url {
+        #[cfg(feature = "redis")]
+        Some(url) if url.contains(',') => {
+            let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+            let store = tower_jwt_refresh::issuer::RedisStore::connect_cluster(&nodes).await?;
+            let mut server = bind_with(config.clone(), store).await?;
+            server
+                .notices
+                .push(format!("refresh tokens in the Redis Cluster at {url}"));
+            Ok(server)
+        }
         #[cfg(feature = "redis")]
         Some(url) => {
             let store = tower_jwt_refresh::issuer::RedisStore::connect(url).await?;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::error::Error;
 use super::rejection::RejectionRule;
-use super::session::{RefreshSettings, Session, TokenState};
+use super::session::{RefreshSettings, Session, State, TokenState};
 
 /// Everything a [`Refresh`](super::Refresh) service shares: the configuration and the replay
 /// policy, apart so that changing the policy moves the rest whole.
@@ -42,6 +42,21 @@ pub(crate) enum Early {
     Auto,
     Fixed(Duration),
     Off,
+}
+
+/// What [`Config::decide`] says to do with a request.
+pub(crate) enum Decision<'a> {
+    Fail(Error),
+    /// No tokens, and the layer lets such requests through as they are.
+    PassThrough,
+    /// Refresh first; the tokens' generation and identity epoch.
+    RefreshFirst((u64, u64)),
+    /// Send now with `authorization`, keeping a copy for a replay or not.
+    Send {
+        seen: (u64, u64),
+        keep: bool,
+        authorization: &'a HeaderValue,
+    },
 }
 
 /// What to do with a request, decided from its tokens.
@@ -91,6 +106,37 @@ impl Config {
         // With the opt-in window, a copy only in the second half of the token's lifetime.
         let keep = keep && (!self.replay_window || now + lifetime / 2 >= expires_at);
         Plan::Send { keep, prefetch }
+    }
+
+    /// What to do with a request about to go out with the session in `state`: fail, pass it
+    /// through, refresh first, or send (starting a prefetch first when one is due). Every
+    /// front end decides here.
+    pub(crate) fn decide<'a>(&self, state: &'a State) -> Decision<'a> {
+        let Some(tokens) = &state.tokens else {
+            return if self.pass_through {
+                Decision::PassThrough
+            } else {
+                Decision::Fail(Error::NotAuthenticated)
+            };
+        };
+        if state.expired {
+            return Decision::Fail(Error::SessionExpired);
+        }
+        let seen = (state.generation, state.epoch);
+        match self.plan(&tokens.0) {
+            Plan::Refresh => Decision::RefreshFirst(seen),
+            Plan::Send { keep, prefetch } => {
+                if prefetch {
+                    self.session.prefetch(state.generation, &self.settings);
+                }
+                let authorization = tokens.0.header(self.raw_authorization);
+                Decision::Send {
+                    seen,
+                    keep,
+                    authorization,
+                }
+            }
+        }
     }
 
     /// The `Authorization` value of the session's current tokens, and their generation, if

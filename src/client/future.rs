@@ -14,9 +14,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::config::Shared;
 use super::error::Error;
-use super::recovery::{Kept, recover};
+use super::recovery::{Kept, Spare, recover};
 use super::replay::ReplayPolicy;
 use crate::BoxError;
 
@@ -48,8 +47,8 @@ pin_project! {
         First {
             #[pin]
             future: S::Future,
-            kept: Option<Kept<S, P::Kept>>,
-            shared: Option<Arc<Shared<P>>>,
+            kept: Option<Kept<P::Kept>>,
+            spare: Option<Arc<Spare<S, P>>>,
             // The tokens' generation and identity epoch the request was sent with.
             seen: (u64, u64),
         },
@@ -73,15 +72,15 @@ where
 {
     pub(crate) fn first(
         future: S::Future,
-        kept: Option<Kept<S, P::Kept>>,
-        shared: Arc<Shared<P>>,
+        kept: Option<Kept<P::Kept>>,
+        spare: Arc<Spare<S, P>>,
         seen: (u64, u64),
     ) -> Self {
         Self {
             state: State::First {
                 future,
                 kept,
-                shared: Some(shared),
+                spare: Some(spare),
                 seen,
             },
         }
@@ -124,15 +123,15 @@ where
                 StateProj::First {
                     future,
                     kept,
-                    shared,
+                    spare,
                     seen,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Error::inner)?;
-                    let shared = shared.take().expect("polled after completion");
-                    if !shared.config.rejection.matches(&response) {
+                    let spare = spare.take().expect("polled after completion");
+                    if !spare.shared.config.rejection.matches(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let recovery = recover(shared, kept.take(), *seen, response);
+                    let recovery = recover(spare, kept.take(), *seen, response);
                     State::Slow {
                         future: Box::pin(recovery),
                     }

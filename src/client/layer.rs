@@ -103,6 +103,12 @@ impl<P: Clone> RefreshLayer<P> {
         &self.shared.config.session
     }
 
+    /// The settings, for a front end other than tower's.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn into_config(self) -> Config {
+        Arc::unwrap_or_clone(self.shared).config
+    }
+
     #[cfg(test)]
     pub(crate) fn config(&self) -> &Config {
         &self.shared.config

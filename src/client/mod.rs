@@ -25,12 +25,14 @@
 //! 5. bodies are kept for the replay by a [`ReplayPolicy`]: [`CloneBodies`] (default),
 //!    [`TeeBodies`] for streaming bodies, [`NoReplay`].
 //!
-//! With a valid token, a request costs a lock-free read of the session, one clock read, a
-//! clone of the prebuilt `Authorization` value (a reference count), and its replay copy: the
-//! request's head without `Authorization` (no allocation when it has no other header or
-//! extension), the body as the [`ReplayPolicy`] keeps it (a clone for [`CloneBodies`]; nothing
-//! to buffer for a bodiless request), and a reference count on a spare clone of the inner
-//! service, which is cloned for a replay only when one happens. A body the policy cannot keep
+//! With a valid token, a request costs a read of the session (one plain atomic load while the
+//! tokens are unchanged: each service caches them), one clock read, a clone of the prebuilt
+//! `Authorization` value (a reference count), a reference count on what its recovery needs
+//! (the configuration and a spare clone of the inner service, which is cloned for a replay only
+//! when one happens), and its replay copy: the request's URI and headers but `Authorization`
+//! copied into one buffer (one allocation, no atomic operation), and the body as the
+//! [`ReplayPolicy`] keeps it (a clone for [`CloneBodies`]; nothing to buffer for a bodiless
+//! request). A body the policy cannot keep
 //! (over the [`TeeBodies`] cap, or with [`NoReplay`]) is not replayed: its request gets its
 //! 401 back, after the refresh it triggered, so the next request succeeds.
 //! [`RefreshLayer::replay_window`] keeps copies only late in a token's life.
@@ -109,6 +111,9 @@ mod recovery;
 mod refresher;
 mod rejection;
 mod replay;
+#[cfg(feature = "reqwest")]
+mod reqwest;
+mod round;
 mod service;
 mod session;
 
@@ -116,6 +121,8 @@ pub use error::Error;
 pub use layer::RefreshLayer;
 pub use refresher::{OAuthRefresher, RefreshFailure, Refresher, RefresherFn, refresher_fn};
 pub use replay::{CloneBodies, NoReplay, ReplayBody, ReplayPolicy, TeeBodies};
+#[cfg(feature = "reqwest")]
+pub use reqwest::{RefreshMiddleware, ReqwestTransport};
 pub use service::Refresh;
 pub use session::{
     CurrentTokens, Session, SessionEvent, Stats, StorageGuard, Tokens, UnusableToken,

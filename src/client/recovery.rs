@@ -5,214 +5,212 @@
 //! goes through to readiness again, and a request waiting for a refresh holds no capacity of
 //! the inner service but the one ready instance it was called with.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use http::header::AUTHORIZATION;
-use http::request::Parts;
-use http::{Request, Response};
-use tokio::time::Instant;
+use http::{HeaderMap, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::config::{Config, Shared};
 use super::error::Error;
-use super::replay::ReplayPolicy;
-use super::session::{Joined, Session};
+use super::replay::{Head, ReplayPolicy};
+use super::round::{self, Copies, Sender};
 use crate::BoxError;
 
 /// What a request keeps for a replay: its head (without `Authorization`, which every send
-/// sets anew), the kept body, and where to get a service to send it through.
-pub(crate) struct Kept<S, K> {
-    parts: Parts,
+/// sets anew) and the kept body.
+pub(crate) struct Kept<K> {
+    head: Head,
     body: K,
-    spare: Spare<S>,
 }
 
-/// A clone of the inner service that replays are cloned from, shared by every request of one
-/// [`Refresh`](super::Refresh): keeping a request costs a reference count, and the service is
-/// cloned only when a replay actually happens.
-pub(crate) struct Spare<S>(Arc<Mutex<S>>);
+/// What every request of one [`Refresh`](super::Refresh) and its clones holds for a recovery,
+/// for one reference count: the layer's configuration, and a clone of the inner service that
+/// replays are cloned from, only when a replay actually happens.
+///
+/// Made with the service, so that clones made before its first request (one per request, as
+/// servers and `oneshot` callers make them) share it rather than each allocating its own.
+pub(crate) struct Spare<S, P> {
+    pub(crate) shared: Arc<Shared<P>>,
+    /// A clone of the service the first request went through.
+    service: OnceLock<Mutex<S>>,
+}
 
-impl<S> Clone for Spare<S> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
+impl<S, P> Spare<S, P> {
+    pub(crate) fn new(shared: Arc<Shared<P>>) -> Self {
+        Self {
+            shared,
+            service: OnceLock::new(),
+        }
     }
 }
 
-impl<S: Clone> Spare<S> {
-    pub(crate) fn new(service: S) -> Self {
-        Self(Arc::new(Mutex::new(service)))
+impl<S: Clone, P> Spare<S, P> {
+    pub(crate) fn with_service(shared: Arc<Shared<P>>, service: S) -> Self {
+        Self {
+            shared,
+            service: OnceLock::from(Mutex::new(service)),
+        }
+    }
+
+    /// Keeps a clone of `service` for replays, unless one is kept already: at every request,
+    /// before its future is made.
+    pub(crate) fn keep(&self, service: &S) {
+        self.service.get_or_init(|| Mutex::new(service.clone()));
     }
 
     /// A service of its own for one replay, not yet ready.
     pub(crate) fn service(&self) -> S {
+        let kept = self
+            .service
+            .get()
+            .expect("a spare service is kept at every request");
         // Only `clone` runs under the lock; a clone that panicked poisoned nothing we rely on.
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        kept.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
-impl<S, K> Kept<S, K> {
+impl<K> Kept<K> {
     /// Splits `request` (not yet carrying `Authorization`) into the one to send now and, if
-    /// `policy` keeps its body, what a replay needs. A request without headers or extensions
-    /// costs no allocation here; a `Clone` body costs its clone.
-    pub(crate) fn split<B, P>(
-        policy: &P,
-        request: Request<B>,
-        spare: &Spare<S>,
-    ) -> (Request<B>, Option<Self>)
+    /// `policy` keeps its body, what a replay needs. The head costs one allocation; a `Clone`
+    /// body costs its clone.
+    pub(crate) fn split<B, P>(policy: &P, request: Request<B>) -> (Request<B>, Option<Self>)
     where
         P: ReplayPolicy<B, Kept = K>,
     {
         let (parts, body) = request.into_parts();
         let (body, kept) = policy.keep(body);
+        let request = Request::from_parts(parts, body);
         let kept = kept.map(|body| Self {
-            parts: parts.clone(),
+            head: Head::of(&request),
             body,
-            spare: spare.clone(),
         });
-        (Request::from_parts(parts, body), kept)
+        (request, kept)
     }
 }
 
-/// Waits until the session holds tokens newer than generation `seen`: at once if it does,
-/// else by joining or starting the refresh.
-async fn refresh_after(config: &Config, seen: u64) -> Result<(), Error> {
-    match config.session.join(seen, &config.settings)? {
-        Joined::Newer => Ok(()),
-        Joined::Wait(waiter) => config.session.wait(waiter, &config.settings).await,
+/// Sends `Request<B>` through a tower service: drives it to readiness, then reads the token.
+struct Tower<S, B, ResBody>(S, PhantomData<fn(B) -> ResBody>);
+
+impl<S, B, ResBody> Tower<S, B, ResBody> {
+    fn new(service: S) -> Self {
+        Self(service, PhantomData)
     }
 }
 
-/// Drives `service` to readiness, then sends `request` through it with the session's
-/// current token, read only once the service is ready (the wait may outlive a refresh), if
-/// the session is still in identity `epoch`. Returns the tokens' generation with the answer.
-async fn send<S, B>(
-    service: &mut S,
-    config: &Config,
-    epoch: u64,
-    mut request: Request<B>,
-) -> Result<(S::Response, u64), Error>
+impl<S, B, ResBody> Sender for Tower<S, B, ResBody>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send,
 {
-    let ready = service.ready().await.map_err(Error::inner)?;
-    let (authorization, generation) = config.authorization(epoch)?;
-    request.headers_mut().insert(AUTHORIZATION, authorization);
-    let response = ready.call(request).await.map_err(Error::inner)?;
-    Ok((response, generation))
-}
+    type Request = Request<B>;
+    type Response = Response<ResBody>;
+    type Error = Error;
 
-/// The body to send; when another replay may follow (`again`), a copy of it goes into `kept`
-/// first.
-fn keep_again<B, P: ReplayPolicy<B>>(
-    policy: &P,
-    body: B,
-    kept: &mut Option<P::Kept>,
-    again: bool,
-) -> B {
-    if !again {
-        return body;
+    async fn send(
+        &mut self,
+        config: &Config,
+        epoch: u64,
+        mut request: Request<B>,
+    ) -> Result<(Response<ResBody>, u64), Error> {
+        let ready = self.0.ready().await.map_err(Error::inner)?;
+        let (authorization, generation) = config.authorization(epoch)?;
+        request.headers_mut().insert(AUTHORIZATION, authorization);
+        let response = ready.call(request).await.map_err(Error::inner)?;
+        Ok((response, generation))
     }
-    let (send, keep) = policy.keep(body);
-    *kept = keep;
-    send
+
+    fn head(response: &Response<ResBody>) -> (StatusCode, &HeaderMap) {
+        (response.status(), response.headers())
+    }
 }
 
-/// After a rejection: get newer tokens (a stale rejection needs no refresh), then replay, at
-/// most `max_replays` times. Without a kept body, the refresh still happens and the rejection
-/// is returned, so the next request succeeds.
+/// A kept head and body, rebuilt into a request with the layer's replay policy.
+struct Rebuild<'a, P: ReplayPolicy<B>, B> {
+    policy: &'a P,
+    head: Head,
+    body: Option<P::Kept>,
+}
+
+impl<'a, P: ReplayPolicy<B>, B> Rebuild<'a, P, B> {
+    fn new(policy: &'a P, Kept { head, body }: Kept<P::Kept>) -> Self {
+        let body = Some(body);
+        Self { policy, head, body }
+    }
+}
+
+impl<P: ReplayPolicy<B>, B> Copies for Rebuild<'_, P, B> {
+    type Request = Request<B>;
+
+    fn next(&mut self, again: bool) -> Option<Request<B>> {
+        let body = self.policy.rebuild(self.body.take()?)?;
+        let body = if again {
+            let (send, keep) = self.policy.keep(body);
+            self.body = keep;
+            send
+        } else {
+            body
+        };
+        self.head.request(body)
+    }
+}
+
+/// After a rejection of a request sent through `Refresh`: see [`round::recover`]. Replays go
+/// through a clone of the kept spare service.
 pub(crate) async fn recover<S, B, ResBody, P>(
-    shared: Arc<Shared<P>>,
-    kept: Option<Kept<S, P::Kept>>,
-    (mut seen, epoch): (u64, u64),
-    mut rejected: Response<ResBody>,
+    spare: Arc<Spare<S, P>>,
+    kept: Option<Kept<P::Kept>>,
+    seen: (u64, u64),
+    rejected: Response<ResBody>,
 ) -> Result<Response<ResBody>, Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send,
     P: ReplayPolicy<B>,
 {
-    let (config, policy) = (&shared.config, &shared.policy);
-    let Some(Kept { parts, body, spare }) = kept else {
-        refresh_after(config, seen).await?;
-        return Ok(rejected);
-    };
-    let mut body = Some(body);
-    let mut service = None;
-    for replay in 0..config.max_replays {
-        let stale = config.session.load().generation > seen;
-        let Some(next_body) = body.take().and_then(|kept| policy.rebuild(kept)) else {
-            // Nothing to replay: still refresh, so the next request succeeds.
-            refresh_after(config, seen).await?;
-            return Ok(rejected);
-        };
-        // The rejection will not be returned: let its connection go before waiting.
-        drop(rejected);
-        refresh_after(config, seen).await?;
-        let last = replay + 1 == config.max_replays;
-        let next_body = keep_again(policy, next_body, &mut body, !last);
-        config.session.count_replay(stale);
-        tracing::debug!(stale, "replaying a rejected request");
-        let request = Request::from_parts(parts.clone(), next_body);
-        let service = service.get_or_insert_with(|| spare.service());
-        let (response, generation) = send(service, config, epoch, request).await?;
-        seen = generation;
-        if !config.rejection.matches(&response) {
-            return Ok(response);
-        }
-        rejected = response;
-    }
-    if config.max_replays == 0 {
-        refresh_after(config, seen).await?;
-    }
-    Ok(rejected)
+    let (config, policy) = (&spare.shared.config, &spare.shared.policy);
+    let kept = kept.map(|kept| {
+        let sender = || Tower::new(spare.service());
+        (Rebuild::new(policy, kept), sender)
+    });
+    round::recover(config, kept, seen, rejected).await
 }
 
-/// The token is about to expire: refresh first, then send. If the refresh fails but the
-/// token is still valid, send with it anyway.
+/// The token is about to expire: see [`round::refresh_first`].
 pub(crate) async fn refresh_first<S, B, ResBody, P>(
     shared: Arc<Shared<P>>,
-    mut service: S,
+    service: S,
     request: Request<B>,
     seen: u64,
     epoch: u64,
 ) -> Result<Response<ResBody>, Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send,
+    S::Future: Send,
     S::Error: Into<BoxError>,
+    B: Send,
     P: ReplayPolicy<B>,
 {
-    let config = &shared.config;
-    if let Err(error) = refresh_after(config, seen).await {
-        let still_valid = still_valid(&config.session);
-        if matches!(error, Error::SessionExpired | Error::NotAuthenticated) || !still_valid {
-            return Err(error);
-        }
-        tracing::debug!(%error, "early refresh failed; sending with the current token");
-    }
-    let (request, kept) = if config.max_replays > 0 {
-        Kept::split(&shared.policy, request, &Spare::new(service.clone()))
-    } else {
-        (request, None)
+    let (config, policy) = (&shared.config, &shared.policy);
+    let spare = Spare::with_service(Arc::clone(&shared), service.clone());
+    let keep = |request| {
+        let (request, kept) = Kept::split(policy, request);
+        (request, kept.map(|kept| Rebuild::new(policy, kept)))
     };
-    let (response, generation) = send(&mut service, config, epoch, request).await?;
-    if !config.rejection.matches(&response) {
-        return Ok(response);
-    }
-    recover(shared, kept, (generation, epoch), response).await
-}
-
-/// Whether the session's access token may still be sent: not expired, and its expiry (when
-/// known) still ahead.
-fn still_valid(session: &Session) -> bool {
-    let state = session.load();
-    !state.expired
-        && state
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.0.expires_at.is_none_or(|at| Instant::now() < at))
+    let replays = |_| Tower::new(spare.service());
+    round::refresh_first(
+        config,
+        Tower::new(service),
+        request,
+        keep,
+        replays,
+        (seen, epoch),
+    )
+    .await
 }

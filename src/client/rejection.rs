@@ -31,7 +31,11 @@ impl RejectionRule {
 
     /// Whether `response` says the token was rejected.
     pub(crate) fn matches<B>(&self, response: &Response<B>) -> bool {
-        let (status, headers) = (response.status(), response.headers());
+        self.matches_head(response.status(), response.headers())
+    }
+
+    /// Whether an answer with this status and these headers says the token was rejected.
+    pub(crate) fn matches_head(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         if self.predicate.as_ref().is_some_and(|p| p(status, headers)) {
             return true;
         }

@@ -239,3 +239,17 @@ pub fn redis_url() -> Option<String> {
     }
     url
 }
+
+/// The Redis Cluster's node URLs from `REDIS_CLUSTER_URLS` (comma-separated), or `None` after a
+/// notice when it is not set outside CI (where its absence fails the test). `scripts/test`
+/// starts a cluster (with `scripts/redis-cluster`) and sets it.
+pub fn redis_cluster_urls() -> Option<Vec<String>> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS").ok();
+    if urls.is_none() {
+        skip_or_fail(
+            "REDIS_CLUSTER_URLS is not set",
+            "scripts/test starts a Redis Cluster and sets it",
+        );
+    }
+    Some(urls?.split(',').map(str::to_owned).collect())
+}

@@ -5,9 +5,14 @@
 //! what the first attempt reads is recorded, up to a cap, and a replay sends it again and then
 //! goes on with the rest of the stream. [`NoReplay`] keeps nothing: a rejected request gets
 //! its 401 back, after the refresh it triggered.
+//!
+//! The head goes into a [`Head`]: the headers copied into one buffer, so that keeping a copy
+//! of every request costs one allocation at most.
 
+mod head;
 mod tee;
 
+pub(crate) use self::head::Head;
 pub use self::tee::{ReplayBody, TeeBodies};
 
 /// How a [`Refresh`](super::Refresh) service keeps request bodies for a replay.

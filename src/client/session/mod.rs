@@ -251,6 +251,11 @@ impl Session {
         self.shared.state.load()
     }
 
+    /// The state itself, for a request path that caches it (`arc_swap::Cache`).
+    pub(crate) fn state(&self) -> &ArcSwap<State> {
+        &self.shared.state
+    }
+
     fn control(&self) -> MutexGuard<'_, Control> {
         // Nothing panics while holding it; recover anyway rather than poison every request.
         self.shared

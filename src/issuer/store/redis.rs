@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, ErrorKind, Script, ScriptInvocation, ServerErrorKind};
 
 use crate::BoxError;
 use crate::issuer::store::breaker::Breaker;
@@ -40,11 +42,15 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// Every operation is one round trip: a server-side Lua script for create, rotate and revoke
 /// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for the
 /// per-request deny-list check. (After Redis restarts, a script's first call also loads it:
-/// two more round trips, once.) Keys expire a tombstone TTL after their family ends. A
-/// family's keys share one hash tag (`<prefix>:{<family>}`), so the store works on Redis
-/// Cluster too. It talks through a reconnecting connection manager: while Redis is down,
-/// operations fail within the connection's timeouts with [`StoreError`] (the refresh endpoint
-/// answers 503), and it recovers by itself.
+/// two more round trips, once.) Keys expire a tombstone TTL after their family ends.
+///
+/// On one Redis, [`connect`](Self::connect) talks through a reconnecting connection manager;
+/// on Redis Cluster, [`connect_cluster`](Self::connect_cluster) through a cluster connection
+/// that follows the slot map through failovers. A family's keys share one hash tag
+/// (`<prefix>:{<family>}`), and every script names all the keys it touches in `KEYS`, so each
+/// operation runs on the one node that owns the family's slot. While Redis (or the node) is
+/// down, operations fail within the connection's timeouts with [`StoreError`] (the refresh
+/// endpoint answers 503), and the store recovers by itself.
 ///
 /// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
 /// deny-list check lets access tokens through by default (it fails open), so that
@@ -58,6 +64,8 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// session's access tokens through again, an evicted family would lose a session. With
 /// asynchronous replication, a failover can lose the last acknowledged rotation; the client
 /// then holds a token the new primary never saw, and must log in again.
+/// [`wait_for_replicas`](Self::wait_for_replicas) acknowledges a write only once replicas
+/// have it.
 ///
 /// Times come from the issuer (its clock), so instances should keep their clocks in sync, as
 /// JWT expiry already requires.
@@ -69,6 +77,14 @@ pub struct RedisStore<C = ConnectionManager> {
     check_timeout: Duration,
     fail_closed: bool,
     breaker: Arc<Breaker>,
+    replication: Option<Replication>,
+}
+
+/// What [`RedisStore::wait_for_replicas`] asks of every write: `WAIT replicas timeout_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Replication {
+    replicas: usize,
+    timeout_ms: u64,
 }
 
 /// Consecutive failures after which the breaker opens, by default.
@@ -81,6 +97,7 @@ impl<C> fmt::Debug for RedisStore<C> {
             .field("check_timeout", &self.check_timeout)
             .field("fail_closed", &self.fail_closed)
             .field("breaker_threshold", &self.breaker.threshold())
+            .field("replication", &self.replication)
             .finish_non_exhaustive()
     }
 }
@@ -102,10 +119,54 @@ impl RedisStore {
     }
 }
 
+impl RedisStore<ClusterConnection> {
+    /// Connects to a Redis Cluster through its nodes `urls` (`redis://host:port/`; one that
+    /// answers is enough, the connection discovers the rest). It keeps one multiplexed
+    /// connection per node, sends each operation to the node that owns the family's slot, and
+    /// follows the slot map through resharding and failover (`MOVED`, `ASK`). One-second
+    /// connection and response timeouts; an operation, retries and redirections included,
+    /// gives up after two seconds. Fails if no node can be reached now.
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_jwt_refresh::issuer::RedisStore;
+    ///
+    /// let store = RedisStore::connect_cluster(&[
+    ///     "redis://10.0.0.1:6379/",
+    ///     "redis://10.0.0.2:6379/",
+    ///     "redis://10.0.0.3:6379/",
+    /// ])
+    /// .await?
+    /// .wait_for_replicas(1, std::time::Duration::from_millis(100));
+    /// # let _ = store; Ok(()) }
+    /// ```
+    pub async fn connect_cluster(urls: &[impl AsRef<str>]) -> Result<Self, StoreError> {
+        let client = cluster_client(urls).build().map_err(StoreError::new)?;
+        let connection = client
+            .get_async_connection()
+            .await
+            .map_err(StoreError::new)?;
+        Ok(Self::with_connection(connection))
+    }
+}
+
+/// The settings of every cluster connection the store opens: [`RedisStore::connect_cluster`]'s
+/// timeouts and bounded retries. A second connection to the same cluster (a subscriber, say,
+/// with RESP3 and a push sender added) starts from here.
+pub(crate) fn cluster_client(urls: &[impl AsRef<str>]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(urls.iter().map(AsRef::as_ref))
+        .connection_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
+        .overall_response_timeout(Some(Duration::from_secs(2)))
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+}
+
 impl<C> RedisStore<C> {
-    /// Uses an existing connection: a configured `ConnectionManager`, or (with the `redis`
-    /// crate's `cluster-async` feature) a Redis Cluster connection. Configure its timeouts:
-    /// every wait of the store but the deny-list check is bounded by them.
+    /// Uses an existing connection: a configured `ConnectionManager`, or a Redis Cluster
+    /// connection (`redis::cluster_async::ClusterConnection`). Configure its timeouts: every
+    /// wait of the store but the deny-list check is bounded by them.
     #[must_use]
     pub fn with_connection(connection: C) -> Self {
         Self {
@@ -115,7 +176,35 @@ impl<C> RedisStore<C> {
             check_timeout: Duration::from_millis(250),
             fail_closed: false,
             breaker: Arc::new(Breaker::new(BREAKER_THRESHOLD)),
+            replication: None,
         }
+    }
+
+    /// Acknowledges a write (a login, a rotation, a revocation) only once at least `replicas`
+    /// replicas of its node hold it: each script is followed, in the same pipeline, by Redis's
+    /// `WAIT replicas timeout`. When fewer acknowledge within `timeout`, the operation fails
+    /// with an ambiguous [`StoreError`] (it happened on the primary; the refresh endpoint
+    /// answers 503, the issuer sends the same rotation once more), so no token is handed out
+    /// that a failover could lose. Off by default, and with `replicas` 0.
+    ///
+    /// Redis replicates asynchronously: without this, a primary that fails right after
+    /// acknowledging a write can take it with it, and its promoted replica does not know the
+    /// token the client now holds. It costs one more round trip between primary and replica
+    /// per write (see BENCHMARKS.md), and while a primary has fewer replicas than `replicas`
+    /// (after a failover, until a replica has rejoined), writes to it fail: with one replica
+    /// per primary and `replicas` 1, losing a node stops writes to its slots for a while; with
+    /// two replicas per primary and `replicas` 1, they go on. Keep `timeout` (at least 1 ms)
+    /// under the connection's response timeout (1 s for [`connect`](RedisStore::connect) and
+    /// [`connect_cluster`](RedisStore::connect_cluster)).
+    #[must_use]
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.replication = (replicas > 0).then(|| Replication {
+            replicas,
+            timeout_ms: u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        });
+        self
     }
 
     /// The key prefix (default `tjr`), to share one Redis between applications.
@@ -186,13 +275,29 @@ impl<C> RedisStore<C> {
             return Err(StoreError::new("redis unreachable a moment ago"));
         }
         let mut connection = self.connection.clone();
-        let reply = script.invoke_async(&mut connection).await;
-        match &reply {
+        let Some(replication) = self.replication else {
+            let reply = script.invoke_async(&mut connection).await;
+            self.count(&reply);
+            return reply.map_err(store_error);
+        };
+        let reply = replicated(&mut connection, script, replication).await;
+        self.count(&reply);
+        let (value, acknowledged): (T, usize) = reply.map_err(store_error)?;
+        if acknowledged < replication.replicas {
+            return Err(StoreError::ambiguous(format!(
+                "written, but {acknowledged} of {} replicas acknowledged within {} ms",
+                replication.replicas, replication.timeout_ms
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Counts a reply in the breaker: an answer, even an error, shows Redis is there.
+    fn count<T>(&self, reply: &redis::RedisResult<T>) {
+        match reply {
             Err(error) if unreachable(error) => self.breaker.failure(error),
-            // An answer, even an error, shows Redis is there.
             _ => self.breaker.success(),
         }
-        reply.map_err(store_error)
     }
 
     fn tombstone_key(&self, family: &str) -> String {
@@ -206,6 +311,32 @@ impl<C> RedisStore<C> {
         let tombstone = self.tombstone_key(family);
         let sealed = format!("{key}:sealed");
         [key, tombstone, sealed]
+    }
+}
+
+/// Runs `script` and then `WAIT` in one pipeline, so both go to the node that owns the keys,
+/// on one connection (`WAIT` counts the replicas that have that connection's writes). Loads
+/// the script first if the node does not know it.
+async fn replicated<T, C>(
+    connection: &mut C,
+    script: &ScriptInvocation<'_>,
+    replication: Replication,
+) -> redis::RedisResult<(T, usize)>
+where
+    T: redis::FromRedisValue,
+    C: ConnectionLike,
+{
+    let mut pipe = redis::pipe();
+    pipe.invoke_script(script)
+        .cmd("WAIT")
+        .arg(replication.replicas)
+        .arg(replication.timeout_ms);
+    match pipe.query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(connection).await?;
+            pipe.query_async(connection).await
+        }
+        reply => reply,
     }
 }
 
@@ -362,5 +493,81 @@ fn fallback(fail_closed: bool, error: impl Into<BoxError>) -> Result<TokenStatus
         Err(error.into())
     } else {
         Ok(TokenStatus::Active)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The commands of every `redis.call` in `lua`, each with its arguments as written.
+    fn calls(lua: &str) -> Vec<(String, Vec<String>)> {
+        lua.split("redis.call(")
+            .skip(1)
+            .map(|call| {
+                let (mut depth, mut end) = (0, call.len());
+                for (i, c) in call.char_indices() {
+                    match c {
+                        '(' | '[' => depth += 1,
+                        ']' => depth -= 1,
+                        ')' if depth == 0 => {
+                            end = i;
+                            break;
+                        }
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                }
+                let mut args = call[..end].split(',').map(|a| a.trim().to_owned());
+                let command = args.next().unwrap().trim_matches('\'').to_owned();
+                (command, args.collect())
+            })
+            .collect()
+    }
+
+    /// On Redis Cluster a script may touch only keys of the slot its `KEYS` route it to: every
+    /// key a script reads or writes must come from `KEYS`, never be built inside it.
+    #[test]
+    fn every_key_a_script_touches_comes_from_keys() {
+        let scripts = [
+            include_str!("lua/create.lua"),
+            include_str!("lua/rotate.lua"),
+            include_str!("lua/revoke.lua"),
+        ];
+        let mut seen = 0;
+        for script in scripts {
+            for (command, args) in calls(script) {
+                // How many leading arguments are keys: all of them for DEL and EXISTS.
+                let keys = match command.as_str() {
+                    "DEL" | "EXISTS" => args.len(),
+                    "GET" | "SET" | "HSET" | "HMGET" | "EXPIRE" => 1,
+                    other => panic!("{other}: say which of its arguments are keys"),
+                };
+                for key in &args[..keys] {
+                    let index = key.strip_prefix("KEYS[").and_then(|k| k.strip_suffix(']'));
+                    assert!(
+                        index.is_some_and(|i| i.parse::<u8>().is_ok()),
+                        "{command} {key}: not a KEYS entry"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        let written: usize = scripts
+            .iter()
+            .map(|s| s.matches("redis.call(").count())
+            .sum();
+        assert_eq!(seen, written, "every `redis.call` was checked");
+    }
+
+    #[test]
+    fn a_key_built_inside_a_script_is_caught() {
+        let built = "redis.call('SET', KEYS[1] .. ':x', 1)";
+        let (command, args) = calls(built).pop().unwrap();
+        assert_eq!(command, "SET");
+        assert_ne!(
+            args[0]
+                .strip_prefix("KEYS[")
+                .and_then(|k| k.strip_suffix(']')),
+            Some("1")
+        );
     }
 }
