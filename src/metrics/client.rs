@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 #[cfg(feature = "metrics")]
 use ::metrics::{Counter, Histogram, counter, histogram};
 
@@ -63,11 +65,12 @@ impl Client {
         Self {}
     }
 
-    /// A refresh that ran to an outcome after `took`: new tokens, the session expired (the
-    /// refresh token refused, or its successor unusable), or a transient failure.
-    pub(crate) fn refresh(&self, took: Duration, outcome: &Result<(), crate::client::Error>) {
+    /// A refresh begun at `started` that ran to an outcome: new tokens, the session expired
+    /// (the refresh token refused, or its successor unusable), or a transient failure.
+    pub(crate) fn refresh(&self, started: Instant, outcome: &Result<(), crate::client::Error>) {
         #[cfg(feature = "metrics")]
         {
+            let took = started.elapsed();
             let i = match outcome {
                 Ok(()) => 0,
                 Err(crate::client::Error::SessionExpired) => 1,
