@@ -5,6 +5,11 @@
 //! layer, both as rows of their own and as their difference measured in turns. Run with
 //! `cargo bench --bench verify`. The comparison with peer crates is a crate of its own,
 //! `benches/peers/`, so their dependencies stay out of this build.
+//!
+//! With `--features metrics`, the `metrics/` rows measure the instruments: the cache hit with
+//! a Prometheus recorder, and the two ways of recording an event (a handle built once, the
+//! facade's macro per event), with no recorder and with one. The cache hit with no recorder
+//! installed is `HS256/c_layer_cache_hit`, run with and without the feature.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -130,6 +135,44 @@ fn bench_net<L, B, LB, BB>(
     });
 }
 
+/// The instruments' cost: what an event costs with no recorder installed and with one, for a
+/// handle built once (what the crate does) and for the facade's macro per event.
+#[cfg(feature = "metrics")]
+fn instruments(c: &mut Criterion) {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    let rt = runtime();
+    let (encoding, _, ours) = keys(Algorithm::HS256);
+    let valid = token(Algorithm::HS256, &encoding, 3600, "at+jwt");
+    let recorder = PrometheusBuilder::new().build_recorder();
+    // Built under the recorder, the layer's handles are bound to it.
+    let service =
+        metrics::with_local_recorder(&recorder, || tower::Layer::layer(&layer(ours), noop()));
+    let row = "metrics/HS256_cache_hit_prometheus";
+    bench_service(c, row, &rt, service, &valid, StatusCode::OK);
+
+    let name = "tower_jwt_refresh.bench.events";
+    let handle = metrics::counter!(name, "result" => "hit");
+    c.bench_function("metrics/handle_no_recorder", |b| {
+        b.iter(|| black_box(&handle).increment(1))
+    });
+    c.bench_function("metrics/macro_no_recorder", |b| {
+        b.iter(|| {
+            metrics::counter!("tower_jwt_refresh.bench.events", "result" => "hit").increment(1)
+        })
+    });
+    metrics::with_local_recorder(&recorder, || {
+        let handle = metrics::counter!(name, "result" => "hit");
+        c.bench_function("metrics/handle_prometheus", |b| {
+            b.iter(|| black_box(&handle).increment(1))
+        });
+        c.bench_function("metrics/macro_prometheus", |b| {
+            b.iter(|| {
+                metrics::counter!("tower_jwt_refresh.bench.events", "result" => "hit").increment(1)
+            })
+        });
+    });
+}
+
 /// `n` requests through `service`, each built before the clock starts.
 fn timed<S, B>(rt: &tokio::runtime::Runtime, service: &mut S, token: &str, n: u64) -> Duration
 where
@@ -145,6 +188,9 @@ where
     start.elapsed()
 }
 
+#[cfg(not(feature = "metrics"))]
+fn instruments(_: &mut Criterion) {}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -152,5 +198,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections }
+criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections, instruments }
 criterion_main!(benches);

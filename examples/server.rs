@@ -4,13 +4,18 @@
 //! `ADDR` (default 127.0.0.1:3000), `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS`,
 //! `ACCESS_TTL` (default 3.6 s), `REFRESH_TTL` (default 7 days), `REDIS_URL` (with
 //! `--features redis`: one Redis, `redis://host:port/`, or a Redis Cluster, its nodes' URLs
-//! comma-separated).
+//! comma-separated), and `METRICS=1` (with `--features metrics`) to serve `GET /metrics` in
+//! Prometheus text format.
 
 mod common;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let config = common::server::Config::from_env()?;
+    let mut config = common::server::Config::from_env()?;
+    // Installed before the server is built: its instruments bind to the recorder then.
+    if std::env::var("METRICS").is_ok_and(|v| v == "1") {
+        config.metrics = Some(common::server::install_metrics()?);
+    }
     let server = common::server::bind(config).await?;
     for notice in &server.notices {
         eprintln!("note: {notice}");

@@ -28,6 +28,7 @@
 //! | `jwks` | no | keys fetched from a remote JWKS URL and kept current (its TLS client uses aws-lc-rs) |
 //! | `redis` | no | `RedisStore`: refresh-token families shared by several instances (and, with `dpop`, a shared DPoP replay store) |
 //! | `dpop` | yes | DPoP (RFC 9449): proof verification, replay stores and nonces with `server`; a `DpopKey` that signs proofs with `client` |
+//! | `metrics` | no | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade (below) |
 //!
 //! A verify-only build (`default-features = false, features = ["server", "aws-lc-rs"]`)
 //! compiles no issuance or client code; a client-only build (`features = ["client"]`)
@@ -36,6 +37,40 @@
 //! crypto backend; a build with
 //! neither fails with a message that says so. With both (as `--all-features` does),
 //! `aws-lc-rs` is used.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, the server layer, the issuer, the remote JWKS and the client
+//! session record the instruments below through the `metrics` facade; attach the exporter of
+//! your choice (Prometheus, OpenTelemetry, …) by installing its recorder. Install it **before**
+//! building the [`JwtAuthLayer`](server::JwtAuthLayer), the [`TokenIssuer`](issuer::TokenIssuer)
+//! and the [`Session`](client::Session)s: each binds its instruments to the recorder installed
+//! when it is built, so that an event is one increment on a handle, with no lookup by name.
+//! With no recorder installed an event is a null check; without the feature, nothing is
+//! compiled in.
+//!
+//! Names follow OpenTelemetry's conventions (dot-separated, no unit in the name, attribute
+//! values from fixed sets). Counts are described as `metrics::Unit::Count`, with the
+//! OpenTelemetry annotation given here; durations as `metrics::Unit::Seconds`.
+//!
+//! | name | kind | unit | attributes | what it counts |
+//! |---|---|---|---|---|
+//! | `tower_jwt_refresh.server.requests` | counter | `{request}` | `outcome`: `verified`, `anonymous`, `rejected`; with `rejected` only, `reason`: `missing_token`, `invalid_request`, `insufficient_scope`, `revocation_unavailable`, `expired`, `too_large`, `malformed`, `algorithm`, `unknown_key`, `invalid_signature`, `header`, `type`, `not_yet_valid`, `issuer`, `audience`, `missing_claim`, `claims`, `revoked` | requests `JwtAuth` let through or refused (`anonymous`: no token, in optional mode) |
+//! | `tower_jwt_refresh.server.cache.lookups` | counter | `{lookup}` | `result`: `hit`, `miss` | lookups in the verified-token cache |
+//! | `tower_jwt_refresh.server.revocation.checks` | counter | `{check}` | `outcome`: `active`, `revoked`, `error`, `timeout`, `overloaded` | deny-list checks (`overloaded`: too many pending, not started) |
+//! | `tower_jwt_refresh.server.jwks.fetches` | counter | `{fetch}` | `result`: `ok`, `error` | remote JWKS fetches: the first, the periodic ones, refetches |
+//! | `tower_jwt_refresh.server.jwks.refetches` | counter | `{refetch}` | | refetches started by a token with an unknown `kid` |
+//! | `tower_jwt_refresh.issuer.issued` | counter | `{session}` | | sessions started (`TokenIssuer::issue`) |
+//! | `tower_jwt_refresh.issuer.rotations` | counter | `{rotation}` | `outcome`: `rotated`, `grace_retry`, `reused`, `expired`, `revoked`, `unknown`, `error` | rotations that reached the store; `reused`: reuse detected, session revoked |
+//! | `tower_jwt_refresh.issuer.revocations` | counter | `{session}` | | sessions ended by `revoke` or `revoke_session` |
+//! | `tower_jwt_refresh.issuer.store.errors` | counter | `{error}` | `operation`: `create`, `rotate`, `revoke` | store operations that failed |
+//! | `tower_jwt_refresh.issuer.store.duration` | histogram | `s` | `operation`: `create`, `rotate`, `revoke` | store operation latency |
+//! | `tower_jwt_refresh.client.refreshes` | counter | `{refresh}` | `outcome`: `success`, `expired`, `failed` | refreshes that ran (`expired`: the refresh token was refused) |
+//! | `tower_jwt_refresh.client.refresh.duration` | histogram | `s` | `outcome`, as above | refresh latency |
+//! | `tower_jwt_refresh.client.waits` | counter | `{request}` | | requests held until a refresh ended |
+//! | `tower_jwt_refresh.client.wait.duration` | histogram | `s` | | how long each held request waited |
+//! | `tower_jwt_refresh.client.replays` | counter | `{request}` | `stale`: `false`, `true` | requests sent again after a rejection; `stale`: at once, their token already replaced |
+//! | `tower_jwt_refresh.client.session.expiries` | counter | `{session}` | | sessions expired (`on_session_expired`) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -53,6 +88,8 @@ pub mod server;
 
 #[cfg(feature = "server")]
 mod clock;
+#[cfg(any(feature = "server", feature = "client"))]
+mod metrics;
 #[cfg(feature = "server")]
 pub use clock::Clock;
 #[cfg(feature = "server")]

@@ -10,15 +10,19 @@
 //! - `GET /refresh?token=…` and `POST /refresh` `{refreshToken}`: `{accessToken,
 //!   refreshToken}`, rotating with reuse detection; 401 when refused.
 //! - `POST /oauth/token`: the RFC 6749 refresh endpoint; `POST /logout` `{refreshToken}`.
+//! - `GET /metrics`, when the config holds a Prometheus handle ([`install_metrics`]): every
+//!   instrument of the crate's `metrics` feature, in Prometheus text format.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 use tower_jwt_refresh::issuer::store::RefreshStore;
@@ -45,6 +49,8 @@ pub struct Config {
     /// The issuer's grace window; `None` keeps its default (30 s). The soak sets it to show
     /// what a lost reply does without one.
     pub grace: Option<Duration>,
+    /// The installed Prometheus recorder: with it, `GET /metrics` serves what it recorded.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl Default for Config {
@@ -59,6 +65,7 @@ impl Default for Config {
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             redis_url: None,
             grace: None,
+            metrics: None,
         }
     }
 }
@@ -99,8 +106,24 @@ impl Config {
             refresh_ttl: seconds("REFRESH_TTL", defaults.refresh_ttl)?,
             redis_url: var("REDIS_URL"),
             grace: None,
+            metrics: None,
         })
     }
+}
+
+/// Installs a Prometheus recorder as the process's global recorder, and returns the handle
+/// that renders it. Call it before building the server (or any layer, issuer or session):
+/// their instruments are bound to the recorder installed when they are built.
+pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
+    if !cfg!(feature = "metrics") {
+        return Err("METRICS=1 needs the `metrics` feature: run with `--features metrics`".into());
+    }
+    // Prometheus names: `tower_jwt_refresh.server.requests` is served as
+    // `tower_jwt_refresh_server_requests_total`, durations with `_seconds`.
+    let handle = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .install_recorder()?;
+    Ok(handle)
 }
 
 /// A bound server, not yet serving.
@@ -200,18 +223,29 @@ pub async fn bind_with<S: RefreshStore + Clone>(
         .route("/logout", post(logout::<S>))
         .layer(auth)
         .with_state(issuer.clone());
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/login", post(login::<S>))
         .route("/refresh", get(refresh_get::<S>).post(refresh_post::<S>))
         .route_service("/oauth/token", issuer.refresh_endpoint())
         .with_state(issuer)
         .merge(protected);
+    if let Some(handle) = config.metrics {
+        router = router.route("/metrics", get(move || scrape(handle.clone())));
+    }
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     Ok(Server {
         listener,
         router,
         notices,
     })
+}
+
+/// `GET /metrics`: the recorder's contents in Prometheus text format.
+async fn scrape(handle: PrometheusHandle) -> impl IntoResponse {
+    // Upkeep drains the histograms' buffers into their buckets; a scrape is a fine moment.
+    handle.run_upkeep();
+    let text = "text/plain; version=0.0.4; charset=utf-8";
+    ([(CONTENT_TYPE, text)], handle.render())
 }
 
 /// NestJS's error shape: `{statusCode, message}`.

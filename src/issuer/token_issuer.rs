@@ -15,6 +15,7 @@ use crate::issuer::store::{
     FamilyInfo, NewFamily, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 use crate::issuer::util::whole_seconds_up;
+use crate::metrics::StoreOp;
 use crate::server::RegisteredClaims;
 use crate::server::{DenyCheck, DenyList};
 
@@ -103,6 +104,7 @@ struct Inner<S> {
     grace: Duration,
     revocation_ttl: Option<Duration>,
     clock: Clock,
+    metrics: crate::metrics::Issuer,
 }
 
 impl<S> Clone for TokenIssuer<S> {
@@ -139,6 +141,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
                 grace: DEFAULT_GRACE,
                 revocation_ttl: None,
                 clock: Clock::system(),
+                metrics: crate::metrics::Issuer::new(),
             }),
         }
     }
@@ -273,19 +276,18 @@ impl<S: RefreshStore> TokenIssuer<S> {
         let refresh = rt::format(&family, &rt::new_secret()?);
         let now = inner.clock.now();
         let hash = rt::hash(&refresh);
-        inner
-            .store
-            .create(NewFamily {
-                id: &family,
-                token_hash: &hash,
-                subject,
-                claims: &claims,
-                now,
-                expires_at: now.saturating_add(inner.lifetime.as_secs()),
-                idle_timeout: inner.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
-                tombstone_ttl: self.tombstone_ttl(),
-            })
-            .await?;
+        let create = inner.store.create(NewFamily {
+            id: &family,
+            token_hash: &hash,
+            subject,
+            claims: &claims,
+            now,
+            expires_at: now.saturating_add(inner.lifetime.as_secs()),
+            idle_timeout: inner.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
+            tombstone_ttl: self.tombstone_ttl(),
+        });
+        inner.metrics.store(StoreOp::Create, create).await?;
+        inner.metrics.issued();
         Ok(pair(access.token, access.expires_in, refresh))
     }
 
@@ -306,8 +308,9 @@ impl<S: RefreshStore> TokenIssuer<S> {
             grace: self.inner.grace.as_secs(),
             tombstone_ttl: self.tombstone_ttl(),
         };
-        let outcome = self.apply(rotation).await?;
-        let (info, secret) = settle(outcome, &presented, successor)?;
+        let outcome = self.apply(rotation).await;
+        self.inner.metrics.rotation(&outcome);
+        let (info, secret) = settle(outcome?, &presented, successor)?;
         let claims: Value = serde_json::from_str(&info.claims).map_err(IssueError::Claims)?;
         let access = self
             .inner
@@ -320,8 +323,14 @@ impl<S: RefreshStore> TokenIssuer<S> {
     /// Applies `rotation` in the store. When the reply was lost, the rotation may have
     /// happened: the same rotation again is either applied now or recognised as done.
     async fn apply(&self, rotation: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
-        match self.inner.store.rotate(rotation.clone()).await {
-            Err(e) if e.is_ambiguous() => self.inner.store.rotate(rotation).await,
+        let inner = &self.inner;
+        let store = |rotation| {
+            inner
+                .metrics
+                .store(StoreOp::Rotate, inner.store.rotate(rotation))
+        };
+        match store(rotation.clone()).await {
+            Err(e) if e.is_ambiguous() => store(rotation).await,
             other => other,
         }
     }
@@ -333,19 +342,22 @@ impl<S: RefreshStore> TokenIssuer<S> {
             return Ok(false);
         };
         let hash = rt::hash(refresh_token);
-        self.inner
-            .store
-            .revoke(token.family, Some(&hash), self.tombstone_ttl())
-            .await
+        self.end(token.family, Some(&hash)).await
     }
 
     /// Ends the session `sid` (an access token's `sid` claim) without its refresh token: for
     /// "log out everywhere" and administrators.
     pub async fn revoke_session(&self, sid: &str) -> Result<bool, StoreError> {
-        self.inner
-            .store
-            .revoke(sid, None, self.tombstone_ttl())
-            .await
+        self.end(sid, None).await
+    }
+
+    /// Revokes `family` in the store (if `token_hash` is its current token, when given).
+    async fn end(&self, family: &str, token_hash: Option<&str>) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let revoke = inner.store.revoke(family, token_hash, self.tombstone_ttl());
+        let revoked = inner.metrics.store(StoreOp::Revoke, revoke).await;
+        inner.metrics.revoked(&revoked);
+        revoked
     }
 
     /// The verifier hook that refuses access tokens of revoked families (by their `sid`).

@@ -92,6 +92,7 @@ pub(crate) struct Auth<C> {
     /// Unverified tokens (their `kid` unknown) waiting on a key refetch.
     pub(crate) refetch_waits: WaitBudget,
     pub(crate) clock: Clock,
+    pub(crate) metrics: crate::metrics::Server,
 }
 
 impl<C> Clone for Auth<C> {
@@ -109,6 +110,7 @@ impl<C> Clone for Auth<C> {
             check_waits: self.check_waits.clone(),
             refetch_waits: self.refetch_waits.clone(),
             clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -159,7 +161,9 @@ where
     fn cached_bearer<B>(&self, req: &Request<B>) -> Option<Claims<C>> {
         let cache = self.cache.as_ref()?;
         let token = self.sources.sole_bearer(req, self.validation.max_len)?;
-        cache.get(token, self.clock.now_or_later(), self.keys.epoch())
+        let claims = cache.get(token, self.clock.now_or_later(), self.keys.epoch())?;
+        self.metrics.cache_hit();
+        Some(claims)
     }
 
     /// Everything after extraction, for a token found in a request or handed in directly.
@@ -208,10 +212,12 @@ where
     pub(crate) fn verify(&self, token: &str) -> Result<Claims<C>, TokenError> {
         let now = self.clock.now();
         let keys = self.keys.load();
-        if let Some(cache) = &self.cache
-            && let Some(claims) = cache.get(token.as_bytes(), now, keys.epoch())
-        {
-            return Ok(claims);
+        if let Some(cache) = &self.cache {
+            let found = cache.get(token.as_bytes(), now, keys.epoch());
+            self.metrics.cache(&found);
+            if let Some(claims) = found {
+                return Ok(claims);
+            }
         }
         let verified = self.validation.verify::<C>(token, &keys, now)?;
         // Inside the leeway after `exp` a token still verifies, but is not worth caching; nor is
@@ -234,21 +240,26 @@ where
             return self.check_scope(claims);
         };
         match deny_list.check(claims.registered()).0 {
-            Check::Ready(status) => match deny_list_verdict(status) {
+            Check::Ready(status) => match self.deny_list_verdict(status) {
                 Ok(()) => self.check_scope(claims),
                 Err(rejection) => Outcome::Reject(rejection),
             },
             Check::Pending(check) => {
                 let Some(parked) = self.check_waits.take() else {
+                    self.metrics.revocation_unanswered(false);
                     return Outcome::Reject(Rejection::DenyListUnavailable);
                 };
                 let this = Arc::clone(self);
                 Outcome::Pending(Box::pin(async move {
                     let _parked = parked;
-                    let status = tokio::time::timeout(this.io_timeout, check)
-                        .await
-                        .map_err(|_| Rejection::DenyListUnavailable)?;
-                    deny_list_verdict(status)?;
+                    let status =
+                        tokio::time::timeout(this.io_timeout, check)
+                            .await
+                            .map_err(|_| {
+                                this.metrics.revocation_unanswered(true);
+                                Rejection::DenyListUnavailable
+                            })?;
+                    this.deny_list_verdict(status)?;
                     this.check_scope(claims).resolve().await
                 }))
             }
@@ -272,6 +283,16 @@ impl<C> Outcome<C> {
             Outcome::Reject(rejection) => Err(rejection),
             Outcome::Pending(check) => check.await,
         }
+    }
+}
+
+impl<C> Auth<C> {
+    fn deny_list_verdict(
+        &self,
+        status: Result<TokenStatus, crate::BoxError>,
+    ) -> Result<(), Rejection> {
+        self.metrics.revocation(&status);
+        deny_list_verdict(status)
     }
 }
 

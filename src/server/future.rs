@@ -109,6 +109,7 @@ where
         service: &mut S,
         auth: &Arc<Auth<C>>,
     ) -> Self {
+        auth.metrics.verdict(&verdict);
         match verdict {
             Ok(claims) => {
                 if let Some(claims) = claims {

@@ -130,6 +130,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             check_waits: WaitBudget::new(1024),
             refetch_waits: WaitBudget::new(1024),
             clock: Clock::system(),
+            metrics: crate::metrics::Server::new(),
         };
         Self {
             auth: Arc::new(auth),

@@ -83,6 +83,7 @@ where
         match self.auth.authenticate(&req) {
             // The hot path, kept direct: the request moves once, into the inner service.
             Outcome::Pass(claims) => {
+                self.auth.metrics.passed(claims.is_some());
                 if let Some(claims) = claims {
                     req.extensions_mut().insert(claims);
                 }

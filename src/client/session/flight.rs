@@ -375,6 +375,7 @@ async fn run_refresh(
             Err(Error::refresh_failed("refresh timed out"))
         }
     };
+    task.session.metrics().refresh(finish.started, &outcome);
     finish.send(task.settle(outcome));
 }
 

@@ -111,6 +111,7 @@ struct Shared {
     control: Mutex<Control>,
     events: watch::Sender<SessionEvent>,
     counters: Counters,
+    metrics: crate::metrics::Client,
     /// Held while an `on_refresh` hook runs, and by the application's storage writes.
     storage: Arc<tokio::sync::Mutex<()>>,
 }
@@ -148,6 +149,7 @@ impl Session {
                 control: Mutex::default(),
                 events: watch::channel(SessionEvent::LoggedOut).0,
                 counters: Counters::default(),
+                metrics: crate::metrics::Client::new(),
                 storage: Arc::default(),
             }),
         }
@@ -308,6 +310,7 @@ impl Session {
             expired: true,
         };
         self.publish(expired, SessionEvent::Expired);
+        self.metrics().expired();
         drop(control);
         if let Some(hook) = &settings.on_session_expired {
             hook();
@@ -317,6 +320,7 @@ impl Session {
     pub(crate) fn count_replay(&self, stale: bool) {
         let counters = &self.shared.counters;
         counters.replays.fetch_add(1, Ordering::Relaxed);
+        self.metrics().replay(stale);
         if stale {
             counters.stale_replays.fetch_add(1, Ordering::Relaxed);
         }
@@ -325,8 +329,13 @@ impl Session {
     fn count_wait(&self, waited: Duration) {
         let counters = &self.shared.counters;
         counters.waits.fetch_add(1, Ordering::Relaxed);
+        self.metrics().waited(waited);
         let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         counters.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+    }
+
+    fn metrics(&self) -> &crate::metrics::Client {
+        &self.shared.metrics
     }
 
     fn count_refresh(&self) {

@@ -236,6 +236,7 @@ impl RemoteJwksBuilder {
             stored: Mutex::default(),
             state: Mutex::default(),
             done: watch::channel(0).0,
+            metrics: crate::metrics::Jwks::new(),
         });
         shared.fetch_and_store().await?;
         tokio::spawn(worker::refresh_loop(

@@ -35,6 +35,7 @@ pub(super) struct Shared {
     pub(super) state: Mutex<FetchState>,
     /// Counts finished fetches; waiters watch it.
     pub(super) done: watch::Sender<u64>,
+    pub(super) metrics: crate::metrics::Jwks,
 }
 
 /// What the last fetch to store brought, and when it started.
@@ -109,6 +110,7 @@ impl Shared {
             .await
             .unwrap_or(Err(JwksError::Timeout));
         let result = result.and_then(|document| self.store(generation, document));
+        self.metrics.fetched(&result);
         if let Ok(mut state) = self.state.lock() {
             state.fetches += 1;
         }
@@ -196,6 +198,7 @@ impl Refetch for Refetcher {
             }
             state.in_flight = true;
             state.last_refetch = Some(now);
+            shared.metrics.refetch();
             spawn_refetch(Arc::clone(shared));
         }
         drop(state);
