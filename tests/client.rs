@@ -1,5 +1,24 @@
-//! The client layer's required scenarios, each deterministic: paused Tokio time, a mock inner
-//! service whose accepted tokens the test controls, and a refresher whose outcome it scripts.
+//! The client's required scenarios, each deterministic: paused Tokio time, a mock server
+//! whose accepted tokens the test controls, and a refresher whose outcome it scripts.
+//!
+//! Every scenario about the shared core runs through both front ends, listed once in
+//! `both_fronts!`: `via_tower::NAME` through `RefreshLayer` over a tower service, and
+//! `via_reqwest::NAME` through `RefreshMiddleware` in a reqwest-middleware client whose last
+//! middleware answers from the same mock server in process (no socket, so paused time works).
+//!
+//! The rest test what only the tower front end has, and run through it alone:
+//! - readiness and capacity of the inner service (`ConcurrencyLimit`, `Buffer`): a reqwest
+//!   middleware has no `poll_ready` and holds no permit while it waits;
+//!   `waiting_in_the_stale_window_holds_no_capacity_the_refresher_needs`,
+//!   `s15_the_inner_service_is_driven_to_readiness_for_every_send`,
+//!   `an_early_refresh_holds_one_unit_of_capacity_not_two`,
+//!   `a_replay_reads_the_token_once_the_service_is_ready`;
+//! - replay policies (`no_replay`, `tee_bodies`, a custom `ReplayPolicy`), which the reqwest
+//!   middleware does not use: it replays with `reqwest::Request::try_clone`;
+//!   `s11_a_body_that_cannot_be_kept_gets_its_401_after_the_refresh`,
+//!   `s12_streaming_bodies_are_replayed_byte_identical_under_the_cap`,
+//!   `zero_replays_keeps_no_copy_on_any_path`. Its counterpart for a body that cannot be
+//!   cloned is `a_streaming_body_gets_its_401_after_the_refresh` in `tests/reqwest.rs`.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -14,7 +33,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_jwt_refresh::client::{
-    Error, RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn,
+    Error, RefreshFailure, RefreshLayer, RefreshMiddleware, Session, Tokens, refresher_fn,
 };
 
 /// What the mock server saw and accepts.
@@ -30,6 +49,8 @@ struct Server {
     log: Arc<Mutex<Vec<String>>>,
     /// When set, every token is rejected.
     reject_all: Arc<std::sync::atomic::AtomicBool>,
+    /// When set, the `Authorization` header is the bare token, with no scheme.
+    raw: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Server {
@@ -41,6 +62,7 @@ impl Default for Server {
             slow_arrived: Arc::default(),
             log: Arc::default(),
             reject_all: Arc::default(),
+            raw: Arc::default(),
         }
     }
 }
@@ -54,20 +76,25 @@ impl Server {
         self.seen.lock().unwrap().clone()
     }
 
-    /// Answers 200 with the request body for a valid token, else 401 `invalid_token`. The
-    /// body is read first, as a server that parses it would.
+    /// Answers 200 with the request body for a valid token (after `Bearer `, or the whole
+    /// header when `raw`), else 401 `invalid_token`. The body is read first, as a server
+    /// that parses it would.
     async fn handle<B>(self, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::fmt::Debug,
     {
-        let token = req
+        let header = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .to_owned();
+            .unwrap_or("");
+        let token = if self.raw.load(Ordering::SeqCst) {
+            Some(header)
+        } else {
+            header.strip_prefix("Bearer ")
+        };
+        let token = token.unwrap_or("").to_owned();
         self.seen.lock().unwrap().push(token.clone());
         self.log.lock().unwrap().push(format!("request {token}"));
         if req.uri().path() == "/slow" {
@@ -164,13 +191,185 @@ impl Script {
 
 type Client = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, Error>;
 
-fn client<P>(layer: RefreshLayer<P>, server: &Server) -> Client
+/// The front end a scenario runs through.
+#[derive(Debug, Clone, Copy)]
+enum Front {
+    /// `RefreshLayer` over a tower service.
+    Tower,
+    /// `RefreshMiddleware` in a reqwest-middleware client.
+    Reqwest,
+}
+
+impl Front {
+    /// A client with `layer`'s session and settings, answered by `server`.
+    fn client<P>(self, layer: RefreshLayer<P>, server: &Server) -> Client
+    where
+        P: tower_jwt_refresh::client::ReplayPolicy<Full<Bytes>> + Clone,
+    {
+        match self {
+            Self::Tower => tower_client(layer, server),
+            Self::Reqwest => reqwest_client(layer, server),
+        }
+    }
+}
+
+fn tower_client<P>(layer: RefreshLayer<P>, server: &Server) -> Client
 where
     P: tower_jwt_refresh::client::ReplayPolicy<Full<Bytes>>,
 {
     let server = server.clone();
     let inner = tower::service_fn(move |req: Request<Full<Bytes>>| server.clone().handle(req));
     tower::util::BoxCloneService::new(ServiceBuilder::new().layer(layer).service(inner))
+}
+
+/// A reqwest-middleware client, `RefreshMiddleware` then [`Answer`], seen as a tower service
+/// of the same type as the tower front end's. Our errors come back out of reqwest-middleware's
+/// as they went in.
+fn reqwest_client<P: Clone>(layer: RefreshLayer<P>, server: &Server) -> Client {
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(RefreshMiddleware::new(layer))
+        .with(Answer(server.clone()))
+        .build();
+    tower::util::BoxCloneService::new(tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let client = client.clone();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            parts.uri = format!("http://api.test{}", parts.uri).parse().unwrap();
+            let body = match body.collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(never) => match never {},
+            };
+            let req = reqwest::Request::try_from(Request::from_parts(parts, body)).unwrap();
+            let response = client.execute(req).await.map_err(ours)?;
+            let (parts, body) = Response::<reqwest::Body>::from(response).into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| Error::Inner(Arc::new(e)))?;
+            Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
+        }
+    }))
+}
+
+/// Our error out of reqwest-middleware's; any other is the inner service's.
+fn ours(error: reqwest_middleware::Error) -> Error {
+    match error {
+        reqwest_middleware::Error::Middleware(e) => match e.downcast_ref::<Error>() {
+            Some(ours) => ours.clone(),
+            None => Error::Inner(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+                e,
+            ))),
+        },
+        reqwest_middleware::Error::Reqwest(e) => Error::Inner(Arc::new(e)),
+    }
+}
+
+/// The end of the reqwest middleware chain: `server` answers in process, with no socket, so
+/// paused time goes on working.
+struct Answer(Server);
+
+impl reqwest_middleware::Middleware for Answer {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        req: reqwest::Request,
+        _: &'life1 mut http::Extensions,
+        _: reqwest_middleware::Next<'life2>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        let server = self.0.clone();
+        Box::pin(async move {
+            let req = Request::<reqwest::Body>::try_from(req)?;
+            let Ok(response) = server.handle(req).await;
+            let (parts, body) = response.into_parts();
+            let Ok(body) = body.collect().await;
+            Ok(Response::from_parts(parts, body.to_bytes()).into())
+        })
+    }
+}
+
+/// Runs each named scenario through both front ends: `via_tower::NAME` and
+/// `via_reqwest::NAME`.
+macro_rules! both_fronts {
+    (async: $($scenario:ident),* $(,)?; sync: $($plain:ident),* $(,)?) => {
+        mod via_tower {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $scenario() {
+                    super::$scenario(super::Front::Tower).await;
+                }
+            )*
+            $(
+                #[test]
+                fn $plain() {
+                    super::$plain(super::Front::Tower);
+                }
+            )*
+        }
+        mod via_reqwest {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $scenario() {
+                    super::$scenario(super::Front::Reqwest).await;
+                }
+            )*
+            $(
+                #[test]
+                fn $plain() {
+                    super::$plain(super::Front::Reqwest);
+                }
+            )*
+        }
+    };
+}
+
+both_fronts! {
+    async:
+    s01_a_401_is_refreshed_once_and_replayed,
+    s02_a_storm_of_1000_gets_exactly_one_refresh,
+    s03_401s_arriving_during_the_refresh_join_it,
+    s04_a_stale_401_after_the_refresh_is_replayed_without_another,
+    s05_a_token_past_the_stale_point_is_refreshed_before_sending,
+    past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_behind,
+    a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff,
+    s06_a_permanent_failure_expires_the_session_once,
+    s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again,
+    s08_a_hung_refresh_ends_every_waiter_at_the_bound,
+    s09_the_initiator_giving_up_cancels_nothing,
+    s10_a_replay_rejected_again_returns_its_401_and_the_loop_guard_trips,
+    s13_on_refresh_completes_before_any_waiter_goes_on,
+    s14_waiters_beyond_the_maximum_are_overloaded,
+    s16_two_sessions_never_share_a_refresh,
+    a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_again,
+    a_login_during_a_refresh_fails_its_waiters_with_session_changed,
+    a_request_rejected_after_a_logout_and_login_is_not_replayed_as_the_new_user,
+    replace_tokens_keeps_the_identity_and_lets_waiters_go_on,
+    every_expiry_fires_the_hook_once,
+    an_access_only_session_uses_its_token_until_rejected,
+    pass_through_and_raw_authorization,
+    zero_replays_returns_the_401_after_refreshing,
+    a_young_token_rejected_is_replayed_by_default_and_not_with_the_window,
+    a_refreshed_access_token_that_cannot_be_sent_expires_the_session,
+    a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_loop,
+    the_loop_guard_history_resets_on_login,
+    hooks_run_one_at_a_time_in_the_order_their_tokens_were_installed,
+    a_logout_under_the_storage_lock_is_never_overwritten_by_a_hook,
+    a_hook_due_after_a_logout_does_not_run,
+    a_panicking_hook_leaves_the_session_the_waiters_and_the_stats_consistent;
+    sync:
+    a_refresh_started_on_a_runtime_that_goes_idle_still_finishes,
+    a_caller_outside_any_runtime_waits_on_the_layers_runtime,
+    a_runtime_without_timers_gets_a_typed_error_not_a_panic
 }
 
 fn get(path: &str) -> Request<Full<Bytes>> {
@@ -219,24 +418,22 @@ async fn wait_in_time_until(mut condition: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn s01_a_401_is_refreshed_once_and_replayed() {
+async fn s01_a_401_is_refreshed_once_and_replayed(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     assert_eq!(script.calls(), 1);
     assert_eq!(server.seen(), ["t0", "t1"]);
     assert_eq!((session.stats().refreshes, session.stats().replays), (1, 1));
 }
 
-#[tokio::test(start_paused = true)]
-async fn s02_a_storm_of_1000_gets_exactly_one_refresh() {
+async fn s02_a_storm_of_1000_gets_exactly_one_refresh(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     for task in spawn_many(&client, "/", 1000) {
         assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
     }
@@ -244,12 +441,11 @@ async fn s02_a_storm_of_1000_gets_exactly_one_refresh() {
     assert_eq!(session.stats().refreshes, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s03_401s_arriving_during_the_refresh_join_it() {
+async fn s03_401s_arriving_during_the_refresh_join_it(front: Front) {
     let server = Server::default();
     let (script, refresh_gate) = Script::ok().gated();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     // B is in flight with t0; its answer is held.
     let b = spawn_many(&client, "/slow", 1).remove(0);
     wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
@@ -266,12 +462,11 @@ async fn s03_401s_arriving_during_the_refresh_join_it() {
     assert_eq!(script.calls(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s04_a_stale_401_after_the_refresh_is_replayed_without_another() {
+async fn s04_a_stale_401_after_the_refresh_is_replayed_without_another(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     let b = spawn_many(&client, "/slow", 1).remove(0);
     wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
@@ -283,8 +478,7 @@ async fn s04_a_stale_401_after_the_refresh_is_replayed_without_another() {
     assert_eq!(session.stats().stale_replays, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s05_a_token_past_the_stale_point_is_refreshed_before_sending() {
+async fn s05_a_token_past_the_stale_point_is_refreshed_before_sending(front: Front) {
     let server = Server::default();
     server.accept("t0");
     let script = Script::ok();
@@ -292,7 +486,7 @@ async fn s05_a_token_past_the_stale_point_is_refreshed_before_sending() {
     session
         .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
         .unwrap();
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     // 300 s tokens are stale 5 s before expiry: requests wait for the refresh.
     tokio::time::advance(Duration::from_secs(296)).await;
@@ -306,24 +500,23 @@ async fn s05_a_token_past_the_stale_point_is_refreshed_before_sending() {
 }
 
 /// A session whose 300 s token `t0` the server accepts, `at` seconds into its life.
-async fn early(script: &Script, server: &Server, at: u64) -> (Session, Client) {
+async fn early(front: Front, script: &Script, server: &Server, at: u64) -> (Session, Client) {
     server.accept("t0");
     let session = Session::new();
     session
         .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(300)))
         .unwrap();
-    let client = client(script.layer(&session, server), server);
+    let client = front.client(script.layer(&session, server), server);
     tokio::time::advance(Duration::from_secs(at)).await;
     (session, client)
 }
 
-#[tokio::test(start_paused = true)]
-async fn past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_behind() {
+async fn past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_behind(front: Front) {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     // 300 s tokens: the early window is the last 30 s, the prefetch point in its first half
     // (270 to 285 s), the stale point at 295 s.
-    let (session, client) = early(&script, &server, 286).await;
+    let (session, client) = early(front, &script, &server, 286).await;
     let sent = spawn_many(&client, "/", 50);
     // The refresh is held, and no request waits for it.
     let all = async {
@@ -343,8 +536,7 @@ async fn past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_be
     assert_eq!((script.calls(), session.stats().waits), (1, 0));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff() {
+async fn a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff(front: Front) {
     let server = Server::default();
     let script = Script::with(|n| {
         if n == 1 {
@@ -353,7 +545,7 @@ async fn a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff() {
             Outcome::Ok
         }
     });
-    let (session, client) = early(&script, &server, 286).await;
+    let (session, client) = early(front, &script, &server, 286).await;
     for task in spawn_many(&client, "/", 20) {
         assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
     }
@@ -416,8 +608,7 @@ async fn waiting_in_the_stale_window_holds_no_capacity_the_refresher_needs() {
     drop((a, b));
 }
 
-#[tokio::test(start_paused = true)]
-async fn s06_a_permanent_failure_expires_the_session_once() {
+async fn s06_a_permanent_failure_expires_the_session_once(front: Front) {
     let server = Server::default();
     let script = Script::with(|_| Outcome::Permanent);
     let session = logged_in("t0");
@@ -426,7 +617,7 @@ async fn s06_a_permanent_failure_expires_the_session_once() {
     let layer = script.layer(&session, &server).on_session_expired(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     for task in spawn_many(&client, "/", 50) {
         assert!(matches!(task.await.unwrap(), Err(Error::SessionExpired)));
     }
@@ -446,8 +637,7 @@ async fn s06_a_permanent_failure_expires_the_session_once() {
     assert_eq!(fired.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again() {
+async fn s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again(front: Front) {
     let server = Server::default();
     let script = Script::with(|n| {
         if n == 1 {
@@ -457,7 +647,7 @@ async fn s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again(
         }
     });
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     let err = status(&client, "/").await.unwrap_err();
     assert!(matches!(err, Error::RefreshFailed(_)), "{err}");
     assert!(!session.is_expired());
@@ -470,8 +660,7 @@ async fn s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again(
     assert_eq!(script.calls(), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s08_a_hung_refresh_ends_every_waiter_at_the_bound() {
+async fn s08_a_hung_refresh_ends_every_waiter_at_the_bound(front: Front) {
     let server = Server::default();
     let script = Script::with(|n| if n == 1 { Outcome::Hang } else { Outcome::Ok });
     let session = logged_in("t0");
@@ -479,7 +668,7 @@ async fn s08_a_hung_refresh_ends_every_waiter_at_the_bound() {
         .layer(&session, &server)
         .wait_timeout(Duration::from_secs(1))
         .refresh_timeout(Duration::from_secs(5));
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     let started = tokio::time::Instant::now();
     for task in spawn_many(&client, "/", 20) {
         assert!(matches!(task.await.unwrap(), Err(Error::WaitTimeout)));
@@ -491,12 +680,11 @@ async fn s08_a_hung_refresh_ends_every_waiter_at_the_bound() {
     assert_eq!(script.calls(), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s09_the_initiator_giving_up_cancels_nothing() {
+async fn s09_the_initiator_giving_up_cancels_nothing(front: Front) {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     let initiator = spawn_many(&client, "/", 1).remove(0);
     wait_until(|| script.calls() == 1).await;
     let others = spawn_many(&client, "/", 10);
@@ -511,13 +699,12 @@ async fn s09_the_initiator_giving_up_cancels_nothing() {
     assert_eq!(session.tokens().unwrap().access_token(), "t1");
 }
 
-#[tokio::test(start_paused = true)]
-async fn s10_a_replay_rejected_again_returns_its_401_and_the_loop_guard_trips() {
+async fn s10_a_replay_rejected_again_returns_its_401_and_the_loop_guard_trips(front: Front) {
     let server = Server::default();
     server.reject_all.store(true, Ordering::SeqCst);
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     assert_eq!(
         status(&client, "/").await.unwrap(),
         StatusCode::UNAUTHORIZED
@@ -542,7 +729,7 @@ async fn s11_a_body_that_cannot_be_kept_gets_its_401_after_the_refresh() {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server).no_replay(), &server);
+    let client = tower_client(script.layer(&session, &server).no_replay(), &server);
     assert_eq!(
         status(&client, "/").await.unwrap(),
         StatusCode::UNAUTHORIZED
@@ -594,8 +781,7 @@ async fn s12_streaming_bodies_are_replayed_byte_identical_under_the_cap() {
     assert_eq!(script.calls(), 2, "the refresh still happened");
 }
 
-#[tokio::test(start_paused = true)]
-async fn s13_on_refresh_completes_before_any_waiter_goes_on() {
+async fn s13_on_refresh_completes_before_any_waiter_goes_on(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
@@ -609,7 +795,7 @@ async fn s13_on_refresh_completes_before_any_waiter_goes_on() {
                 .push(format!("persisted {}", tokens.access_token()));
         }
     });
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     for task in spawn_many(&client, "/", 20) {
         assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
     }
@@ -619,12 +805,11 @@ async fn s13_on_refresh_completes_before_any_waiter_goes_on() {
     assert!(persisted < first_replay, "{log:?}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn s14_waiters_beyond_the_maximum_are_overloaded() {
+async fn s14_waiters_beyond_the_maximum_are_overloaded(front: Front) {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server).max_waiters(5), &server);
+    let client = front.client(script.layer(&session, &server).max_waiters(5), &server);
     let tasks = spawn_many(&client, "/", 12);
     wait_until(|| server.seen().len() == 12).await;
     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -665,13 +850,12 @@ async fn s15_the_inner_service_is_driven_to_readiness_for_every_send() {
     assert_eq!(script.calls(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn s16_two_sessions_never_share_a_refresh() {
+async fn s16_two_sessions_never_share_a_refresh(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let (alice, bob) = (logged_in("t0"), logged_in("t0"));
-    let a = client(script.layer(&alice, &server), &server);
-    let b = client(script.layer(&bob, &server), &server);
+    let a = front.client(script.layer(&alice, &server), &server);
+    let b = front.client(script.layer(&bob, &server), &server);
     let mut tasks = spawn_many(&a, "/", 50);
     tasks.extend(spawn_many(&b, "/", 50));
     for task in tasks {
@@ -685,8 +869,9 @@ async fn s16_two_sessions_never_share_a_refresh() {
     assert_eq!(tokens.len(), 2, "each session got its own tokens");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_again() {
+async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_again(
+    front: Front,
+) {
     let server = Server::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let (counter, accept) = (Arc::clone(&calls), server.clone());
@@ -700,7 +885,7 @@ async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_
         }
     });
     let session = logged_in("t0");
-    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    let client = front.client(RefreshLayer::new(session.clone(), refresher), &server);
     assert!(matches!(
         status(&client, "/").await,
         Err(Error::RefreshFailed(_))
@@ -711,8 +896,7 @@ async fn a_panicking_refresher_fails_its_waiters_and_the_next_request_refreshes_
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_login_during_a_refresh_fails_its_waiters_with_session_changed() {
+async fn a_login_during_a_refresh_fails_its_waiters_with_session_changed(front: Front) {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     let session = logged_in("t0");
@@ -722,7 +906,7 @@ async fn a_login_during_a_refresh_fails_its_waiters_with_session_changed() {
         log.lock().unwrap().push(tokens.access_token().to_owned());
         async {}
     });
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     let waiting = spawn_many(&client, "/", 5);
     wait_until(|| script.calls() == 1).await;
     server.accept("fresh");
@@ -740,12 +924,11 @@ async fn a_login_during_a_refresh_fails_its_waiters_with_session_changed() {
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_request_rejected_after_a_logout_and_login_is_not_replayed_as_the_new_user() {
+async fn a_request_rejected_after_a_logout_and_login_is_not_replayed_as_the_new_user(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("alice");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     // Alice's request is in flight; the application logs out and logs Bob in.
     let alices = spawn_many(&client, "/slow", 1).remove(0);
     wait_until(|| server.slow_arrived.load(Ordering::SeqCst) == 1).await;
@@ -759,12 +942,11 @@ async fn a_request_rejected_after_a_logout_and_login_is_not_replayed_as_the_new_
     assert_eq!(script.calls(), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn replace_tokens_keeps_the_identity_and_lets_waiters_go_on() {
+async fn replace_tokens_keeps_the_identity_and_lets_waiters_go_on(front: Front) {
     let server = Server::default();
     let (script, gate) = Script::ok().gated();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     let waiting = spawn_many(&client, "/", 5);
     wait_until(|| script.calls() == 1).await;
     server.accept("same-user");
@@ -778,8 +960,7 @@ async fn replace_tokens_keeps_the_identity_and_lets_waiters_go_on() {
     assert_eq!(session.tokens().unwrap().access_token(), "same-user");
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_expiry_fires_the_hook_once() {
+async fn every_expiry_fires_the_hook_once(front: Front) {
     let server = Server::default();
     let script = Script::with(|_| Outcome::Permanent);
     let session = logged_in("t0");
@@ -788,7 +969,7 @@ async fn every_expiry_fires_the_hook_once() {
     let layer = script.layer(&session, &server).on_session_expired(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     for expiry in 1..=3 {
         for task in spawn_many(&client, "/", 10) {
             assert!(matches!(task.await.unwrap(), Err(Error::SessionExpired)));
@@ -798,8 +979,7 @@ async fn every_expiry_fires_the_hook_once() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_access_only_session_uses_its_token_until_rejected() {
+async fn an_access_only_session_uses_its_token_until_rejected(front: Front) {
     let server = Server::default();
     server.accept("t0");
     let script = Script::ok();
@@ -807,7 +987,7 @@ async fn an_access_only_session_uses_its_token_until_rejected() {
     session
         .login(Tokens::access_only("t0").expires_in(Duration::from_secs(60)))
         .unwrap();
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     // Inside the early window, but nothing to refresh with: sent as it is.
     tokio::time::advance(Duration::from_secs(50)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
@@ -821,17 +1001,16 @@ async fn an_access_only_session_uses_its_token_until_rejected() {
     assert_eq!(script.calls(), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn pass_through_and_raw_authorization() {
+async fn pass_through_and_raw_authorization(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let anonymous = Session::new();
-    let strict = client(script.layer(&anonymous, &server), &server);
+    let strict = front.client(script.layer(&anonymous, &server), &server);
     assert!(matches!(
         status(&strict, "/").await,
         Err(Error::NotAuthenticated)
     ));
-    let open = client(
+    let open = front.client(
         script
             .layer(&anonymous, &server)
             .pass_through_without_token(),
@@ -841,29 +1020,12 @@ async fn pass_through_and_raw_authorization() {
     assert_eq!(server.seen(), [""], "sent without a token");
 
     let raw = Server::default();
+    raw.raw.store(true, Ordering::SeqCst);
     raw.accept("t0");
-    let inner = {
-        let raw = raw.clone();
-        tower::service_fn(move |req: Request<Full<Bytes>>| {
-            let header = req.headers().get("authorization").cloned();
-            let raw = raw.clone();
-            async move {
-                assert_eq!(header.unwrap(), "t0", "no scheme");
-                let mut req = req;
-                req.headers_mut()
-                    .insert("authorization", "Bearer t0".parse().unwrap());
-                raw.handle(req).await
-            }
-        })
-    };
     let layer = script.layer(&logged_in("t0"), &raw).raw_authorization();
-    let response = ServiceBuilder::new()
-        .layer(layer)
-        .service(inner)
-        .oneshot(get("/"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let client = front.client(layer, &raw);
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(raw.seen(), ["t0"], "no scheme");
 }
 
 #[tokio::test(start_paused = true)]
@@ -932,7 +1094,7 @@ async fn zero_replays_keeps_no_copy_on_any_path() {
         .layer(&session, &server)
         .max_replays(0)
         .replay(keeps.clone());
-    let client = client(layer, &server);
+    let client = tower_client(layer, &server);
     // A young token, then one past the stale point, which waits for the refresh first.
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
     tokio::time::advance(Duration::from_secs(56)).await;
@@ -941,12 +1103,11 @@ async fn zero_replays_keeps_no_copy_on_any_path() {
     assert_eq!(keeps.0.load(Ordering::SeqCst), 0, "no copy without replays");
 }
 
-#[tokio::test(start_paused = true)]
-async fn zero_replays_returns_the_401_after_refreshing() {
+async fn zero_replays_returns_the_401_after_refreshing(front: Front) {
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server).max_replays(0), &server);
+    let client = front.client(script.layer(&session, &server).max_replays(0), &server);
     assert_eq!(
         status(&client, "/").await.unwrap(),
         StatusCode::UNAUTHORIZED
@@ -955,8 +1116,7 @@ async fn zero_replays_returns_the_401_after_refreshing() {
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_young_token_rejected_is_replayed_by_default_and_not_with_the_window() {
+async fn a_young_token_rejected_is_replayed_by_default_and_not_with_the_window(front: Front) {
     for window in [false, true] {
         let server = Server::default();
         let script = Script::ok();
@@ -966,7 +1126,7 @@ async fn a_young_token_rejected_is_replayed_by_default_and_not_with_the_window()
             .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
             .unwrap();
         let layer = script.layer(&session, &server);
-        let client = client(if window { layer.replay_window() } else { layer }, &server);
+        let client = front.client(if window { layer.replay_window() } else { layer }, &server);
         // A POST with a body and a header, so the copy has something to keep.
         let request = Request::post("/")
             .header("x-trace", "1")
@@ -996,18 +1156,17 @@ async fn a_young_token_rejected_is_replayed_by_default_and_not_with_the_window()
         .login(Tokens::new("t0", "r0").expires_in(Duration::from_secs(3600)))
         .unwrap();
     let layer = script.layer(&session, &server).replay_window();
-    let client = client(layer.no_early_refresh(), &server);
+    let client = front.client(layer.no_early_refresh(), &server);
     tokio::time::advance(Duration::from_secs(1900)).await;
     assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session() {
+async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session(front: Front) {
     let server = Server::default();
     let session = logged_in("t0");
     // The server rotated, so "r0" is spent; an access token no header can carry is no session.
     let refresher = refresher_fn(|_refresh: String| async { Ok(Tokens::new("bad\ntoken", "r1")) });
-    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    let client = front.client(RefreshLayer::new(session.clone(), refresher), &server);
     assert!(matches!(
         status(&client, "/").await,
         Err(Error::SessionExpired)
@@ -1015,8 +1174,7 @@ async fn a_refreshed_access_token_that_cannot_be_sent_expires_the_session() {
     assert!(session.is_expired());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_loop() {
+async fn a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_loop(front: Front) {
     let server = Server::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
@@ -1028,7 +1186,7 @@ async fn a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_lo
         }
     });
     let session = logged_in("t0");
-    let client = client(RefreshLayer::new(session.clone(), refresher), &server);
+    let client = front.client(RefreshLayer::new(session.clone(), refresher), &server);
     // 20 requests over 2 s, against a default loop guard of 4 refreshes in 2 s.
     for _ in 0..20 {
         let err = status(&client, "/").await.unwrap_err();
@@ -1047,13 +1205,12 @@ async fn a_token_endpoint_failing_fast_is_refresh_failed_with_its_cause_not_a_lo
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_loop_guard_history_resets_on_login() {
+async fn the_loop_guard_history_resets_on_login(front: Front) {
     let server = Server::default();
     server.reject_all.store(true, Ordering::SeqCst);
     let script = Script::ok();
     let session = logged_in("t0");
-    let client = client(script.layer(&session, &server), &server);
+    let client = front.client(script.layer(&session, &server), &server);
     for _ in 0..4 {
         assert_eq!(
             status(&client, "/").await.unwrap(),
@@ -1135,8 +1292,7 @@ fn persisting(
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn hooks_run_one_at_a_time_in_the_order_their_tokens_were_installed() {
+async fn hooks_run_one_at_a_time_in_the_order_their_tokens_were_installed(front: Front) {
     let server = Server::default();
     server.accept("t2");
     let calls = Arc::new(AtomicUsize::new(0));
@@ -1144,7 +1300,7 @@ async fn hooks_run_one_at_a_time_in_the_order_their_tokens_were_installed() {
     let session = logged_in("t0");
     let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
         .on_refresh(persisting(&log, &stored));
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     // t0 is rejected: the first refresh installs t1, whose hook is slow.
     let first = spawn_many(&client, "/", 1).remove(0);
     wait_until(|| session.tokens().unwrap().access_token() == "t1").await;
@@ -1159,15 +1315,14 @@ async fn hooks_run_one_at_a_time_in_the_order_their_tokens_were_installed() {
     assert_eq!(stored.lock().unwrap().as_deref(), Some("t2"));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_logout_under_the_storage_lock_is_never_overwritten_by_a_hook() {
+async fn a_logout_under_the_storage_lock_is_never_overwritten_by_a_hook(front: Front) {
     let server = Server::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let (log, stored) = (Arc::default(), Arc::<Mutex<Option<String>>>::default());
     let session = logged_in("t0");
     let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
         .on_refresh(persisting(&log, &stored));
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     let request = spawn_many(&client, "/", 1).remove(0);
     // t1's hook is storing it when the application logs out and clears storage.
     wait_until(|| log.lock().unwrap().len() == 1).await;
@@ -1185,15 +1340,14 @@ async fn a_logout_under_the_storage_lock_is_never_overwritten_by_a_hook() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_hook_due_after_a_logout_does_not_run() {
+async fn a_hook_due_after_a_logout_does_not_run(front: Front) {
     let server = Server::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let (log, stored) = (Arc::default(), Arc::default());
     let session = logged_in("t0");
     let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
         .on_refresh(persisting(&log, &stored));
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     // The application is writing storage when the refresh lands: the refresh waits for it.
     let guard = session.lock_storage().await;
     let request = spawn_many(&client, "/", 1).remove(0);
@@ -1209,15 +1363,14 @@ async fn a_hook_due_after_a_logout_does_not_run() {
     assert!(stored.lock().unwrap().is_none());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panicking_hook_leaves_the_session_the_waiters_and_the_stats_consistent() {
+async fn a_panicking_hook_leaves_the_session_the_waiters_and_the_stats_consistent(front: Front) {
     let server = Server::default();
     server.accept("t1");
     let calls = Arc::new(AtomicUsize::new(0));
     let session = logged_in("t0");
     let layer = RefreshLayer::new(session.clone(), counting_refresher(&calls))
         .on_refresh(|_| -> std::future::Ready<()> { panic!("storage is broken") });
-    let client = client(layer, &server);
+    let client = front.client(layer, &server);
     for task in spawn_many(&client, "/", 10) {
         assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
     }
@@ -1256,8 +1409,7 @@ fn main_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-#[test]
-fn a_refresh_started_on_a_runtime_that_goes_idle_still_finishes() {
+fn a_refresh_started_on_a_runtime_that_goes_idle_still_finishes(front: Front) {
     let main = main_runtime();
     let side = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1270,7 +1422,7 @@ fn a_refresh_started_on_a_runtime_that_goes_idle_still_finishes() {
     let client = {
         let _main = main.enter();
         let layer = script.layer(&session, &server);
-        client(layer.wait_timeout(Duration::from_secs(5)), &server)
+        front.client(layer.wait_timeout(Duration::from_secs(5)), &server)
     };
     // A request on the side runtime starts the refresh and gives up; that runtime then idles.
     let gave_up = side.block_on(async {
@@ -1284,34 +1436,32 @@ fn a_refresh_started_on_a_runtime_that_goes_idle_still_finishes() {
     assert_eq!(script.calls(), 1);
 }
 
-#[test]
-fn a_caller_outside_any_runtime_waits_on_the_layers_runtime() {
+fn a_caller_outside_any_runtime_waits_on_the_layers_runtime(front: Front) {
     let main = main_runtime();
     let server = Server::default();
     let script = Script::ok();
     let session = logged_in("t0");
     let on_main = {
         let _main = main.enter();
-        client(script.layer(&session, &server), &server)
+        front.client(script.layer(&session, &server), &server)
     };
     let answer = std::thread::spawn(move || block_on_plain_thread(status(&on_main, "/")))
         .join()
         .unwrap();
     assert_eq!(answer.unwrap(), StatusCode::OK);
     // Built and called outside any runtime, a request that must wait gets a typed error.
-    let orphan = client(Script::ok().layer(&logged_in("t0"), &server), &server);
+    let orphan = front.client(Script::ok().layer(&logged_in("t0"), &server), &server);
     let answer = block_on_plain_thread(status(&orphan, "/"));
     assert!(matches!(answer, Err(Error::NoRuntime)), "{answer:?}");
 }
 
-#[test]
-fn a_runtime_without_timers_gets_a_typed_error_not_a_panic() {
+fn a_runtime_without_timers_gets_a_typed_error_not_a_panic(front: Front) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let server = Server::default();
     let answer = runtime.block_on(async {
-        let client = client(Script::ok().layer(&logged_in("t0"), &server), &server);
+        let client = front.client(Script::ok().layer(&logged_in("t0"), &server), &server);
         status(&client, "/").await
     });
     assert!(matches!(answer, Err(Error::NoRuntime)), "{answer:?}");
