@@ -1,5 +1,7 @@
 //! Refresh-token stores: rotations per second, and the revoked-family check the verifier runs
-//! on every request. Run with `cargo bench --bench store` (`REDIS_URL` set adds Redis).
+//! on every request: in memory, per request in Redis (`EXISTS`), and from the local set of a
+//! store whose revocations are propagated. Run with `cargo bench --bench store` (`REDIS_URL`
+//! set adds Redis).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -117,7 +119,13 @@ fn stores(c: &mut Criterion) {
                 .block_on(tower_jwt_refresh::issuer::RedisStore::connect(&url))
                 .unwrap();
             rotations(c, &rt, "redis", store.clone());
-            revocation_check(c, &rt, "redis", store);
+            revocation_check(c, &rt, "redis", store.clone());
+            // The same store, its revocations propagated: the check is a memory lookup.
+            let subscriber = redis::Client::open(url.as_str()).unwrap();
+            let propagated = rt
+                .block_on(store.propagate_revocations(subscriber))
+                .unwrap();
+            revocation_check(c, &rt, "redis_propagated", propagated);
         }
         Err(_) => eprintln!("REDIS_URL not set: skipping the Redis store benchmarks"),
     }

@@ -1,5 +1,6 @@
 -- One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
--- successor hash, sealed successor, now, grace, tombstone TTL, history length in characters.
+-- successor hash, sealed successor, now, grace, tombstone TTL, history length in characters,
+-- then the revocation feed as in revoke.lua: family id, index key, publish command, channel.
 --
 -- The grace window: the previous token presented at `now` with rotated <= now <= rotated +
 -- grace (inclusive, in the issuer's whole seconds) gets the sealed successor again.
@@ -24,6 +25,7 @@ if idle > 0 and used + idle < ends then ends = used + idle end
 if now >= ends then
   redis.call('SET', KEYS[2], '1', 'EX', keep)
   redis.call('DEL', KEYS[1], KEYS[3])
+  announce(ARGV[8], keep, ARGV[9], ARGV[10], ARGV[11])
   return {'expired'}
 end
 if presented == f[7] and ARGV[2] == f[6] then
@@ -56,4 +58,5 @@ if presented == f[7] and now >= rotated and now - rotated <= grace then
 end
 redis.call('SET', KEYS[2], '1', 'EX', keep)
 redis.call('DEL', KEYS[1], KEYS[3])
+announce(ARGV[8], keep, ARGV[9], ARGV[10], ARGV[11])
 return {'reused'}

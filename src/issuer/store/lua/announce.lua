@@ -1,0 +1,14 @@
+-- Prepended to the scripts that revoke (revoke.lua, rotate.lua): what they share.
+--
+-- Records the revocation in the feed, in the same atomic step as the tombstone: adds the
+-- family to the index of recent revocations (a sorted set scored by when the entry may be
+-- forgotten, in Redis's own milliseconds), drops the entries already past, and publishes
+-- "<family> <ttl>" on the channel. No index key: no feed.
+local function announce(family, ttl, index, publish, channel)
+  if index == '' then return end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.0f', now))
+  redis.call('ZADD', index, 'GT', string.format('%.0f', now + ttl * 1000), family)
+  redis.call(publish, channel, family .. ' ' .. ttl)
+end
