@@ -17,7 +17,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use http_body_util::Full;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
+use tower_jwt_refresh::Clock;
 use tower_jwt_refresh::issuer::{AccessTokenIssuer, IssuedTokens, RedisStore, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 use tower_jwt_refresh::server::JwtAuthLayer;
@@ -162,6 +163,36 @@ async fn a_revocation_on_one_instance_is_refused_by_another_from_memory() {
         StatusCode::UNAUTHORIZED
     );
     assert!(b.store().revocations_synced());
+}
+
+/// A family that ends (its refresh lifetime over) is revoked by the rotation that finds it
+/// so, and that revocation propagates like the others.
+#[tokio::test]
+async fn an_ended_family_is_propagated_too() {
+    let Some(url) = support::redis_url() else {
+        return;
+    };
+    let prefix = prefix("ended");
+    let ahead = Arc::new(AtomicU64::new(0));
+    let clock = Clock::from_fn({
+        let ahead = ahead.clone();
+        move || support::now() + ahead.load(Ordering::SeqCst)
+    });
+    let a = issuer(polled(&url, &prefix).await)
+        .refresh_lifetime(Duration::from_secs(3600))
+        .clock(clock);
+    let b = issuer(propagated(&url, &prefix, &url).await);
+    let pair = a.issue("alice", &()).await.unwrap();
+    assert_eq!(status(&b, &pair.access_token).await, StatusCode::OK);
+    // An hour later for the issuer (B's verifier still finds the access token valid).
+    ahead.store(3600, Ordering::SeqCst);
+    assert!(a.rotate(&pair.refresh_token).await.is_err(), "ended");
+    until_status(&b, &pair.access_token, StatusCode::UNAUTHORIZED).await;
+    forget_tombstone(&url, &prefix, family(&pair)).await;
+    assert_eq!(
+        status(&b, &pair.access_token).await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]

@@ -51,7 +51,11 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// Every operation is one round trip: a server-side Lua script for create, rotate and revoke
 /// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for the
 /// per-request deny-list check. (After Redis restarts, a script's first call also loads it:
-/// two more round trips, once.) Keys expire a tombstone TTL after their family ends. A
+/// two more round trips, once.) With
+/// [`propagate_revocations`](Self::propagate_revocations), the per-request check is a memory
+/// lookup instead: every revocation is published, in the same script that makes it, to every
+/// instance's local set of revoked families; the `EXISTS` check remains the fallback while
+/// that set is not synchronised. Keys expire a tombstone TTL after their family ends. A
 /// family's keys share one hash tag (`<prefix>:{<family>}`), so the store works on Redis
 /// Cluster too. It talks through a reconnecting connection manager: while Redis is down,
 /// operations fail within the connection's timeouts with [`StoreError`] (the refresh endpoint

@@ -9,6 +9,10 @@ local function announce(family, ttl, index, publish, channel)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.0f', now))
-  redis.call('ZADD', index, 'GT', string.format('%.0f', now + ttl * 1000), family)
+  local ends = now + ttl * 1000
+  local known = redis.call('ZSCORE', index, family)
+  if not known or tonumber(known) < ends then
+    redis.call('ZADD', index, string.format('%.0f', ends), family)
+  end
   redis.call(publish, channel, family .. ' ' .. ttl)
 end

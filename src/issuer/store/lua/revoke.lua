@@ -1,6 +1,6 @@
 -- Revokes a family, if the presented hash (when given) is one of its tokens. KEYS: family,
 -- tombstone, sealed successor. ARGV: the hash or '', the tombstone TTL, then the revocation
--- feed (see `announce` below): the family id, the index key, the publish command and the
+-- feed (announce.lua): the family id, the index key, the publish command and the
 -- channel. Replies 1 when a family was revoked, 0 otherwise.
 --
 -- The index key is an argument, not a declared key: on Redis Cluster it lives in a slot of
