@@ -230,6 +230,8 @@ async fn a_new_instance_is_synchronised_before_its_first_token() {
         status(&b, &pair.access_token).await,
         StatusCode::UNAUTHORIZED
     );
+    // A prefix set afterwards is not what the set was fed under: the store stops trusting it.
+    assert!(!b.store().clone().prefix("other").revocations_synced());
     // A subscription that cannot be made is an error at start-up, within the bound.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = format!("redis://{}/", closed.local_addr().unwrap());

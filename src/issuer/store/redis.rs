@@ -56,8 +56,11 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// lookup instead: every revocation is published, in the same script that makes it, to every
 /// instance's local set of revoked families; the `EXISTS` check remains the fallback while
 /// that set is not synchronised. Keys expire a tombstone TTL after their family ends. A
-/// family's keys share one hash tag (`<prefix>:{<family>}`), so the store works on Redis
-/// Cluster too. It talks through a reconnecting connection manager: while Redis is down,
+/// family's keys share one hash tag (`<prefix>:{<family>}`), so rotations stay within one
+/// Cluster slot; the scripts that revoke also write the index of recent revocations
+/// (`<prefix>:{revocations}:index`), which on Redis Cluster lives in another slot, so
+/// revocation there needs that index co-located with the families first (not done yet). It
+/// talks through a reconnecting connection manager: while Redis is down,
 /// operations fail within the connection's timeouts with [`StoreError`] (the refresh endpoint
 /// answers 503), and it recovers by itself.
 ///
@@ -148,11 +151,15 @@ impl<C> RedisStore<C> {
         }
     }
 
-    /// The key prefix (default `tjr`), to share one Redis between applications.
+    /// The key prefix (default `tjr`), to share one Redis between applications. Set it before
+    /// [`propagate_revocations`](Self::propagate_revocations): setting it afterwards stops
+    /// the propagation (the store asks Redis per request again).
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = Arc::from(prefix);
         self.feed = Arc::new(Feed::new(prefix));
+        // A set fed under the old prefix is not this store's: back to asking Redis.
+        self.propagation = None;
         self
     }
 

@@ -1,6 +1,6 @@
 -- Prepended to the scripts that revoke (revoke.lua, rotate.lua): what they share.
 --
--- Records the revocation in the feed, in the same atomic step as the tombstone: adds the
+-- Records the revocation in the feed, in the same script as the tombstone (before it): adds the
 -- family to the index of recent revocations (a sorted set scored by when the entry may be
 -- forgotten, in Redis's own milliseconds), drops the entries already past, and publishes
 -- "<family> <ttl>" on the channel. No index key: no feed.

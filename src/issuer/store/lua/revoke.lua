@@ -13,7 +13,8 @@ if h ~= '' then
     return 0
   end
 end
+-- Announced first: if that fails, the script stops before it has written anything.
+announce(ARGV[3], tonumber(ARGV[2]), ARGV[4], ARGV[5], ARGV[6])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
 redis.call('DEL', KEYS[1], KEYS[3])
-announce(ARGV[3], tonumber(ARGV[2]), ARGV[4], ARGV[5], ARGV[6])
 return 1
