@@ -157,7 +157,8 @@ where
 impl<C> RedisStore<C> {
     /// While propagated revocations are not synchronised (see
     /// [`propagate_revocations`](Self::propagate_revocations)), refuse every token with 503
-    /// (`true`) instead of asking Redis per request (`false`, the default).
+    /// (`true`) instead of asking Redis per request (`false`, the default). No effect on a
+    /// store that does not propagate revocations.
     #[must_use]
     pub fn refuse_while_unsynced(mut self, refuse: bool) -> Self {
         self.refuse_while_unsynced = refuse;
