@@ -162,7 +162,7 @@ async fn a_revocation_on_one_instance_is_refused_by_another_from_memory() {
         status(&b, &second.access_token).await,
         StatusCode::UNAUTHORIZED
     );
-    assert!(b.store().revocations_synced());
+    assert!(b.store().wait_for_revocation_sync(BOUND).await);
 }
 
 /// A family that ends (its refresh lifetime over) is revoked by the rotation that finds it
@@ -352,8 +352,8 @@ async fn entries_end_with_the_revocation_ttl() {
     assert_eq!(entries, 1);
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
     // The access token itself is still valid (300 s); its family is no longer remembered,
-    // by Redis nor by B, which is still synchronised and answers from memory.
-    assert!(b.store().revocations_synced());
+    // by Redis nor by B, which is synchronised and answers from memory.
+    assert!(b.store().wait_for_revocation_sync(BOUND).await);
     assert_eq!(status(&b, &pair.access_token).await, StatusCode::OK);
     // A new instance's synchronisation trims the index of what is past.
     let _c = propagated(&url, &prefix, &url).await;
