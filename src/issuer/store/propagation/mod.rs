@@ -9,9 +9,10 @@
 //! # Design
 //!
 //! - **Publish inside the script that revokes.** `revoke.lua`, and `rotate.lua` when it
-//!   revokes a family for reuse or expiry, write the tombstone, add the family to an index
-//!   and publish it, in one atomic step (`lua/announce.lua`). A revocation is never
-//!   recorded without being announced, nor announced without being recorded.
+//!   revokes a family for reuse or expiry, add the family to an index and publish it
+//!   (`lua/announce.lua`), then write the tombstone, all in one script: no other client sees
+//!   the one without the other, and a script that fails while announcing has written
+//!   nothing.
 //! - **Pub/sub, not client-side caching.** RESP3 `CLIENT TRACKING` invalidates keys a client
 //!   has *read*: it would tell an instance that a tombstone it once asked about changed, but
 //!   never about the tombstone of a family it never asked about, which is every new
@@ -29,7 +30,8 @@
 //! - **The gaps.** While the subscription is down, or up but not yet resynchronised, the set
 //!   is not trusted: every check asks Redis as before (`EXISTS`, with its breaker and
 //!   [`fail_closed`](RedisStore::fail_closed)), or is refused with 503 under
-//!   [`refuse_while_unsynced`](RedisStore::refuse_while_unsynced). A subscription that dies
+//!   [`refuse_while_unsynced`](RedisStore::refuse_while_unsynced); a family already in the
+//!   set is still refused from it, even with Redis down. A subscription that dies
 //!   without a word (a silent network partition) is caught by a ping every second, bounded
 //!   by a second. Start-up is a (re)connect like any other, and
 //!   [`propagate_revocations`](RedisStore::propagate_revocations) returns only once the
