@@ -20,6 +20,8 @@ use crate::{BoxError, Clock};
 mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
+mod propagation;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::MemoryStore;

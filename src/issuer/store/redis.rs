@@ -11,25 +11,36 @@ use redis::{AsyncCommands, ErrorKind, Script, ScriptInvocation, ServerErrorKind}
 
 use crate::BoxError;
 use crate::issuer::store::breaker::Breaker;
+use crate::issuer::store::propagation::{Feed, Propagation};
 use crate::issuer::store::{
     FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 use crate::server::{DenyCheck, TokenStatus};
 
-/// The server-side scripts, one per write operation; each file documents its keys, arguments
-/// and replies.
-struct Scripts {
+/// The server-side scripts, one per operation; each file documents its keys, arguments and
+/// replies. Those that revoke start with `announce.lua`, which records and publishes the
+/// revocation.
+pub(super) struct Scripts {
     create: Script,
     rotate: Script,
     revoke: Script,
+    /// Reads the index of recent revocations (the propagation worker's).
+    pub(super) resync: Arc<Script>,
 }
 
 impl Scripts {
     fn load() -> Self {
         Self {
             create: Script::new(include_str!("lua/create.lua")),
-            rotate: Script::new(include_str!("lua/rotate.lua")),
-            revoke: Script::new(include_str!("lua/revoke.lua")),
+            rotate: Script::new(concat!(
+                include_str!("lua/announce.lua"),
+                include_str!("lua/rotate.lua")
+            )),
+            revoke: Script::new(concat!(
+                include_str!("lua/announce.lua"),
+                include_str!("lua/revoke.lua")
+            )),
+            resync: Arc::new(Script::new(include_str!("lua/resync.lua"))),
         }
     }
 }
@@ -42,7 +53,11 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// Every operation is one round trip: a server-side Lua script for create, rotate and revoke
 /// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for the
 /// per-request deny-list check. (After Redis restarts, a script's first call also loads it:
-/// two more round trips, once.) Keys expire a tombstone TTL after their family ends.
+/// two more round trips, once.) With
+/// [`propagate_revocations`](Self::propagate_revocations), the per-request check is a memory
+/// lookup instead: every revocation is published, in the same script that makes it, to every
+/// instance's local set of revoked families; the `EXISTS` check remains the fallback while
+/// that set is not synchronised. Keys expire a tombstone TTL after their family ends.
 ///
 /// On one Redis, [`connect`](Self::connect) talks through a reconnecting connection manager;
 /// on Redis Cluster, [`connect_cluster`](Self::connect_cluster) through a cluster connection
@@ -71,13 +86,18 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// JWT expiry already requires.
 #[derive(Clone)]
 pub struct RedisStore<C = ConnectionManager> {
-    connection: C,
+    pub(super) connection: C,
     prefix: Arc<str>,
-    scripts: Arc<Scripts>,
+    pub(super) scripts: Arc<Scripts>,
     check_timeout: Duration,
     fail_closed: bool,
     breaker: Arc<Breaker>,
     replication: Option<Replication>,
+    /// Where revocations are announced (every store announces).
+    pub(super) feed: Arc<Feed>,
+    /// The local set of revoked families, when revocations are propagated.
+    pub(super) propagation: Option<Arc<Propagation>>,
+    pub(super) refuse_while_unsynced: bool,
 }
 
 /// What [`RedisStore::wait_for_replicas`] asks of every write: `WAIT replicas timeout_ms`.
@@ -98,6 +118,13 @@ impl<C> fmt::Debug for RedisStore<C> {
             .field("fail_closed", &self.fail_closed)
             .field("breaker_threshold", &self.breaker.threshold())
             .field("replication", &self.replication)
+            .field("propagated", &self.propagation.is_some())
+            .field("revocations_synced", &self.revocations_synced())
+            .field(
+                "revoked_families_known",
+                &self.propagation.as_ref().map(|p| p.local.len()),
+            )
+            .field("refuse_while_unsynced", &self.refuse_while_unsynced)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +204,9 @@ impl<C> RedisStore<C> {
             fail_closed: false,
             breaker: Arc::new(Breaker::new(BREAKER_THRESHOLD)),
             replication: None,
+            feed: Arc::new(Feed::new("tjr")),
+            propagation: None,
+            refuse_while_unsynced: false,
         }
     }
 
@@ -207,10 +237,15 @@ impl<C> RedisStore<C> {
         self
     }
 
-    /// The key prefix (default `tjr`), to share one Redis between applications.
+    /// The key prefix (default `tjr`), to share one Redis between applications. Set it before
+    /// [`propagate_revocations`](Self::propagate_revocations): setting it afterwards stops
+    /// the propagation (the store asks Redis per request again).
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = Arc::from(prefix);
+        self.feed = Arc::new(Feed::new(prefix));
+        // A set fed under the old prefix is not this store's: back to asking Redis.
+        self.propagation = None;
         self
     }
 
@@ -428,10 +463,18 @@ where
                     .arg(r.now)
                     .arg(r.grace)
                     .arg(r.tombstone_ttl.max(1))
-                    .arg(HISTORY_CHARS),
+                    .arg(HISTORY_CHARS)
+                    .arg(r.family)
+                    .arg(&self.feed.index)
+                    .arg(self.feed.publish)
+                    .arg(&self.feed.channel),
             )
             .await?;
-        rotation_outcome(reply)
+        let outcome = rotation_outcome(reply)?;
+        if matches!(outcome, RotationOutcome::Reused | RotationOutcome::Expired) {
+            self.remember_revoked(r.family, r.tombstone_ttl.max(1));
+        }
+        Ok(outcome)
     }
 
     async fn revoke(
@@ -449,13 +492,32 @@ where
                     .key(tombstone)
                     .key(sealed)
                     .arg(token_hash.unwrap_or(""))
-                    .arg(tombstone_ttl.max(1)),
+                    .arg(tombstone_ttl.max(1))
+                    .arg(family)
+                    .arg(&self.feed.index)
+                    .arg(self.feed.publish)
+                    .arg(&self.feed.channel),
             )
             .await?;
+        if revoked == 1 {
+            self.remember_revoked(family, tombstone_ttl.max(1));
+        }
         Ok(revoked == 1)
     }
 
     fn is_revoked(&self, family: &str) -> DenyCheck {
+        if let Some(propagation) = &self.propagation {
+            if propagation.local.contains(family) {
+                return DenyCheck::revoked();
+            }
+            if propagation.local.is_synced() {
+                return DenyCheck::active();
+            }
+            if self.refuse_while_unsynced {
+                return DenyCheck::ready(Err("revocations not synchronised".into()));
+            }
+        }
+        // Not propagated, or not synchronised: ask Redis.
         let fail_closed = self.fail_closed;
         if self.breaker.is_open() {
             return DenyCheck::ready(fallback(fail_closed, "redis unreachable a moment ago"));
