@@ -221,7 +221,7 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
         let pair = issuer.issue("alice", &()).await.unwrap();
         let family = pair.refresh_token.split('.').next().unwrap().to_owned();
         let here: redis::RedisResult<bool> = redis::cmd("EXISTS")
-            .arg(format!("tjr:{{{family}}}"))
+            .arg(support::family_key("tjr", &family))
             .query_async(&mut on_victim)
             .await;
         if here == Ok(true) {

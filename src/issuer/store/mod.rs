@@ -26,6 +26,8 @@ mod redis;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
+pub use propagation::RevocationSubscriber;
+#[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
 /// How many past token hashes a family remembers, for reuse detection. A token older than

@@ -61,9 +61,22 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 ///
 /// On one Redis, [`connect`](Self::connect) talks through a reconnecting connection manager;
 /// on Redis Cluster, [`connect_cluster`](Self::connect_cluster) through a cluster connection
-/// that follows the slot map through failovers. A family's keys share one hash tag
-/// (`<prefix>:{<family>}`), and every script names all the keys it touches in `KEYS`, so each
-/// operation runs on the one node that owns the family's slot. While Redis (or the node) is
+/// that follows the slot map through failovers. Every script names all the keys it touches in
+/// `KEYS`, and they share one hash tag, so each operation runs on the one node that owns their
+/// slot.
+///
+/// # Key layout
+///
+/// A family belongs to one of 16 buckets: the 32-bit FNV-1a hash of its id, modulo 16. The
+/// bucket's hash tag `{<prefix>:b<N>}` starts every key of its families (the family
+/// `{<prefix>:b<N>}:<family>`, its tombstone `…:<family>:revoked`, its sealed successor
+/// `…:<family>:sealed`) and the bucket's index of recent revocations,
+/// `{<prefix>:b<N>}:revocations`, which is also the name of the channel its revocations are
+/// published on. So a revocation writes the tombstone, adds to the index and publishes in one
+/// script, on one node, atomically, on Redis Cluster too. Sixteen buckets, because on Cluster
+/// they are what spreads the families over the primaries (up to 16 primaries; a slot is the
+/// unit Redis places), and because each is one channel a propagating instance subscribes to
+/// and one index it reads when it (re)synchronises. While Redis (or the node) is
 /// down, operations fail within the connection's timeouts with [`StoreError`] (the refresh
 /// endpoint answers 503), and the store recovers by itself.
 ///
@@ -336,17 +349,30 @@ impl<C> RedisStore<C> {
     }
 
     fn tombstone_key(&self, family: &str) -> String {
-        format!("{}:{{{family}}}:revoked", self.prefix)
+        format!("{}:{family}:revoked", self.feed.tag(bucket(family)))
     }
 
-    /// The family's key, its tombstone's and its sealed successor's, sharing the hash tag
-    /// `{family}`.
-    fn keys(&self, family: &str) -> [String; 3] {
-        let key = format!("{}:{{{family}}}", self.prefix);
-        let tombstone = self.tombstone_key(family);
+    /// The family's key, its tombstone's, its sealed successor's and its bucket's index of
+    /// revocations, sharing the bucket's hash tag.
+    fn keys(&self, family: &str) -> [String; 4] {
+        let bucket = bucket(family);
+        let key = format!("{}:{family}", self.feed.tag(bucket));
+        let tombstone = format!("{key}:revoked");
         let sealed = format!("{key}:sealed");
-        [key, tombstone, sealed]
+        [key, tombstone, sealed, self.feed.index(bucket).to_owned()]
     }
+}
+
+/// How many buckets the families are spread over (see [`RedisStore`]'s key layout).
+pub(super) const BUCKETS: usize = 16;
+
+/// The bucket of `family`: its 32-bit FNV-1a hash, modulo [`BUCKETS`]. Stable across versions
+/// and platforms, as every instance must agree on it.
+pub(super) fn bucket(family: &str) -> usize {
+    let hash = family.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash as usize % BUCKETS
 }
 
 /// Runs `script` and then `WAIT` in one pipeline, so both go to the node that owns the keys,
@@ -372,6 +398,16 @@ where
             pipe.query_async(connection).await
         }
         reply => reply,
+    }
+}
+
+/// `"1"` when `C` is a Redis Cluster connection, whose subscribers listen with `SSUBSCRIBE`:
+/// the scripts then publish with `SPUBLISH`, else with `PUBLISH`.
+fn sharded<C: 'static>() -> &'static str {
+    if std::any::TypeId::of::<C>() == std::any::TypeId::of::<ClusterConnection>() {
+        "1"
+    } else {
+        "0"
     }
 }
 
@@ -430,7 +466,7 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn create(&self, family: NewFamily<'_>) -> Result<(), StoreError> {
-        let [key, _, _] = self.keys(family.id);
+        let [key, _, _, _] = self.keys(family.id);
         let _: i64 = self
             .invoke(
                 self.scripts
@@ -449,7 +485,7 @@ where
     }
 
     async fn rotate(&self, r: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
-        let [key, tombstone, sealed] = self.keys(r.family);
+        let [key, tombstone, sealed, index] = self.keys(r.family);
         let reply: Vec<String> = self
             .invoke(
                 self.scripts
@@ -457,6 +493,7 @@ where
                     .key(key)
                     .key(tombstone)
                     .key(sealed)
+                    .key(index)
                     .arg(r.presented)
                     .arg(r.successor)
                     .arg(r.sealed_successor)
@@ -465,9 +502,7 @@ where
                     .arg(r.tombstone_ttl.max(1))
                     .arg(HISTORY_CHARS)
                     .arg(r.family)
-                    .arg(&self.feed.index)
-                    .arg(self.feed.publish)
-                    .arg(&self.feed.channel),
+                    .arg(sharded::<C>()),
             )
             .await?;
         let outcome = rotation_outcome(reply)?;
@@ -483,7 +518,7 @@ where
         token_hash: Option<&str>,
         tombstone_ttl: u64,
     ) -> Result<bool, StoreError> {
-        let [key, tombstone, sealed] = self.keys(family);
+        let [key, tombstone, sealed, index] = self.keys(family);
         let revoked: i64 = self
             .invoke(
                 self.scripts
@@ -491,12 +526,11 @@ where
                     .key(key)
                     .key(tombstone)
                     .key(sealed)
+                    .key(index)
                     .arg(token_hash.unwrap_or(""))
                     .arg(tombstone_ttl.max(1))
                     .arg(family)
-                    .arg(&self.feed.index)
-                    .arg(self.feed.publish)
-                    .arg(&self.feed.channel),
+                    .arg(sharded::<C>()),
             )
             .await?;
         if revoked == 1 {
@@ -560,6 +594,40 @@ fn fallback(fail_closed: bool, error: impl Into<BoxError>) -> Result<TokenStatus
 
 #[cfg(test)]
 mod tests {
+    use super::{BUCKETS, RedisStore, bucket};
+
+    /// The bucket is part of every key's name: it must never change between versions.
+    #[test]
+    fn buckets_are_fnv_1a_modulo_16_and_spread() {
+        // FNV-1a 32 of "" is 0x811c9dc5, of "a" 0xe40c292c (the published test vectors).
+        assert_eq!(bucket(""), 0x811c_9dc5 % 16);
+        assert_eq!(bucket("a"), 0xe40c_292c % 16);
+        let mut seen = [0usize; BUCKETS];
+        for i in 0..1600 {
+            seen[bucket(&format!("family-{i}"))] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    /// A family's four keys share its bucket's hash tag, which starts each of them.
+    #[test]
+    fn a_familys_keys_share_its_buckets_tag() {
+        let store = RedisStore::with_connection(()).prefix("app");
+        let family = "Zm9vYmFyYmF6cXV4cXV1eA";
+        let tag = format!("{{app:b{}}}", bucket(family));
+        let keys = store.keys(family);
+        assert_eq!(
+            keys,
+            [
+                format!("{tag}:{family}"),
+                format!("{tag}:{family}:revoked"),
+                format!("{tag}:{family}:sealed"),
+                format!("{tag}:revocations"),
+            ]
+        );
+        assert_eq!(store.tombstone_key(family), keys[1]);
+    }
+
     /// The commands of every `redis.call` in `lua`, each with its arguments as written.
     fn calls(lua: &str) -> Vec<(String, Vec<String>)> {
         lua.split("redis.call(")
@@ -593,14 +661,19 @@ mod tests {
             include_str!("lua/create.lua"),
             include_str!("lua/rotate.lua"),
             include_str!("lua/revoke.lua"),
+            include_str!("lua/announce.lua"),
+            include_str!("lua/resync.lua"),
         ];
         let mut seen = 0;
         for script in scripts {
             for (command, args) in calls(script) {
-                // How many leading arguments are keys: all of them for DEL and EXISTS.
+                // How many leading arguments are keys: all of them for DEL and EXISTS. A
+                // channel counts as a key: it must be in the script's slot too.
                 let keys = match command.as_str() {
                     "DEL" | "EXISTS" => args.len(),
-                    "GET" | "SET" | "HSET" | "HMGET" | "EXPIRE" => 1,
+                    "GET" | "SET" | "HSET" | "HMGET" | "EXPIRE" | "ZADD" | "ZSCORE"
+                    | "ZREMRANGEBYSCORE" | "ZRANGEBYSCORE" | "SPUBLISH" | "PUBLISH" => 1,
+                    "TIME" => 0,
                     other => panic!("{other}: say which of its arguments are keys"),
                 };
                 for key in &args[..keys] {

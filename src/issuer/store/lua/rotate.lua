@@ -1,6 +1,6 @@
--- One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
--- successor hash, sealed successor, now, grace, tombstone TTL, history length in characters,
--- then the revocation feed as in revoke.lua: family id, index key, publish command, channel.
+-- One atomic rotation. KEYS: family, tombstone, sealed successor, the bucket's index of
+-- revocations (as in revoke.lua). ARGV: presented hash, successor hash, sealed successor, now,
+-- grace, tombstone TTL, history length in characters, family id, '1' to publish with SPUBLISH.
 --
 -- The grace window: the previous token presented at `now` with rotated <= now <= rotated +
 -- grace (inclusive, in the issuer's whole seconds) gets the sealed successor again.
@@ -24,7 +24,7 @@ local exp, idle, used = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
 local ends = exp
 if idle > 0 and used + idle < ends then ends = used + idle end
 if now >= ends then
-  announce(ARGV[8], keep, ARGV[9], ARGV[10], ARGV[11])
+  announce(ARGV[8], keep, ARGV[9])
   redis.call('SET', KEYS[2], '1', 'EX', keep)
   redis.call('DEL', KEYS[1], KEYS[3])
   return {'expired'}
@@ -57,7 +57,7 @@ if presented == f[7] and now >= rotated and now - rotated <= grace then
   local sealed = redis.call('GET', KEYS[3])
   if sealed then return {'retried', f[1], f[2], sealed, f[6]} end
 end
-announce(ARGV[8], keep, ARGV[9], ARGV[10], ARGV[11])
+announce(ARGV[8], keep, ARGV[9])
 redis.call('SET', KEYS[2], '1', 'EX', keep)
 redis.call('DEL', KEYS[1], KEYS[3])
 return {'reused'}

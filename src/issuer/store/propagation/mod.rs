@@ -9,10 +9,16 @@
 //! # Design
 //!
 //! - **Publish inside the script that revokes.** `revoke.lua`, and `rotate.lua` when it
-//!   revokes a family for reuse or expiry, add the family to an index and publish it
-//!   (`lua/announce.lua`), then write the tombstone, all in one script: no other client sees
-//!   the one without the other, and a script that fails while announcing has written
-//!   nothing.
+//!   revokes a family for reuse or expiry, add the family to its bucket's index and publish
+//!   it on its bucket's channel (`lua/announce.lua`), then write the tombstone, all in one
+//!   script: no other client sees the one without the other, and a script that fails while
+//!   announcing has written nothing.
+//! - **Buckets, for Redis Cluster.** A script runs on one node and may touch one slot only.
+//!   So the families are spread over 16 buckets (see [`RedisStore`]'s key layout), each with
+//!   its own index and channel under the bucket's hash tag: a revocation's tombstone, index
+//!   entry and message are in one slot, written by one script on one node, as on a single
+//!   Redis. The channel has the index's name, which pins it to that slot (Redis 7.0 does not
+//!   check, inside a script, that a sharded channel is in the script's slot).
 //! - **Pub/sub, not client-side caching.** RESP3 `CLIENT TRACKING` invalidates keys a client
 //!   has *read*: it would tell an instance that a tombstone it once asked about changed, but
 //!   never about the tombstone of a family it never asked about, which is every new
@@ -21,12 +27,26 @@
 //!   resynchronisation problem exactly where it is. A channel carries what is needed (the
 //!   family and how long to remember it) to every subscriber, is plain RESP2, and its one
 //!   weakness (a message sent while a subscriber is away is lost) is what the index covers.
-//! - **The index.** A sorted set, scored by when each entry may be forgotten (Redis's time
+//! - **Sharded pub/sub on Redis Cluster.** On a single Redis the scripts `PUBLISH` and the
+//!   worker `SUBSCRIBE`s to the 16 channels on one connection. On Cluster (a store made by
+//!   [`connect_cluster`](RedisStore::connect_cluster)) they `SPUBLISH`, which Redis delivers
+//!   within the channel's shard only (plain `PUBLISH` is broadcast to every node over the
+//!   cluster bus), and the worker `SSUBSCRIBE`s to each channel through a cluster connection
+//!   of its own (RESP3, whose pushes it reads from a bounded queue): it opens one connection
+//!   per primary and sends each subscription to the node owning the bucket's slot. The
+//!   `redis` crate resubscribes by itself after a reconnection, but what was published in
+//!   between is lost, so the worker does not rely on that: any node's disconnection, a
+//!   `SUNSUBSCRIBE` from a node that no longer owns a slot (resharding), a full queue, or a
+//!   primary not answering the heartbeat `PING` ends the session; the next one opens a new
+//!   connection on the current slot map, subscribes to all 16 channels and reads all 16
+//!   indexes again before the set is trusted. A failover is therefore a resynchronisation,
+//!   with per-request checks meanwhile.
+//! - **The index.** One per bucket: a sorted set, scored by when each entry may be forgotten (Redis's time
 //!   plus the revocation TTL: the access-token lifetime plus leeway), trimmed as it is
-//!   written and read. On every (re)connect the worker subscribes *first*, then reads the
-//!   entries not yet past (`lua/resync.lua`): a revocation announced in between arrives on
-//!   the channel, one committed before is in the index, so none falls between. Only then is
-//!   the set trusted.
+//!   written and read. On every (re)connect the worker subscribes to every bucket *first*,
+//!   then reads every bucket's entries not yet past (`lua/resync.lua`): a revocation
+//!   announced in between arrives on the channel, one committed before is in the index, so
+//!   none falls between. Only then is the set trusted.
 //! - **The gaps.** While the subscription is down, or up but not yet resynchronised, the set
 //!   is not trusted: every check asks Redis as before (`EXISTS`, with its breaker and
 //!   [`fail_closed`](RedisStore::fail_closed)), or is refused with 503 under
@@ -41,18 +61,15 @@
 //!   by default the access tokens' lifetime plus 60 s of leeway), counted on this instance's
 //!   monotonic clock from when the message arrived (or from Redis's time for the index), so
 //!   instances need no synchronised clocks for it.
-//! - **Names, and Redis Cluster.** The channel `<prefix>:{revocations}` and the index
-//!   `<prefix>:{revocations}:index` share one hash tag, so on Cluster they map to one slot and
-//!   sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) can carry the channel; the publish command is a
-//!   setting of [`Feed`], `PUBLISH` here. The scripts take the index as an argument, not a
-//!   declared key, so rotations that revoke nothing stay within their family's slot.
-//!   What Cluster still needs: the index write and the publish happen on the family's node,
-//!   so the index must be co-located with the families (for example one index and channel
-//!   per hash-tag bucket), and a subscriber per shard that follows failovers.
+//! - **Publish command.** The store picks `SPUBLISH` when its connection is a cluster
+//!   connection, `PUBLISH` otherwise, and the subscriber must match: a
+//!   [`RevocationSubscriber::cluster`] for a cluster store, a
+//!   [`RevocationSubscriber::single`] (or a `redis::Client`) for the others.
 
 mod local;
 mod worker;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,29 +79,91 @@ pub(crate) use local::LocalRevocations;
 
 use crate::issuer::store::RedisStore;
 use crate::issuer::store::StoreError;
+use crate::issuer::store::redis::BUCKETS;
 use worker::{Context, Worker};
 
 /// How long [`RedisStore::propagate_revocations`] waits for the first synchronisation.
 const START_BOUND: Duration = Duration::from_secs(3);
 
-/// Where revocations are announced: the index, the channel, and the command that publishes
-/// on it.
+/// Where revocations are announced: each bucket's hash tag and index (also its channel).
 #[derive(Debug)]
 pub(crate) struct Feed {
-    pub(crate) index: String,
-    pub(crate) channel: String,
-    /// `PUBLISH`; sharded pub/sub on Redis Cluster would use `SPUBLISH`, with a subscriber
-    /// that sends `SSUBSCRIBE` to the channel's shard.
-    pub(crate) publish: &'static str,
+    tags: Vec<String>,
+    indexes: Vec<String>,
 }
 
 impl Feed {
     /// The feed of the stores sharing key prefix `prefix`.
     pub(crate) fn new(prefix: &str) -> Self {
-        Self {
-            index: format!("{prefix}:{{revocations}}:index"),
-            channel: format!("{prefix}:{{revocations}}"),
-            publish: "PUBLISH",
+        let tags: Vec<String> = (0..BUCKETS).map(|b| format!("{{{prefix}:b{b}}}")).collect();
+        let indexes = tags
+            .iter()
+            .map(|tag| format!("{tag}:revocations"))
+            .collect();
+        Self { tags, indexes }
+    }
+
+    /// Bucket `bucket`'s hash tag, `{<prefix>:b<N>}`.
+    pub(crate) fn tag(&self, bucket: usize) -> &str {
+        &self.tags[bucket]
+    }
+
+    /// Bucket `bucket`'s index of recent revocations, and the name of its channel.
+    pub(crate) fn index(&self, bucket: usize) -> &str {
+        &self.indexes[bucket]
+    }
+
+    /// Every bucket's index (and channel).
+    pub(crate) fn indexes(&self) -> &[String] {
+        &self.indexes
+    }
+}
+
+/// Where a propagating store hears of revocations: a Redis server or a Redis Cluster, given
+/// to [`RedisStore::propagate_revocations`]. A `redis::Client` converts into one.
+///
+/// The worker opens its own connections from it (one for a single Redis, one per primary for
+/// a cluster), so that subscriptions never share a connection with the store's commands.
+#[derive(Clone)]
+pub struct RevocationSubscriber(pub(crate) Source);
+
+#[derive(Clone)]
+pub(crate) enum Source {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
+impl RevocationSubscriber {
+    /// Subscribes to one Redis (`PUBLISH`/`SUBSCRIBE`), for a store made by
+    /// [`RedisStore::connect`] or on any connection but a cluster one.
+    pub fn single(client: redis::Client) -> Self {
+        Self(Source::Single(client))
+    }
+
+    /// Subscribes to a Redis Cluster through its nodes `urls` (one that answers is enough),
+    /// with sharded pub/sub (`SSUBSCRIBE`, Redis 7 or later), for a store made by
+    /// [`RedisStore::connect_cluster`]. Same timeouts as the store's connection.
+    pub fn cluster(urls: &[impl AsRef<str>]) -> Self {
+        Self(Source::Cluster(
+            urls.iter().map(|u| u.as_ref().to_owned()).collect(),
+        ))
+    }
+}
+
+impl From<redis::Client> for RevocationSubscriber {
+    fn from(client: redis::Client) -> Self {
+        Self::single(client)
+    }
+}
+
+impl fmt::Debug for RevocationSubscriber {
+    /// No URL: it may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Source::Single(_) => f.write_str("RevocationSubscriber::Single"),
+            Source::Cluster(urls) => {
+                write!(f, "RevocationSubscriber::Cluster({} seeds)", urls.len())
+            }
         }
     }
 }
@@ -102,9 +181,10 @@ where
     /// Keeps a local set of revoked families, so that the per-request deny-list check is a
     /// memory lookup instead of a round trip to Redis.
     ///
-    /// A background task subscribes through `subscriber` (a client for the same Redis) to the
-    /// revocations every store on this Redis and [`prefix`](Self::prefix) announces, and
-    /// reads the index of recent revocations, before the set is trusted. This returns once that
+    /// A background task subscribes through `subscriber` (a `redis::Client` for the same
+    /// Redis, or [`RevocationSubscriber::cluster`] for the same cluster) to the revocations
+    /// every store on this Redis and [`prefix`](Self::prefix) announces, and reads the indexes
+    /// of recent revocations, before the set is trusted. This returns once that
     /// first synchronisation is done (at most 3 s; past that it fails, and the store is not
     /// returned). Afterwards, whenever the subscription is lost, checks fall back to asking
     /// Redis (or to 503, [`refuse_while_unsynced`](Self::refuse_while_unsynced)) until it is
@@ -128,7 +208,7 @@ where
     /// ```
     pub async fn propagate_revocations(
         mut self,
-        subscriber: redis::Client,
+        subscriber: impl Into<RevocationSubscriber>,
     ) -> Result<Self, StoreError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::new("propagate_revocations needs a Tokio runtime"))?;
@@ -136,7 +216,7 @@ where
         let worker = Worker::spawn(
             &runtime,
             Context {
-                subscriber,
+                subscriber: subscriber.into().0,
                 connection: self.connection.clone(),
                 feed: Arc::clone(&self.feed),
                 resync: Arc::clone(&self.scripts.resync),

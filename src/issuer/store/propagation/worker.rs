@@ -1,17 +1,23 @@
-//! The subscription worker: subscribes to the revocation channel, loads the index, applies
-//! what is published, and starts again whenever the subscription is lost.
+//! The subscription worker: subscribes to every bucket's revocation channel, loads the
+//! indexes, applies what is published, and starts again whenever the subscription is lost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{ProtocolVersion, PushInfo, PushKind};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::BoxError;
-use crate::issuer::store::propagation::{Feed, LocalRevocations};
+use crate::issuer::store::propagation::{Feed, LocalRevocations, Source};
+use crate::issuer::store::redis::cluster_client;
 
-/// The bound on each step of a (re)connection: connect, subscribe, read the index.
+/// The bound on each step of a (re)connection: connect, subscribe, read an index.
 const STEP_BOUND: Duration = Duration::from_secs(1);
 /// How often the subscription is pinged (and the local set purged); a subscription that
 /// does not answer within [`STEP_BOUND`] counts as lost.
@@ -20,6 +26,9 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// [`BACKOFF_MAX`], and reset once synchronised.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The pushes a cluster subscription may queue before the worker reads them; one more is a
+/// lost message, which ends the session.
+const PUSH_QUEUE: usize = 4096;
 
 /// The running worker; dropping it (with the last clone of the store) stops it.
 pub(crate) struct Worker(JoinHandle<()>);
@@ -30,10 +39,10 @@ impl Drop for Worker {
     }
 }
 
-/// What the worker needs: where to subscribe, the store's own connection (for the index),
+/// What the worker needs: where to subscribe, the store's own connection (for the indexes),
 /// the names, and the set it keeps.
 pub(crate) struct Context<C> {
-    pub(crate) subscriber: redis::Client,
+    pub(crate) subscriber: Source,
     pub(crate) connection: C,
     pub(crate) feed: Arc<Feed>,
     pub(crate) resync: Arc<redis::Script>,
@@ -72,31 +81,25 @@ where
     }
 }
 
-/// One subscription: subscribe first, then read the index (so that no revocation falls
-/// between the two), then trust the set and apply messages until the subscription is lost.
-/// Returns why it was lost.
+/// One subscription: subscribe to every bucket first, then read every index (so that no
+/// revocation falls between the two), then trust the set and apply messages until the
+/// subscription is lost. Returns why it was lost.
 async fn session<C>(context: &Context<C>, backoff: &mut Duration) -> BoxError
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    let pubsub = match bounded(context.subscriber.get_async_pubsub()).await {
-        Ok(pubsub) => pubsub,
+    let mut link = match Link::open(context).await {
+        Ok(link) => link,
         Err(error) => return error,
     };
-    let (mut sink, mut stream) = pubsub.split();
-    if let Err(error) = bounded(sink.subscribe(&context.feed.channel)).await {
+    let loaded = match resync_all(context).await {
+        Ok(loaded) => loaded,
+        Err(error) => return error,
+    };
+    // A push that overflowed while the indexes were read is a gap the read may not cover.
+    if let Err(error) = link.intact() {
         return error;
     }
-    let mut connection = context.connection.clone();
-    let mut resync = context.resync.prepare_invoke();
-    resync.arg(&context.feed.index);
-    let loaded = match bounded(resync.invoke_async::<Vec<String>>(&mut connection)).await {
-        Ok(reply) => load_index(&context.local, &reply),
-        Err(error) => return error,
-    };
-    let Some(loaded) = loaded else {
-        return "malformed index reply".into();
-    };
     context.local.set_synced(true);
     tracing::info!(loaded, "revocations synchronised");
     *backoff = BACKOFF_MIN;
@@ -105,21 +108,156 @@ where
     heartbeat.tick().await;
     loop {
         tokio::select! {
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return "subscription closed".into();
-                };
-                let Some((family, ttl)) = parse(message.get_payload_bytes()) else {
-                    // Resynchronising recovers whatever this message was.
-                    return "malformed revocation message".into();
-                };
-                context.local.insert(family, ttl);
-            }
+            revocation = link.next() => match revocation {
+                Ok((family, ttl)) => context.local.insert(&family, ttl),
+                Err(error) => return error,
+            },
             _ = heartbeat.tick() => {
-                if let Err(error) = bounded(sink.ping::<redis::Value>()).await {
+                if let Err(error) = link.ping().await {
                     return error;
                 }
                 context.local.purge();
+            }
+        }
+    }
+}
+
+/// Reads every bucket's index into the set; returns how many entries they held.
+async fn resync_all<C>(context: &Context<C>) -> Result<usize, BoxError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let mut connection = context.connection.clone();
+    let mut loaded = 0;
+    for index in context.feed.indexes() {
+        let resync = context.resync.key(index);
+        let reply = bounded(resync.invoke_async::<Vec<String>>(&mut connection)).await?;
+        loaded += load_index(&context.local, &reply).ok_or("malformed index reply")?;
+    }
+    Ok(loaded)
+}
+
+/// A live subscription to every bucket's channel.
+enum Link {
+    /// One pub/sub connection to a single Redis.
+    Single {
+        sink: PubSubSink,
+        stream: PubSubStream,
+    },
+    /// A RESP3 cluster connection holding a sharded subscription on each bucket's node, its
+    /// pushes in a bounded queue.
+    Cluster {
+        connection: ClusterConnection,
+        pushes: mpsc::Receiver<PushInfo>,
+        overflowed: Arc<AtomicBool>,
+    },
+}
+
+impl Link {
+    /// Connects and subscribes to every bucket, each step bounded.
+    async fn open<C>(context: &Context<C>) -> Result<Self, BoxError> {
+        let channels = context.feed.indexes();
+        match &context.subscriber {
+            Source::Single(client) => {
+                let (mut sink, stream) = bounded(client.get_async_pubsub()).await?.split();
+                bounded(sink.subscribe(channels)).await?;
+                Ok(Self::Single { sink, stream })
+            }
+            Source::Cluster(urls) => {
+                let (sender, pushes) = mpsc::channel(PUSH_QUEUE);
+                let overflowed = Arc::new(AtomicBool::new(false));
+                let (flag, local) = (Arc::clone(&overflowed), Arc::clone(&context.local));
+                let push = move |info: PushInfo| {
+                    if let Err(mpsc::error::TrySendError::Full(_)) = sender.try_send(info) {
+                        // Distrust the set at once, not when the worker next looks.
+                        flag.store(true, Ordering::Release);
+                        local.set_synced(false);
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                };
+                let client = cluster_client(urls)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(push)
+                    .build()?;
+                let mut connection = bounded(client.get_async_connection()).await?;
+                // One channel at a time: each is in its own slot, possibly on its own node.
+                for channel in channels {
+                    bounded(connection.ssubscribe(channel)).await?;
+                }
+                Ok(Self::Cluster {
+                    connection,
+                    pushes,
+                    overflowed,
+                })
+            }
+        }
+    }
+
+    /// The next revocation published, or why the subscription is no longer whole.
+    async fn next(&mut self) -> Result<(String, Duration), BoxError> {
+        match self {
+            Self::Single { stream, .. } => {
+                let message = stream.next().await.ok_or("subscription closed")?;
+                // Resynchronising recovers whatever a malformed message was.
+                let (family, ttl) =
+                    parse(message.get_payload_bytes()).ok_or("malformed revocation message")?;
+                Ok((family.to_owned(), ttl))
+            }
+            Self::Cluster {
+                pushes, overflowed, ..
+            } => loop {
+                let push = pushes.recv().await.ok_or("cluster subscription closed")?;
+                if overflowed.load(Ordering::Acquire) {
+                    return Err("revocation messages overflowed the queue".into());
+                }
+                match push.kind {
+                    PushKind::SMessage => {
+                        let payload = match push.data.get(1) {
+                            Some(redis::Value::BulkString(bytes)) => bytes.as_slice(),
+                            _ => return Err("malformed revocation message".into()),
+                        };
+                        let (family, ttl) = parse(payload).ok_or("malformed revocation message")?;
+                        return Ok((family.to_owned(), ttl));
+                    }
+                    PushKind::Disconnection => {
+                        return Err("a cluster node's connection was lost".into());
+                    }
+                    // A node that no longer owns a bucket's slot (resharding) drops its
+                    // subscribers.
+                    PushKind::SUnsubscribe => {
+                        return Err("a cluster node dropped a subscription".into());
+                    }
+                    // Confirmations, and anything else, carry no revocation.
+                    _ => {}
+                }
+            },
+        }
+    }
+
+    /// Fails if a push was lost.
+    fn intact(&self) -> Result<(), BoxError> {
+        match self {
+            Self::Cluster { overflowed, .. } if overflowed.load(Ordering::Acquire) => {
+                Err("revocation messages overflowed the queue".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks, bounded, that the subscription's connections still answer: the pub/sub
+    /// connection, or every primary's.
+    async fn ping(&mut self) -> Result<(), BoxError> {
+        self.intact()?;
+        match self {
+            Self::Single { sink, .. } => bounded(sink.ping::<redis::Value>()).await.map(drop),
+            Self::Cluster { connection, .. } => {
+                let every_primary = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                bounded(connection.route_command(redis::cmd("PING"), every_primary))
+                    .await
+                    .map(drop)
             }
         }
     }
