@@ -4,15 +4,17 @@
 //! with that session's access token until it refuses one. The time from `revoke` returning on
 //! A to that first refusal, over N revocations (1,000 by default), in percentiles: for an
 //! instance whose revocations are propagated (B), and, in the same run, for one that asks
-//! Redis on every request (C, the `EXISTS` check).
+//! Redis on every request (C, the `EXISTS` check). A `REDIS_URL` listing several URLs,
+//! comma-separated, is a Redis Cluster's nodes (`SPUBLISH`/`SSUBSCRIBE`).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use redis::aio::ConnectionLike;
 use tower::{Service, ServiceExt};
-use tower_jwt_refresh::issuer::{AccessTokenIssuer, RedisStore, TokenIssuer};
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, RedisStore, RevocationSubscriber, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 use tower_jwt_refresh::server::JwtAuthLayer;
 
@@ -34,21 +36,44 @@ async fn main() -> Result<(), BoxError> {
     }
     let prefix = format!("propagation-example-{}", std::process::id());
     let key = SigningKey::hmac(Algorithm::HS256, [5u8; 32])?;
-    let issuer = |store| TokenIssuer::new(AccessTokenIssuer::new(key.clone()), store);
-    let a = issuer(RedisStore::connect(&url).await?.prefix(&prefix));
-    let b = issuer(
-        RedisStore::connect(&url)
+    if url.contains(',') {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+        let store = || async {
+            Ok::<_, BoxError>(RedisStore::connect_cluster(&nodes).await?.prefix(&prefix))
+        };
+        let b = store()
             .await?
-            .prefix(&prefix)
+            .propagate_revocations(RevocationSubscriber::cluster(&nodes))
+            .await?;
+        compare(store().await?, b, store().await?, &key, revocations).await
+    } else {
+        let store =
+            || async { Ok::<_, BoxError>(RedisStore::connect(&url).await?.prefix(&prefix)) };
+        let b = store()
+            .await?
             .propagate_revocations(redis::Client::open(url.as_str())?)
-            .await?,
-    );
-    let c = issuer(RedisStore::connect(&url).await?.prefix(&prefix));
+            .await?;
+        compare(store().await?, b, store().await?, &key, revocations).await
+    }
+}
 
+/// Prints the delays of `b` (propagated) and `c` (asking Redis), `a` revoking.
+async fn compare<C>(
+    a: RedisStore<C>,
+    b: RedisStore<C>,
+    c: RedisStore<C>,
+    key: &SigningKey,
+    revocations: usize,
+) -> Result<(), BoxError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let issuer = |store| TokenIssuer::new(AccessTokenIssuer::new(key.clone()), store);
+    let (a, b, c) = (issuer(a), issuer(b), issuer(c));
     println!("| instance | revocations | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
     for (name, instance) in [("B, propagated", &b), ("C, `EXISTS` per request", &c)] {
-        let mut delays = delays(&a, instance, &key, revocations).await?;
+        let mut delays = delays(&a, instance, key, revocations).await?;
         delays.sort();
         let at = |p: f64| {
             let rank = (delays.len() as f64 * p).ceil() as usize;
@@ -72,12 +97,15 @@ async fn main() -> Result<(), BoxError> {
 
 /// For each of `n` sessions issued on `a`: the time from `a`'s `revoke` returning to the
 /// first request `instance` refuses.
-async fn delays(
-    a: &TokenIssuer<RedisStore>,
-    instance: &TokenIssuer<RedisStore>,
+async fn delays<C>(
+    a: &TokenIssuer<RedisStore<C>>,
+    instance: &TokenIssuer<RedisStore<C>>,
     key: &SigningKey,
     n: usize,
-) -> Result<Vec<Duration>, BoxError> {
+) -> Result<Vec<Duration>, BoxError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     let mut service = tower::ServiceBuilder::new()
         .layer(JwtAuthLayer::new(key.verification_key()).deny_list(instance.deny_list()))
         .service_fn(|_: Request<Full<Bytes>>| async {
