@@ -3,7 +3,10 @@
 //! `Retry-After` (never a 500, never a hang), rotation recovers by itself once the replica
 //! has taken over, and the test counts the tokens that were handed out (a 200) but are
 //! unknown afterwards: acknowledged writes the failover lost. It runs twice, without and with
-//! `RedisStore::wait_for_replicas`; with it, no acknowledged token may be lost.
+//! `RedisStore::wait_for_replicas`; with it, no acknowledged token may be lost. An instance
+//! propagating revocations (`RevocationSubscriber::cluster`) watches throughout: after the
+//! failover it must be synchronised again, on the new slot map, and hear a revocation made on
+//! the promoted replica.
 //!
 //! It runs on the cluster `scripts/test` starts (`REDIS_CLUSTER_URLS`, `REDIS_CLUSTER_PORTS`,
 //! `REDIS_CLUSTER_DIR`, from `scripts/redis-cluster`, whose nodes fail over after 1.5 s), and
@@ -26,7 +29,8 @@ use http_body_util::Full;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use support::{HttpClient, client, send, serve};
-use tower_jwt_refresh::issuer::{AccessTokenIssuer, RedisStore, TokenIssuer};
+use tower_jwt_refresh::issuer::store::RefreshStore;
+use tower_jwt_refresh::issuer::{AccessTokenIssuer, RedisStore, RevocationSubscriber, TokenIssuer};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 
 /// Concurrent sessions, all on the primary that is killed.
@@ -211,6 +215,12 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
         store = store.wait_for_replicas(1, Duration::from_millis(200));
     }
     let issuer = TokenIssuer::new(AccessTokenIssuer::new(key), store);
+    let watcher = RedisStore::connect_cluster(&cluster.urls)
+        .await
+        .unwrap()
+        .propagate_revocations(RevocationSubscriber::cluster(&cluster.urls))
+        .await
+        .unwrap();
     let app = Router::new().route_service("/oauth/token", issuer.refresh_endpoint());
     let addr = serve(app).await;
 
@@ -276,6 +286,7 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
     }
     tally.recovered = recovered.load(Ordering::SeqCst);
     cluster.healthy().await;
+    propagation_resumes(&issuer, &watcher, replica).await;
     eprintln!(
         "failover {}: replica promoted {} ms after the kill, every session rotating again \
          after {} ms; {} rotations answered 200, {} answered 503, {} acknowledged tokens \
@@ -292,6 +303,48 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
         tally.lost,
     );
     tally
+}
+
+/// After the failover, `watcher` is synchronised again and hears a revocation of a family on
+/// `promoted` (the former replica) from memory: its check answers at once, without asking
+/// Redis.
+async fn propagation_resumes(
+    issuer: &TokenIssuer<RedisStore<redis::cluster_async::ClusterConnection>>,
+    watcher: &RedisStore<redis::cluster_async::ClusterConnection>,
+    promoted: u16,
+) {
+    assert!(
+        watcher
+            .wait_for_revocation_sync(Duration::from_secs(20))
+            .await,
+        "the watcher never resynchronised after the failover"
+    );
+    let mut on_promoted = node(promoted).await.unwrap();
+    let (pair, family) = loop {
+        let pair = issuer.issue("alice", &()).await.unwrap();
+        let family = pair.refresh_token.split('.').next().unwrap().to_owned();
+        let here: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(support::family_key("tjr", &family))
+            .query_async(&mut on_promoted)
+            .await;
+        if here == Ok(true) {
+            break (pair, family);
+        }
+    };
+    assert_eq!(
+        format!("{:?}", watcher.is_revoked(&family)),
+        "Ready(Ok(Active))",
+        "answered from memory"
+    );
+    assert!(issuer.revoke(&pair.refresh_token).await.unwrap());
+    let started = Instant::now();
+    while format!("{:?}", watcher.is_revoked(&family)) != "Ready(Ok(Revoked))" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the revocation never reached the watcher"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// One client session: rotates until told to stop, keeping the last token it was given; a
