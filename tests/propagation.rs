@@ -18,7 +18,9 @@
 //!
 //! Needs `REDIS_URL` for `single::`, `REDIS_CLUSTER_URLS` for `cluster::` (`scripts/test`
 //! starts both); without one, its tests are skipped with a notice, and fail under `CI=true`.
-//! Waits are bounded; nothing is timed.
+//! Waits are bounded; nothing is timed. Without the `redis` feature (plain `cargo test`) the
+//! file is empty.
+#![cfg(feature = "redis")]
 
 mod support;
 
