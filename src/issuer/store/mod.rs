@@ -7,7 +7,7 @@
 //!
 //! Two stores implement [`RefreshStore`]: [`MemoryStore`], for one process, and (feature
 //! `redis`) `RedisStore`, shared by every instance, whose operations are the Lua scripts in
-//! `store/lua/`. Implement the trait for another backend; `tests/store.rs` holds the
+//! `store/redis/lua/`. Implement the trait for another backend; `tests/store.rs` holds the
 //! conformance suite both stores pass.
 
 use std::fmt;

@@ -4,46 +4,27 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::AsyncCommands;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, ErrorKind, Script, ScriptInvocation, ServerErrorKind};
+
+mod layout;
+mod replication;
+mod reply;
+mod scripts;
 
 use crate::BoxError;
 use crate::issuer::store::breaker::Breaker;
 use crate::issuer::store::propagation::{Feed, Propagation};
 use crate::issuer::store::{
-    FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
+    NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 use crate::server::{DenyCheck, TokenStatus};
-
-/// The server-side scripts, one per operation; each file documents its keys, arguments and
-/// replies. Those that revoke start with `announce.lua`, which records and publishes the
-/// revocation.
-pub(super) struct Scripts {
-    create: Script,
-    rotate: Script,
-    revoke: Script,
-    /// Reads the index of recent revocations (the propagation worker's).
-    pub(super) resync: Arc<Script>,
-}
-
-impl Scripts {
-    fn load() -> Self {
-        Self {
-            create: Script::new(include_str!("lua/create.lua")),
-            rotate: Script::new(concat!(
-                include_str!("lua/announce.lua"),
-                include_str!("lua/rotate.lua")
-            )),
-            revoke: Script::new(concat!(
-                include_str!("lua/announce.lua"),
-                include_str!("lua/revoke.lua")
-            )),
-            resync: Arc::new(Script::new(include_str!("lua/resync.lua"))),
-        }
-    }
-}
+pub(crate) use layout::{BUCKETS, bucket};
+use replication::{Replication, replicated};
+use reply::{rotation_outcome, store_error, unreachable};
+pub(crate) use scripts::Scripts;
 
 /// Characters of history kept: [`REUSE_HISTORY`] hashes of 43 characters, space-separated.
 const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
@@ -63,7 +44,8 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// on Redis Cluster, [`connect_cluster`](Self::connect_cluster) through a cluster connection
 /// that follows the slot map through failovers. Every script names all the keys it touches in
 /// `KEYS`, and they share one hash tag, so each operation runs on the one node that owns their
-/// slot.
+/// slot. While Redis (or the node) is down, operations fail within the connection's timeouts
+/// with [`StoreError`] (the refresh endpoint answers 503), and the store recovers by itself.
 ///
 /// # Key layout
 ///
@@ -76,9 +58,7 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// script, on one node, atomically, on Redis Cluster too. Sixteen buckets, because on Cluster
 /// they are what spreads the families over the primaries (up to 16 primaries; a slot is the
 /// unit Redis places), and because each is one channel a propagating instance subscribes to
-/// and one index it reads when it (re)synchronises. While Redis (or the node) is
-/// down, operations fail within the connection's timeouts with [`StoreError`] (the refresh
-/// endpoint answers 503), and the store recovers by itself.
+/// and one index it reads when it (re)synchronises.
 ///
 /// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
 /// deny-list check lets access tokens through by default (it fails open), so that
@@ -111,13 +91,6 @@ pub struct RedisStore<C = ConnectionManager> {
     /// The local set of revoked families, when revocations are propagated.
     pub(super) propagation: Option<Arc<Propagation>>,
     pub(super) refuse_while_unsynced: bool,
-}
-
-/// What [`RedisStore::wait_for_replicas`] asks of every write: `WAIT replicas timeout_ms`.
-#[derive(Debug, Clone, Copy)]
-struct Replication {
-    replicas: usize,
-    timeout_ms: u64,
 }
 
 /// Consecutive failures after which the breaker opens, by default.
@@ -363,44 +336,6 @@ impl<C> RedisStore<C> {
     }
 }
 
-/// How many buckets the families are spread over (see [`RedisStore`]'s key layout).
-pub(super) const BUCKETS: usize = 16;
-
-/// The bucket of `family`: its 32-bit FNV-1a hash, modulo [`BUCKETS`]. Stable across versions
-/// and platforms, as every instance must agree on it.
-pub(super) fn bucket(family: &str) -> usize {
-    let hash = family.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
-    hash as usize % BUCKETS
-}
-
-/// Runs `script` and then `WAIT` in one pipeline, so both go to the node that owns the keys,
-/// on one connection (`WAIT` counts the replicas that have that connection's writes). Loads
-/// the script first if the node does not know it.
-async fn replicated<T, C>(
-    connection: &mut C,
-    script: &ScriptInvocation<'_>,
-    replication: Replication,
-) -> redis::RedisResult<(T, usize)>
-where
-    T: redis::FromRedisValue,
-    C: ConnectionLike,
-{
-    let mut pipe = redis::pipe();
-    pipe.invoke_script(script)
-        .cmd("WAIT")
-        .arg(replication.replicas)
-        .arg(replication.timeout_ms);
-    match pipe.query_async(connection).await {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(connection).await?;
-            pipe.query_async(connection).await
-        }
-        reply => reply,
-    }
-}
-
 /// `"1"` when `C` is a Redis Cluster connection, whose subscribers listen with `SSUBSCRIBE`:
 /// the scripts then publish with `SPUBLISH`, else with `PUBLISH`.
 fn sharded<C: 'static>() -> &'static str {
@@ -409,56 +344,6 @@ fn sharded<C: 'static>() -> &'static str {
     } else {
         "0"
     }
-}
-
-/// A Redis error as a store error: a timeout or a dropped connection may have happened after
-/// the script ran, so the outcome is unknown.
-fn store_error(error: redis::RedisError) -> StoreError {
-    if error.is_timeout() || error.is_connection_dropped() {
-        StoreError::ambiguous(error)
-    } else {
-        StoreError::new(error)
-    }
-}
-
-/// The outcome a `rotate.lua` reply stands for.
-fn rotation_outcome(reply: Vec<String>) -> Result<RotationOutcome, StoreError> {
-    let malformed = || StoreError::new("malformed rotate reply");
-    let mut reply = reply.into_iter();
-    let outcome = match reply.next().as_deref() {
-        Some("rotated") => {
-            let (Some(subject), Some(claims)) = (reply.next(), reply.next()) else {
-                return Err(malformed());
-            };
-            RotationOutcome::Rotated(FamilyInfo::new(subject, claims))
-        }
-        Some("retried") => {
-            let (Some(subject), Some(claims), Some(sealed), Some(current)) =
-                (reply.next(), reply.next(), reply.next(), reply.next())
-            else {
-                return Err(malformed());
-            };
-            RotationOutcome::Retried {
-                info: FamilyInfo::new(subject, claims),
-                sealed,
-                current,
-            }
-        }
-        Some("reused") => RotationOutcome::Reused,
-        Some("expired") => RotationOutcome::Expired,
-        Some("revoked") => RotationOutcome::Revoked,
-        Some("unknown") => RotationOutcome::Unknown,
-        _ => return Err(malformed()),
-    };
-    Ok(outcome)
-}
-
-/// Whether `error` says Redis cannot be reached (rather than refusing a command).
-fn unreachable(error: &redis::RedisError) -> bool {
-    error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_io_error()
 }
 
 impl<C> RefreshStore for RedisStore<C>
@@ -589,120 +474,5 @@ fn fallback(fail_closed: bool, error: impl Into<BoxError>) -> Result<TokenStatus
         Err(error.into())
     } else {
         Ok(TokenStatus::Active)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{BUCKETS, RedisStore, bucket};
-
-    /// The bucket is part of every key's name: it must never change between versions.
-    #[test]
-    fn buckets_are_fnv_1a_modulo_16_and_spread() {
-        // FNV-1a 32 of "" is 0x811c9dc5, of "a" 0xe40c292c (the published test vectors).
-        assert_eq!(bucket(""), 0x811c_9dc5 % 16);
-        assert_eq!(bucket("a"), 0xe40c_292c % 16);
-        let mut seen = [0usize; BUCKETS];
-        for i in 0..1600 {
-            seen[bucket(&format!("family-{i}"))] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
-    }
-
-    /// A family's four keys share its bucket's hash tag, which starts each of them.
-    #[test]
-    fn a_familys_keys_share_its_buckets_tag() {
-        let store = RedisStore::with_connection(()).prefix("app");
-        let family = "Zm9vYmFyYmF6cXV4cXV1eA";
-        let tag = format!("{{app:b{}}}", bucket(family));
-        let keys = store.keys(family);
-        assert_eq!(
-            keys,
-            [
-                format!("{tag}:{family}"),
-                format!("{tag}:{family}:revoked"),
-                format!("{tag}:{family}:sealed"),
-                format!("{tag}:revocations"),
-            ]
-        );
-        assert_eq!(store.tombstone_key(family), keys[1]);
-    }
-
-    /// The commands of every `redis.call` in `lua`, each with its arguments as written.
-    fn calls(lua: &str) -> Vec<(String, Vec<String>)> {
-        lua.split("redis.call(")
-            .skip(1)
-            .map(|call| {
-                let (mut depth, mut end) = (0, call.len());
-                for (i, c) in call.char_indices() {
-                    match c {
-                        '(' | '[' => depth += 1,
-                        ']' => depth -= 1,
-                        ')' if depth == 0 => {
-                            end = i;
-                            break;
-                        }
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                }
-                let mut args = call[..end].split(',').map(|a| a.trim().to_owned());
-                let command = args.next().unwrap().trim_matches('\'').to_owned();
-                (command, args.collect())
-            })
-            .collect()
-    }
-
-    /// On Redis Cluster a script may touch only keys of the slot its `KEYS` route it to: every
-    /// key a script reads or writes must come from `KEYS`, never be built inside it.
-    #[test]
-    fn every_key_a_script_touches_comes_from_keys() {
-        let scripts = [
-            include_str!("lua/create.lua"),
-            include_str!("lua/rotate.lua"),
-            include_str!("lua/revoke.lua"),
-            include_str!("lua/announce.lua"),
-            include_str!("lua/resync.lua"),
-        ];
-        let mut seen = 0;
-        for script in scripts {
-            for (command, args) in calls(script) {
-                // How many leading arguments are keys: all of them for DEL and EXISTS. A
-                // channel counts as a key: it must be in the script's slot too.
-                let keys = match command.as_str() {
-                    "DEL" | "EXISTS" => args.len(),
-                    "GET" | "SET" | "HSET" | "HMGET" | "EXPIRE" | "ZADD" | "ZSCORE"
-                    | "ZREMRANGEBYSCORE" | "ZRANGEBYSCORE" | "SPUBLISH" | "PUBLISH" => 1,
-                    "TIME" => 0,
-                    other => panic!("{other}: say which of its arguments are keys"),
-                };
-                for key in &args[..keys] {
-                    let index = key.strip_prefix("KEYS[").and_then(|k| k.strip_suffix(']'));
-                    assert!(
-                        index.is_some_and(|i| i.parse::<u8>().is_ok()),
-                        "{command} {key}: not a KEYS entry"
-                    );
-                }
-                seen += 1;
-            }
-        }
-        let written: usize = scripts
-            .iter()
-            .map(|s| s.matches("redis.call(").count())
-            .sum();
-        assert_eq!(seen, written, "every `redis.call` was checked");
-    }
-
-    #[test]
-    fn a_key_built_inside_a_script_is_caught() {
-        let built = "redis.call('SET', KEYS[1] .. ':x', 1)";
-        let (command, args) = calls(built).pop().unwrap();
-        assert_eq!(command, "SET");
-        assert_ne!(
-            args[0]
-                .strip_prefix("KEYS[")
-                .and_then(|k| k.strip_suffix(']')),
-            Some("1")
-        );
     }
 }
