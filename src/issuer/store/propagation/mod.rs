@@ -10,7 +10,7 @@
 //!
 //! - **Publish inside the script that revokes.** `revoke.lua`, and `rotate.lua` when it
 //!   revokes a family for reuse or expiry, add the family to its bucket's index and publish
-//!   it on its bucket's channel (`lua/announce.lua`), then write the tombstone, all in one
+//!   it on its bucket's channel (`redis/lua/announce.lua`), then write the tombstone, all in one
 //!   script: no other client sees the one without the other, and a script that fails while
 //!   announcing has written nothing.
 //! - **Buckets, for Redis Cluster.** A script runs on one node and may touch one slot only.
@@ -25,26 +25,30 @@
 //!   revocation. Broadcast tracking (`BCAST PREFIX`) would, but it sends key names only, needs
 //!   RESP3 on a connection the redis client shares with every other call, and leaves the
 //!   resynchronisation problem exactly where it is. A channel carries what is needed (the
-//!   family and how long to remember it) to every subscriber, is plain RESP2, and its one
-//!   weakness (a message sent while a subscriber is away is lost) is what the index covers.
+//!   family and how long to remember it) to every subscriber, is plain RESP2 on a single
+//!   Redis, and its one weakness (a message sent while a subscriber is away is lost) is what
+//!   the index covers.
 //! - **Sharded pub/sub on Redis Cluster.** On a single Redis the scripts `PUBLISH` and the
 //!   worker `SUBSCRIBE`s to the 16 channels on one connection. On Cluster (a store made by
 //!   [`connect_cluster`](RedisStore::connect_cluster)) they `SPUBLISH`, which Redis delivers
 //!   within the channel's shard only (plain `PUBLISH` is broadcast to every node over the
-//!   cluster bus), and the worker `SSUBSCRIBE`s to each channel through a cluster connection
-//!   of its own (RESP3, whose pushes it reads from a bounded queue): it opens one connection
-//!   per primary and sends each subscription to the node owning the bucket's slot. The
-//!   `redis` crate resubscribes by itself after a reconnection, but what was published in
-//!   between is lost, so the worker does not rely on that: any node's disconnection, a
+//!   cluster bus), and the worker `SSUBSCRIBE`s to each channel through a `redis` cluster
+//!   connection of its own (RESP3, its pushes read from a bounded queue), which sends each
+//!   subscription to the primary owning the bucket's slot. That connection, rather than
+//!   plain connections to the primaries found with `CLUSTER SHARDS`, because it already
+//!   routes by slot, follows `MOVED` and reports each node's disconnection as a push; the
+//!   worker takes nothing else from it. The crate resubscribes by itself after a
+//!   reconnection, but what was published in between is lost, so the worker does not rely on
+//!   that: any node's disconnection, a
 //!   `SUNSUBSCRIBE` from a node that no longer owns a slot (resharding), a full queue, or a
 //!   primary not answering the heartbeat `PING` ends the session; the next one opens a new
 //!   connection on the current slot map, subscribes to all 16 channels and reads all 16
 //!   indexes again before the set is trusted. A failover is therefore a resynchronisation,
 //!   with per-request checks meanwhile.
-//! - **The index.** One per bucket: a sorted set, scored by when each entry may be forgotten (Redis's time
-//!   plus the revocation TTL: the access-token lifetime plus leeway), trimmed as it is
-//!   written and read. On every (re)connect the worker subscribes to every bucket *first*,
-//!   then reads every bucket's entries not yet past (`lua/resync.lua`): a revocation
+//! - **The index.** One per bucket: a sorted set, scored by when each entry may be forgotten
+//!   (Redis's time plus the revocation TTL: the access-token lifetime plus leeway), trimmed
+//!   as it is written and read. On every (re)connect the worker subscribes to every bucket *first*,
+//!   then reads every bucket's entries not yet past (`redis/lua/resync.lua`): a revocation
 //!   announced in between arrives on the channel, one committed before is in the index, so
 //!   none falls between. Only then is the set trusted.
 //! - **The gaps.** While the subscription is down, or up but not yet resynchronised, the set

@@ -1,7 +1,8 @@
 //! Where a family's keys live: its bucket, whose hash tag every key of the family and the
 //! bucket's index of revocations share (see [`RedisStore`](super::RedisStore)'s key layout).
 
-/// How many buckets the families are spread over (see [`RedisStore`](super::RedisStore)'s key layout).
+/// How many buckets the families are spread over (see [`RedisStore`](super::RedisStore)'s key
+/// layout).
 pub(crate) const BUCKETS: usize = 16;
 
 /// The bucket of `family`: its 32-bit FNV-1a hash, modulo [`BUCKETS`]. Stable across versions
