@@ -210,7 +210,14 @@ fn redis_stores(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             let waiting = store
                 .clone()
                 .wait_for_replicas(1, Duration::from_millis(100));
-            rotations(c, rt, "cluster", store);
+            rotations(c, rt, "cluster", store.clone());
+            revocation_check(c, rt, "cluster", store.clone());
+            // Propagated through sharded pub/sub: the check is the same memory lookup.
+            let subscriber = tower_jwt_refresh::issuer::RevocationSubscriber::cluster(&urls);
+            let propagated = rt
+                .block_on(store.propagate_revocations(subscriber))
+                .unwrap();
+            revocation_check(c, rt, "cluster_propagated", propagated);
             rotations(c, rt, "cluster_wait_for_replica", waiting);
             let shared = threads
                 .block_on(RedisStore::connect_cluster(&urls))
