@@ -1,5 +1,7 @@
 //! Refresh-token stores: rotations per second, one after another and with N rotations in
-//! flight at once, and the revoked-family check the verifier runs on every request.
+//! flight at once, and the revoked-family check the verifier runs on every request: in memory,
+//! per request in Redis (`EXISTS`), and from the local set of a store whose revocations are
+//! propagated.
 //!
 //! `cargo bench --all-features --bench store` measures `MemoryStore`; `REDIS_URL` adds one
 //! Redis, `REDIS_CLUSTER_URLS` (comma-separated) a Redis Cluster with one replica per primary,
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 #[path = "support/harness.rs"]
 mod harness;
 
+use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::Request;
 use http_body_util::Full;
@@ -100,9 +103,17 @@ fn revocation_check<S: RefreshStore + Clone>(
             // A ready hook answers on the first poll; Redis's goes through the runtime.
             b.iter_batched(
                 request,
-                |req| black_box(complete(rt, service.call(req)).unwrap().status()),
+                |req| black_box(one_request(rt, &mut service, req)),
                 BatchSize::SmallInput,
             )
+        });
+    }
+    // The store's hook alone, on the session's id: what the hook adds to a request, timed
+    // on its own (a remote check answers later, so only a ready one is timed here).
+    let sid = pair.refresh_token.split('.').next().unwrap().to_owned();
+    if format!("{:?}", issuer.store().is_revoked(&sid)).starts_with("Ready") {
+        group.bench_function(format!("{name}/hook_alone"), |b| {
+            b.iter(|| black_box(issuer.store().is_revoked(black_box(&sid))))
         });
     }
     group.finish();
@@ -176,7 +187,13 @@ fn redis_stores(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         Ok(url) => {
             let store = rt.block_on(RedisStore::connect(&url)).unwrap();
             rotations(c, rt, "redis", store.clone());
-            revocation_check(c, rt, "redis", store);
+            revocation_check(c, rt, "redis", store.clone());
+            // The same store, its revocations propagated: the check is a memory lookup.
+            let subscriber = redis::Client::open(url.as_str()).unwrap();
+            let propagated = rt
+                .block_on(store.propagate_revocations(subscriber))
+                .unwrap();
+            revocation_check(c, rt, "redis_propagated", propagated);
             let shared = threads.block_on(RedisStore::connect(&url)).unwrap();
             throughput(c, &threads, "redis_multiplexed", &[shared]);
             let own: Vec<_> = (0..32)
@@ -193,7 +210,14 @@ fn redis_stores(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             let waiting = store
                 .clone()
                 .wait_for_replicas(1, Duration::from_millis(100));
-            rotations(c, rt, "cluster", store);
+            rotations(c, rt, "cluster", store.clone());
+            revocation_check(c, rt, "cluster", store.clone());
+            // Propagated through sharded pub/sub: the check is the same memory lookup.
+            let subscriber = tower_jwt_refresh::issuer::RevocationSubscriber::cluster(&urls);
+            let propagated = rt
+                .block_on(store.propagate_revocations(subscriber))
+                .unwrap();
+            revocation_check(c, rt, "cluster_propagated", propagated);
             rotations(c, rt, "cluster_wait_for_replica", waiting);
             let shared = threads
                 .block_on(RedisStore::connect_cluster(&urls))
@@ -204,6 +228,21 @@ fn redis_stores(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         }
         Err(_) => eprintln!("REDIS_CLUSTER_URLS not set: skipping the Redis Cluster benchmarks"),
     }
+}
+
+/// One request through `service`, to its status. Never inlined, so that a profiler
+/// (`valgrind --tool=callgrind --toggle-collect=store::one_request`) counts exactly it.
+#[inline(never)]
+fn one_request<S, B>(
+    rt: &tokio::runtime::Runtime,
+    service: &mut S,
+    req: Request<Full<Bytes>>,
+) -> u16
+where
+    S: Service<Request<Full<Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    complete(rt, service.call(req)).unwrap().status().as_u16()
 }
 
 fn stores(c: &mut Criterion) {

@@ -4,8 +4,9 @@
 //! `ADDR` (default 127.0.0.1:3000), `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS`,
 //! `ACCESS_TTL` (default 3.6 s), `REFRESH_TTL` (default 7 days), `REDIS_URL` (with
 //! `--features redis`: one Redis, `redis://host:port/`, or a Redis Cluster, its nodes' URLs
-//! comma-separated), and `METRICS=1` (with `--features metrics`) to serve `GET /metrics` in
-//! Prometheus text format.
+//! comma-separated), `PROPAGATE_REVOCATIONS=1` (with Redis: revoked sessions kept in a local
+//! set fed by the store's revocation feed, instead of asking Redis on every request), and
+//! `METRICS=1` (with `--features metrics`) to serve `GET /metrics` in Prometheus text format.
 
 mod common;
 

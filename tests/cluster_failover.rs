@@ -3,7 +3,10 @@
 //! `Retry-After` (never a 500, never a hang), rotation recovers by itself once the replica
 //! has taken over, and the test counts the tokens that were handed out (a 200) but are
 //! unknown afterwards: acknowledged writes the failover lost. It runs twice, without and with
-//! `RedisStore::wait_for_replicas`; with it, no acknowledged token may be lost.
+//! `RedisStore::wait_for_replicas`; with it, no acknowledged token may be lost. An instance
+//! propagating revocations (`RevocationSubscriber::cluster`) watches throughout: after the
+//! failover it must be synchronised again, on the new slot map, and hear a revocation made on
+//! the promoted replica.
 //!
 //! It runs on the cluster `scripts/test` starts (`REDIS_CLUSTER_URLS`, `REDIS_CLUSTER_PORTS`,
 //! `REDIS_CLUSTER_DIR`, from `scripts/redis-cluster`, whose nodes fail over after 1.5 s), and
@@ -26,7 +29,10 @@ use http_body_util::Full;
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use support::{HttpClient, client, send, serve};
-use tower_jwt_refresh::issuer::{AccessTokenIssuer, RedisStore, TokenIssuer};
+use tower_jwt_refresh::issuer::store::RefreshStore;
+use tower_jwt_refresh::issuer::{
+    AccessTokenIssuer, IssuedTokens, RedisStore, RevocationSubscriber, TokenIssuer,
+};
 use tower_jwt_refresh::keys::{Algorithm, SigningKey};
 
 /// Concurrent sessions, all on the primary that is killed.
@@ -199,6 +205,32 @@ async fn refresh(
     )
 }
 
+/// How long a write waits for its replica with `wait_for_replicas`: long enough that a loaded
+/// machine's replication lag is not mistaken for a lost replica outside the failover.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
+/// A login, if the store handed out its tokens. Outside the failover a refusal can still
+/// happen on a loaded machine (a replica slower than `REPLICA_WAIT` makes the write
+/// ambiguous, and the issuer hands out nothing, as documented); the caller logs in again.
+/// Fails the test after 100 refusals in a row.
+async fn handed_out<S: RefreshStore>(issuer: &TokenIssuer<S>) -> Option<IssuedTokens> {
+    static REFUSED: AtomicUsize = AtomicUsize::new(0);
+    match issuer.issue("alice", &()).await {
+        Ok(pair) => {
+            REFUSED.store(0, Ordering::SeqCst);
+            Some(pair)
+        }
+        Err(error) => {
+            let refused = REFUSED.fetch_add(1, Ordering::SeqCst) + 1;
+            assert!(
+                refused < 100,
+                "the store refused 100 logins in a row: {error}"
+            );
+            None
+        }
+    }
+}
+
 /// Kills the primary the sessions rotate on, waits for its replica to take over, starts the
 /// killed node again (it rejoins as the new primary's replica), and waits until every session
 /// has rotated again. Returns what the sessions saw.
@@ -208,9 +240,15 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
     let key = SigningKey::hmac(Algorithm::HS256, [7u8; 32]).unwrap();
     let mut store = RedisStore::connect_cluster(&cluster.urls).await.unwrap();
     if wait {
-        store = store.wait_for_replicas(1, Duration::from_millis(200));
+        store = store.wait_for_replicas(1, REPLICA_WAIT);
     }
     let issuer = TokenIssuer::new(AccessTokenIssuer::new(key), store);
+    let watcher = RedisStore::connect_cluster(&cluster.urls)
+        .await
+        .unwrap()
+        .propagate_revocations(RevocationSubscriber::cluster(&cluster.urls))
+        .await
+        .unwrap();
     let app = Router::new().route_service("/oauth/token", issuer.refresh_endpoint());
     let addr = serve(app).await;
 
@@ -218,10 +256,12 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
     let mut on_victim = node(victim).await.unwrap();
     let mut tokens = Vec::new();
     while tokens.len() < SESSIONS {
-        let pair = issuer.issue("alice", &()).await.unwrap();
+        let Some(pair) = handed_out(&issuer).await else {
+            continue;
+        };
         let family = pair.refresh_token.split('.').next().unwrap().to_owned();
         let here: redis::RedisResult<bool> = redis::cmd("EXISTS")
-            .arg(format!("tjr:{{{family}}}"))
+            .arg(support::family_key("tjr", &family))
             .query_async(&mut on_victim)
             .await;
         if here == Ok(true) {
@@ -276,12 +316,13 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
     }
     tally.recovered = recovered.load(Ordering::SeqCst);
     cluster.healthy().await;
+    propagation_resumes(&issuer, &watcher, replica).await;
     eprintln!(
         "failover {}: replica promoted {} ms after the kill, every session rotating again \
          after {} ms; {} rotations answered 200, {} answered 503, {} acknowledged tokens \
          unknown afterwards",
         if wait {
-            "with wait_for_replicas(1, 200 ms)"
+            "with wait_for_replicas(1, 1 s)"
         } else {
             "without WAIT"
         },
@@ -292,6 +333,50 @@ async fn failover(cluster: &Cluster, wait: bool) -> Tally {
         tally.lost,
     );
     tally
+}
+
+/// After the failover, `watcher` is synchronised again and hears a revocation of a family on
+/// `promoted` (the former replica) from memory: its check answers at once, without asking
+/// Redis.
+async fn propagation_resumes(
+    issuer: &TokenIssuer<RedisStore<redis::cluster_async::ClusterConnection>>,
+    watcher: &RedisStore<redis::cluster_async::ClusterConnection>,
+    promoted: u16,
+) {
+    assert!(
+        watcher
+            .wait_for_revocation_sync(Duration::from_secs(20))
+            .await,
+        "the watcher never resynchronised after the failover"
+    );
+    let mut on_promoted = node(promoted).await.unwrap();
+    let (pair, family) = loop {
+        let Some(pair) = handed_out(issuer).await else {
+            continue;
+        };
+        let family = pair.refresh_token.split('.').next().unwrap().to_owned();
+        let here: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(support::family_key("tjr", &family))
+            .query_async(&mut on_promoted)
+            .await;
+        if here == Ok(true) {
+            break (pair, family);
+        }
+    };
+    assert_eq!(
+        format!("{:?}", watcher.is_revoked(&family)),
+        "Ready(Ok(Active))",
+        "answered from memory"
+    );
+    assert!(issuer.revoke(&pair.refresh_token).await.unwrap());
+    let started = Instant::now();
+    while format!("{:?}", watcher.is_revoked(&family)) != "Ready(Ok(Revoked))" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the revocation never reached the watcher"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// One client session: rotates until told to stop, keeping the last token it was given; a

@@ -6,6 +6,9 @@
 //! The test runs its own `redis-server` on a free loopback port, so stopping it disturbs no
 //! other test. Without the binary it is skipped with a notice, or fails under `CI=true`.
 //!
+//! A store whose revocations are propagated goes through the same restart: what it knows
+//! stays refused, and its subscription comes back and resynchronises by itself.
+//!
 //! Then the deny-list circuit breaker, on a scripted connection (the store is generic over
 //! it) and paused time: one slow answer does not open it, consecutive failures do, an answer
 //! closes it, and fail-closed answers 503 through the layer while it is open.
@@ -239,6 +242,79 @@ async fn redis_outage_and_recovery() {
     );
     let reply = get_bearer(&client, addr, pair["access_token"].as_str().unwrap()).await;
     assert_eq!(reply.description(), "token revoked");
+}
+
+/// A propagating instance through a Redis restart: while Redis is down, the revocations it
+/// already knows stay refused (from its local set) and the other tokens follow the fallback
+/// (fail open here); once Redis is back, the subscription comes back by itself and
+/// resynchronises, and new revocations propagate again.
+#[tokio::test]
+async fn propagated_revocations_through_a_redis_restart() {
+    let Some(mut redis) = Server::start() else {
+        return;
+    };
+    redis.ready().await;
+    let key = SigningKey::hmac(Algorithm::HS256, [3u8; 32]).unwrap();
+    let issuer = |store| TokenIssuer::new(AccessTokenIssuer::new(key.clone()), store);
+    let a = issuer(RedisStore::connect(&redis.url()).await.unwrap());
+    let b = issuer(
+        RedisStore::connect(&redis.url())
+            .await
+            .unwrap()
+            .propagate_revocations(redis::Client::open(redis.url()).unwrap())
+            .await
+            .unwrap(),
+    );
+    let layer = JwtAuthLayer::new(key.verification_key()).deny_list(b.deny_list());
+    let revoked = a.issue("alice", &()).await.unwrap();
+    let live = a.issue("bob", &()).await.unwrap();
+    assert!(a.revoke(&revoked.refresh_token).await.unwrap());
+    until_status(&layer, &revoked.access_token, StatusCode::UNAUTHORIZED).await;
+
+    redis.stop();
+    let noticed = tokio::time::timeout(Duration::from_secs(10), async {
+        while b.store().revocations_synced() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(noticed.is_ok(), "the lost subscription was noticed");
+    assert_eq!(
+        status(&layer, &revoked.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "known revocations hold while Redis is down"
+    );
+    assert_eq!(status(&layer, &live.access_token).await, StatusCode::OK);
+
+    redis.spawn();
+    redis.ready().await;
+    assert!(
+        b.store()
+            .wait_for_revocation_sync(Duration::from_secs(10))
+            .await
+    );
+    // A's connection comes back by itself; its first call may still see the old one fail.
+    let mut revoked_live = false;
+    for _ in 0..50 {
+        if let Ok(done) = a.revoke(&live.refresh_token).await {
+            revoked_live = done;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(revoked_live, "a revocation succeeds once redis is back");
+    until_status(&layer, &live.access_token, StatusCode::UNAUTHORIZED).await;
+}
+
+/// Waits, bounded, until `layer` answers `token` with `expected`.
+async fn until_status(layer: &JwtAuthLayer, token: &str, expected: StatusCode) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while status(layer, token).await != expected {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never answered {expected}");
 }
 
 /// What the scripted connection answers to the next command.

@@ -622,7 +622,7 @@ mod redis {
             let mut connection = connection.clone();
             async move {
                 let keys: Vec<String> = ::redis::cmd("KEYS")
-                    .arg("waited:*")
+                    .arg("{waited:b*}:*")
                     .query_async(&mut connection)
                     .await
                     .unwrap();
@@ -667,7 +667,7 @@ mod redis {
             .await
             .unwrap();
         let ttl: i64 = ::redis::cmd("TTL")
-            .arg(format!("tjr:{{{family}}}"))
+            .arg(support::family_key("tjr", family))
             .query_async(&mut connection)
             .await
             .unwrap();
@@ -675,7 +675,7 @@ mod redis {
         assert!((120 + 300..=120 + 360).contains(&ttl), "ttl {ttl}");
         issuer.revoke(&pair.refresh_token).await.unwrap();
         let tombstone: i64 = ::redis::cmd("TTL")
-            .arg(format!("tjr:{{{family}}}:revoked"))
+            .arg(format!("{}:revoked", support::family_key("tjr", family)))
             .query_async(&mut connection)
             .await
             .unwrap();
@@ -764,8 +764,9 @@ mod cluster {
     }
 
     /// What each script wrote lives on one primary, in one slot: the family and its sealed
-    /// successor after a rotation, the tombstone after a revocation. And logins spread over
-    /// every primary, so the suite above ran on all three.
+    /// successor after a rotation, the tombstone and the bucket's index of revocations after
+    /// a revocation. And logins spread over every primary, so the suite above ran on all
+    /// three.
     #[tokio::test]
     async fn a_familys_keys_live_in_one_slot_and_families_spread_over_every_primary() {
         let (Some(store), Some(urls)) = (store().await, support::redis_cluster_urls()) else {
@@ -775,26 +776,24 @@ mod cluster {
         let pair = issuer.issue("alice", &()).await.unwrap();
         issuer.rotate(&pair.refresh_token).await.unwrap();
         let family = pair.refresh_token.split('.').next().unwrap();
-        let pattern = format!("tjr:{{{family}}}*");
+        let key = support::family_key("tjr", family);
+        let pattern = format!("{key}*");
         let mut written = keys_by_node(&urls, &pattern).await;
         assert_eq!(written.len(), 1, "on one primary: {written:?}");
         let (node, mut keys) = written.pop().unwrap();
         keys.sort();
-        let expected = [
-            format!("tjr:{{{family}}}"),
-            format!("tjr:{{{family}}}:sealed"),
-        ];
+        let expected = [key.clone(), format!("{key}:sealed")];
         assert_eq!(keys, expected);
         issuer.revoke(&pair.refresh_token).await.unwrap();
         let written = keys_by_node(&urls, &pattern).await;
-        assert_eq!(
-            written,
-            [(node.clone(), vec![format!("tjr:{{{family}}}:revoked")])]
-        );
-        // One slot for all three names, as the node answers it.
+        assert_eq!(written, [(node.clone(), vec![format!("{key}:revoked")])]);
+        let index = format!("{}:revocations", support::bucket_tag("tjr", family));
+        let indexed = keys_by_node(&urls, &index).await;
+        assert_eq!(indexed, [(node.clone(), vec![index.clone()])]);
+        // One slot for all four names, as the node answers it.
         let (_, _, mut connection) = nodes(&urls).await.pop().unwrap();
         let mut slots = HashSet::new();
-        for key in expected.iter().chain([&written[0].1[0]]) {
+        for key in expected.iter().chain([&written[0].1[0], &index]) {
             let slot: i64 = ::redis::cmd("CLUSTER")
                 .arg("KEYSLOT")
                 .arg(key)
@@ -809,7 +808,7 @@ mod cluster {
         for _ in 0..30 {
             let pair = issuer.issue("bob", &()).await.unwrap();
             let family = pair.refresh_token.split('.').next().unwrap();
-            let written = keys_by_node(&urls, &format!("tjr:{{{family}}}")).await;
+            let written = keys_by_node(&urls, &support::family_key("tjr", family)).await;
             assert_eq!(written.len(), 1, "{written:?}");
             primaries.insert(written[0].0.clone());
         }

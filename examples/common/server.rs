@@ -46,6 +46,9 @@ pub struct Config {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub redis_url: Option<String>,
+    /// With Redis, keep a local set of revoked sessions fed by the store's revocation feed
+    /// (`RedisStore::propagate_revocations`) instead of asking Redis on every request.
+    pub propagate: bool,
     /// The issuer's grace window; `None` keeps its default (30 s). The soak sets it to show
     /// what a lost reply does without one.
     pub grace: Option<Duration>,
@@ -64,6 +67,7 @@ impl Default for Config {
             access_ttl: Duration::from_millis(3600),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             redis_url: None,
+            propagate: false,
             grace: None,
             metrics: None,
         }
@@ -74,8 +78,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Config {
     /// Reads `ADDR`, `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS` (a file),
-    /// `ACCESS_TTL` and `REFRESH_TTL` (seconds) and `REDIS_URL` (one URL, or a cluster's node
-    /// URLs, comma-separated).
+    /// `ACCESS_TTL` and `REFRESH_TTL` (seconds), `REDIS_URL` (one URL, or a cluster's node
+    /// URLs, comma-separated) and `PROPAGATE_REVOCATIONS` (`1`: propagated revocations).
     pub fn from_env() -> Result<Self, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let seconds = |name: &str, default: Duration| -> Result<Duration, BoxError> {
@@ -105,6 +109,7 @@ impl Config {
             access_ttl: seconds("ACCESS_TTL", defaults.access_ttl)?,
             refresh_ttl: seconds("REFRESH_TTL", defaults.refresh_ttl)?,
             redis_url: var("REDIS_URL"),
+            propagate: var("PROPAGATE_REVOCATIONS").is_some_and(|v| v == "1"),
             grace: None,
             metrics: None,
         })
@@ -140,8 +145,14 @@ pub async fn bind(config: Config) -> Result<Server, BoxError> {
     match &config.redis_url {
         #[cfg(feature = "redis")]
         Some(url) if url.contains(',') => {
+            use tower_jwt_refresh::issuer::{RedisStore, RevocationSubscriber};
             let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
-            let store = tower_jwt_refresh::issuer::RedisStore::connect_cluster(&nodes).await?;
+            let mut store = RedisStore::connect_cluster(&nodes).await?;
+            if config.propagate {
+                store = store
+                    .propagate_revocations(RevocationSubscriber::cluster(&nodes))
+                    .await?;
+            }
             let mut server = bind_with(config.clone(), store).await?;
             server
                 .notices
@@ -150,7 +161,12 @@ pub async fn bind(config: Config) -> Result<Server, BoxError> {
         }
         #[cfg(feature = "redis")]
         Some(url) => {
-            let store = tower_jwt_refresh::issuer::RedisStore::connect(url).await?;
+            let mut store = tower_jwt_refresh::issuer::RedisStore::connect(url).await?;
+            if config.propagate {
+                store = store
+                    .propagate_revocations(redis::Client::open(url.as_str())?)
+                    .await?;
+            }
             let mut server = bind_with(config.clone(), store).await?;
             server
                 .notices

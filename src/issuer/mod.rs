@@ -47,5 +47,5 @@ pub use endpoint::{RefreshEndpoint, RevocationEndpoint};
 pub use error::{GrantError, IssueError, RefreshError};
 pub use store::MemoryStore;
 #[cfg(feature = "redis")]
-pub use store::RedisStore;
+pub use store::{RedisStore, RevocationSubscriber};
 pub use token_issuer::{IssuedTokens, StoreDenyList, TokenIssuer};

@@ -253,3 +253,19 @@ pub fn redis_cluster_urls() -> Option<Vec<String>> {
     }
     Some(urls?.split(',').map(str::to_owned).collect())
 }
+
+/// The key `RedisStore` keeps family `family` under, with key prefix `prefix`, as its docs
+/// lay it out: `{<prefix>:b<N>}:<family>`, N the family id's 32-bit FNV-1a hash modulo 16.
+/// Its tombstone is this plus `:revoked`, its sealed successor this plus `:sealed`.
+pub fn family_key(prefix: &str, family: &str) -> String {
+    format!("{}:{family}", bucket_tag(prefix, family))
+}
+
+/// The hash tag of `family`'s bucket, `{<prefix>:b<N>}`; the bucket's index of revocations
+/// (and its channel) is this plus `:revocations`.
+pub fn bucket_tag(prefix: &str, family: &str) -> String {
+    let hash = family.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("{{{prefix}:b{}}}", hash % 16)
+}

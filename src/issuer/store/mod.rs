@@ -7,7 +7,7 @@
 //!
 //! Two stores implement [`RefreshStore`]: [`MemoryStore`], for one process, and (feature
 //! `redis`) `RedisStore`, shared by every instance, whose operations are the Lua scripts in
-//! `store/lua/`. Implement the trait for another backend; `tests/store.rs` holds the
+//! `store/redis/lua/`. Implement the trait for another backend; `tests/store.rs` holds the
 //! conformance suite both stores pass.
 
 use std::fmt;
@@ -20,9 +20,13 @@ use crate::{BoxError, Clock};
 mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
+mod propagation;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use propagation::RevocationSubscriber;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 

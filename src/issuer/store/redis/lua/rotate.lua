@@ -1,12 +1,14 @@
--- One atomic rotation. KEYS: family, tombstone, sealed successor. ARGV: presented hash,
--- successor hash, sealed successor, now, grace, tombstone TTL, history length in characters.
+-- One atomic rotation. KEYS: family, tombstone, sealed successor, the bucket's index of
+-- revocations (as in revoke.lua). ARGV: presented hash, successor hash, sealed successor, now,
+-- grace, tombstone TTL, history length in characters, family id, '1' to publish with SPUBLISH.
 --
 -- The grace window: the previous token presented at `now` with rotated <= now <= rotated +
 -- grace (inclusive, in the issuer's whole seconds) gets the sealed successor again.
 --
 -- Replies {'rotated', sub, claims}, {'retried', sub, claims, sealed, current hash},
--- {'reused'}, {'expired'}, {'revoked'} or {'unknown'}. Tombstones are written before anything
--- is deleted, so an error half-way never leaves a family gone without its tombstone.
+-- {'reused'}, {'expired'}, {'revoked'} or {'unknown'}. A revocation is announced first, then
+-- its tombstone written, then the family deleted, so an error half-way never leaves a family
+-- gone without its tombstone, nor a tombstone unannounced.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
   return {'unknown'}
@@ -22,6 +24,7 @@ local exp, idle, used = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
 local ends = exp
 if idle > 0 and used + idle < ends then ends = used + idle end
 if now >= ends then
+  announce(ARGV[8], keep, ARGV[9])
   redis.call('SET', KEYS[2], '1', 'EX', keep)
   redis.call('DEL', KEYS[1], KEYS[3])
   return {'expired'}
@@ -54,6 +57,7 @@ if presented == f[7] and now >= rotated and now - rotated <= grace then
   local sealed = redis.call('GET', KEYS[3])
   if sealed then return {'retried', f[1], f[2], sealed, f[6]} end
 end
+announce(ARGV[8], keep, ARGV[9])
 redis.call('SET', KEYS[2], '1', 'EX', keep)
 redis.call('DEL', KEYS[1], KEYS[3])
 return {'reused'}

@@ -4,35 +4,27 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::AsyncCommands;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, ErrorKind, Script, ScriptInvocation, ServerErrorKind};
+
+mod layout;
+mod replication;
+mod reply;
+mod scripts;
 
 use crate::BoxError;
 use crate::issuer::store::breaker::Breaker;
+use crate::issuer::store::propagation::{Feed, Propagation};
 use crate::issuer::store::{
-    FamilyInfo, NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
+    NewFamily, REUSE_HISTORY, RefreshStore, Rotation, RotationOutcome, StoreError,
 };
 use crate::server::{DenyCheck, TokenStatus};
-
-/// The server-side scripts, one per write operation; each file documents its keys, arguments
-/// and replies.
-struct Scripts {
-    create: Script,
-    rotate: Script,
-    revoke: Script,
-}
-
-impl Scripts {
-    fn load() -> Self {
-        Self {
-            create: Script::new(include_str!("lua/create.lua")),
-            rotate: Script::new(include_str!("lua/rotate.lua")),
-            revoke: Script::new(include_str!("lua/revoke.lua")),
-        }
-    }
-}
+pub(crate) use layout::{BUCKETS, bucket};
+use replication::{Replication, replicated};
+use reply::{rotation_outcome, store_error, unreachable};
+pub(crate) use scripts::Scripts;
 
 /// Characters of history kept: [`REUSE_HISTORY`] hashes of 43 characters, space-separated.
 const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
@@ -42,15 +34,31 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// Every operation is one round trip: a server-side Lua script for create, rotate and revoke
 /// (so rotation keeps reuse detection atomically, never check-then-set), one `EXISTS` for the
 /// per-request deny-list check. (After Redis restarts, a script's first call also loads it:
-/// two more round trips, once.) Keys expire a tombstone TTL after their family ends.
+/// two more round trips, once.) With
+/// [`propagate_revocations`](Self::propagate_revocations), the per-request check is a memory
+/// lookup instead: every revocation is published, in the same script that makes it, to every
+/// instance's local set of revoked families; the `EXISTS` check remains the fallback while
+/// that set is not synchronised. Keys expire a tombstone TTL after their family ends.
 ///
 /// On one Redis, [`connect`](Self::connect) talks through a reconnecting connection manager;
 /// on Redis Cluster, [`connect_cluster`](Self::connect_cluster) through a cluster connection
-/// that follows the slot map through failovers. A family's keys share one hash tag
-/// (`<prefix>:{<family>}`), and every script names all the keys it touches in `KEYS`, so each
-/// operation runs on the one node that owns the family's slot. While Redis (or the node) is
-/// down, operations fail within the connection's timeouts with [`StoreError`] (the refresh
-/// endpoint answers 503), and the store recovers by itself.
+/// that follows the slot map through failovers. Every script names all the keys it touches in
+/// `KEYS`, and they share one hash tag, so each operation runs on the one node that owns their
+/// slot. While Redis (or the node) is down, operations fail within the connection's timeouts
+/// with [`StoreError`] (the refresh endpoint answers 503), and the store recovers by itself.
+///
+/// # Key layout
+///
+/// A family belongs to one of 16 buckets: the 32-bit FNV-1a hash of its id, modulo 16. The
+/// bucket's hash tag `{<prefix>:b<N>}` starts every key of its families (the family
+/// `{<prefix>:b<N>}:<family>`, its tombstone `…:<family>:revoked`, its sealed successor
+/// `…:<family>:sealed`) and the bucket's index of recent revocations,
+/// `{<prefix>:b<N>}:revocations`, which is also the name of the channel its revocations are
+/// published on. So a revocation writes the tombstone, adds to the index and publishes in one
+/// script, on one node, atomically, on Redis Cluster too. Sixteen buckets, because on Cluster
+/// they are what spreads the families over the primaries (up to 16 primaries; a slot is the
+/// unit Redis places), and because each is one channel a propagating instance subscribes to
+/// and one index it reads when it (re)synchronises.
 ///
 /// While Redis is unreachable or slower than [`check_timeout`](Self::check_timeout), the
 /// deny-list check lets access tokens through by default (it fails open), so that
@@ -71,20 +79,18 @@ const HISTORY_CHARS: usize = REUSE_HISTORY * 44 - 1;
 /// JWT expiry already requires.
 #[derive(Clone)]
 pub struct RedisStore<C = ConnectionManager> {
-    connection: C,
+    pub(super) connection: C,
     prefix: Arc<str>,
-    scripts: Arc<Scripts>,
+    pub(super) scripts: Arc<Scripts>,
     check_timeout: Duration,
     fail_closed: bool,
     breaker: Arc<Breaker>,
     replication: Option<Replication>,
-}
-
-/// What [`RedisStore::wait_for_replicas`] asks of every write: `WAIT replicas timeout_ms`.
-#[derive(Debug, Clone, Copy)]
-struct Replication {
-    replicas: usize,
-    timeout_ms: u64,
+    /// Where revocations are announced (every store announces).
+    pub(super) feed: Arc<Feed>,
+    /// The local set of revoked families, when revocations are propagated.
+    pub(super) propagation: Option<Arc<Propagation>>,
+    pub(super) refuse_while_unsynced: bool,
 }
 
 /// Consecutive failures after which the breaker opens, by default.
@@ -98,6 +104,13 @@ impl<C> fmt::Debug for RedisStore<C> {
             .field("fail_closed", &self.fail_closed)
             .field("breaker_threshold", &self.breaker.threshold())
             .field("replication", &self.replication)
+            .field("propagated", &self.propagation.is_some())
+            .field("revocations_synced", &self.revocations_synced())
+            .field(
+                "revoked_families_known",
+                &self.propagation.as_ref().map(|p| p.local.len()),
+            )
+            .field("refuse_while_unsynced", &self.refuse_while_unsynced)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +190,9 @@ impl<C> RedisStore<C> {
             fail_closed: false,
             breaker: Arc::new(Breaker::new(BREAKER_THRESHOLD)),
             replication: None,
+            feed: Arc::new(Feed::new("tjr")),
+            propagation: None,
+            refuse_while_unsynced: false,
         }
     }
 
@@ -207,10 +223,15 @@ impl<C> RedisStore<C> {
         self
     }
 
-    /// The key prefix (default `tjr`), to share one Redis between applications.
+    /// The key prefix (default `tjr`), to share one Redis between applications. Set it before
+    /// [`propagate_revocations`](Self::propagate_revocations): setting it afterwards stops
+    /// the propagation (the store asks Redis per request again).
     #[must_use]
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.prefix = Arc::from(prefix);
+        self.feed = Arc::new(Feed::new(prefix));
+        // A set fed under the old prefix is not this store's: back to asking Redis.
+        self.propagation = None;
         self
     }
 
@@ -301,93 +322,28 @@ impl<C> RedisStore<C> {
     }
 
     fn tombstone_key(&self, family: &str) -> String {
-        format!("{}:{{{family}}}:revoked", self.prefix)
+        format!("{}:{family}:revoked", self.feed.tag(bucket(family)))
     }
 
-    /// The family's key, its tombstone's and its sealed successor's, sharing the hash tag
-    /// `{family}`.
-    fn keys(&self, family: &str) -> [String; 3] {
-        let key = format!("{}:{{{family}}}", self.prefix);
-        let tombstone = self.tombstone_key(family);
+    /// The family's key, its tombstone's, its sealed successor's and its bucket's index of
+    /// revocations, sharing the bucket's hash tag.
+    fn keys(&self, family: &str) -> [String; 4] {
+        let bucket = bucket(family);
+        let key = format!("{}:{family}", self.feed.tag(bucket));
+        let tombstone = format!("{key}:revoked");
         let sealed = format!("{key}:sealed");
-        [key, tombstone, sealed]
+        [key, tombstone, sealed, self.feed.index(bucket).to_owned()]
     }
 }
 
-/// Runs `script` and then `WAIT` in one pipeline, so both go to the node that owns the keys,
-/// on one connection (`WAIT` counts the replicas that have that connection's writes). Loads
-/// the script first if the node does not know it.
-async fn replicated<T, C>(
-    connection: &mut C,
-    script: &ScriptInvocation<'_>,
-    replication: Replication,
-) -> redis::RedisResult<(T, usize)>
-where
-    T: redis::FromRedisValue,
-    C: ConnectionLike,
-{
-    let mut pipe = redis::pipe();
-    pipe.invoke_script(script)
-        .cmd("WAIT")
-        .arg(replication.replicas)
-        .arg(replication.timeout_ms);
-    match pipe.query_async(connection).await {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(connection).await?;
-            pipe.query_async(connection).await
-        }
-        reply => reply,
-    }
-}
-
-/// A Redis error as a store error: a timeout or a dropped connection may have happened after
-/// the script ran, so the outcome is unknown.
-fn store_error(error: redis::RedisError) -> StoreError {
-    if error.is_timeout() || error.is_connection_dropped() {
-        StoreError::ambiguous(error)
+/// `"1"` when `C` is a Redis Cluster connection, whose subscribers listen with `SSUBSCRIBE`:
+/// the scripts then publish with `SPUBLISH`, else with `PUBLISH`.
+fn sharded<C: 'static>() -> &'static str {
+    if std::any::TypeId::of::<C>() == std::any::TypeId::of::<ClusterConnection>() {
+        "1"
     } else {
-        StoreError::new(error)
+        "0"
     }
-}
-
-/// The outcome a `rotate.lua` reply stands for.
-fn rotation_outcome(reply: Vec<String>) -> Result<RotationOutcome, StoreError> {
-    let malformed = || StoreError::new("malformed rotate reply");
-    let mut reply = reply.into_iter();
-    let outcome = match reply.next().as_deref() {
-        Some("rotated") => {
-            let (Some(subject), Some(claims)) = (reply.next(), reply.next()) else {
-                return Err(malformed());
-            };
-            RotationOutcome::Rotated(FamilyInfo::new(subject, claims))
-        }
-        Some("retried") => {
-            let (Some(subject), Some(claims), Some(sealed), Some(current)) =
-                (reply.next(), reply.next(), reply.next(), reply.next())
-            else {
-                return Err(malformed());
-            };
-            RotationOutcome::Retried {
-                info: FamilyInfo::new(subject, claims),
-                sealed,
-                current,
-            }
-        }
-        Some("reused") => RotationOutcome::Reused,
-        Some("expired") => RotationOutcome::Expired,
-        Some("revoked") => RotationOutcome::Revoked,
-        Some("unknown") => RotationOutcome::Unknown,
-        _ => return Err(malformed()),
-    };
-    Ok(outcome)
-}
-
-/// Whether `error` says Redis cannot be reached (rather than refusing a command).
-fn unreachable(error: &redis::RedisError) -> bool {
-    error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_io_error()
 }
 
 impl<C> RefreshStore for RedisStore<C>
@@ -395,7 +351,7 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn create(&self, family: NewFamily<'_>) -> Result<(), StoreError> {
-        let [key, _, _] = self.keys(family.id);
+        let [key, _, _, _] = self.keys(family.id);
         let _: i64 = self
             .invoke(
                 self.scripts
@@ -414,7 +370,7 @@ where
     }
 
     async fn rotate(&self, r: Rotation<'_>) -> Result<RotationOutcome, StoreError> {
-        let [key, tombstone, sealed] = self.keys(r.family);
+        let [key, tombstone, sealed, index] = self.keys(r.family);
         let reply: Vec<String> = self
             .invoke(
                 self.scripts
@@ -422,16 +378,23 @@ where
                     .key(key)
                     .key(tombstone)
                     .key(sealed)
+                    .key(index)
                     .arg(r.presented)
                     .arg(r.successor)
                     .arg(r.sealed_successor)
                     .arg(r.now)
                     .arg(r.grace)
                     .arg(r.tombstone_ttl.max(1))
-                    .arg(HISTORY_CHARS),
+                    .arg(HISTORY_CHARS)
+                    .arg(r.family)
+                    .arg(sharded::<C>()),
             )
             .await?;
-        rotation_outcome(reply)
+        let outcome = rotation_outcome(reply)?;
+        if matches!(outcome, RotationOutcome::Reused | RotationOutcome::Expired) {
+            self.remember_revoked(r.family, r.tombstone_ttl.max(1));
+        }
+        Ok(outcome)
     }
 
     async fn revoke(
@@ -440,7 +403,7 @@ where
         token_hash: Option<&str>,
         tombstone_ttl: u64,
     ) -> Result<bool, StoreError> {
-        let [key, tombstone, sealed] = self.keys(family);
+        let [key, tombstone, sealed, index] = self.keys(family);
         let revoked: i64 = self
             .invoke(
                 self.scripts
@@ -448,14 +411,32 @@ where
                     .key(key)
                     .key(tombstone)
                     .key(sealed)
+                    .key(index)
                     .arg(token_hash.unwrap_or(""))
-                    .arg(tombstone_ttl.max(1)),
+                    .arg(tombstone_ttl.max(1))
+                    .arg(family)
+                    .arg(sharded::<C>()),
             )
             .await?;
+        if revoked == 1 {
+            self.remember_revoked(family, tombstone_ttl.max(1));
+        }
         Ok(revoked == 1)
     }
 
     fn is_revoked(&self, family: &str) -> DenyCheck {
+        if let Some(propagation) = &self.propagation {
+            if propagation.local.contains(family) {
+                return DenyCheck::revoked();
+            }
+            if propagation.local.is_synced() {
+                return DenyCheck::active();
+            }
+            if self.refuse_while_unsynced {
+                return DenyCheck::ready(Err("revocations not synchronised".into()));
+            }
+        }
+        // Not propagated, or not synchronised: ask Redis.
         let fail_closed = self.fail_closed;
         if self.breaker.is_open() {
             return DenyCheck::ready(fallback(fail_closed, "redis unreachable a moment ago"));
@@ -493,81 +474,5 @@ fn fallback(fail_closed: bool, error: impl Into<BoxError>) -> Result<TokenStatus
         Err(error.into())
     } else {
         Ok(TokenStatus::Active)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The commands of every `redis.call` in `lua`, each with its arguments as written.
-    fn calls(lua: &str) -> Vec<(String, Vec<String>)> {
-        lua.split("redis.call(")
-            .skip(1)
-            .map(|call| {
-                let (mut depth, mut end) = (0, call.len());
-                for (i, c) in call.char_indices() {
-                    match c {
-                        '(' | '[' => depth += 1,
-                        ']' => depth -= 1,
-                        ')' if depth == 0 => {
-                            end = i;
-                            break;
-                        }
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                }
-                let mut args = call[..end].split(',').map(|a| a.trim().to_owned());
-                let command = args.next().unwrap().trim_matches('\'').to_owned();
-                (command, args.collect())
-            })
-            .collect()
-    }
-
-    /// On Redis Cluster a script may touch only keys of the slot its `KEYS` route it to: every
-    /// key a script reads or writes must come from `KEYS`, never be built inside it.
-    #[test]
-    fn every_key_a_script_touches_comes_from_keys() {
-        let scripts = [
-            include_str!("lua/create.lua"),
-            include_str!("lua/rotate.lua"),
-            include_str!("lua/revoke.lua"),
-        ];
-        let mut seen = 0;
-        for script in scripts {
-            for (command, args) in calls(script) {
-                // How many leading arguments are keys: all of them for DEL and EXISTS.
-                let keys = match command.as_str() {
-                    "DEL" | "EXISTS" => args.len(),
-                    "GET" | "SET" | "HSET" | "HMGET" | "EXPIRE" => 1,
-                    other => panic!("{other}: say which of its arguments are keys"),
-                };
-                for key in &args[..keys] {
-                    let index = key.strip_prefix("KEYS[").and_then(|k| k.strip_suffix(']'));
-                    assert!(
-                        index.is_some_and(|i| i.parse::<u8>().is_ok()),
-                        "{command} {key}: not a KEYS entry"
-                    );
-                }
-                seen += 1;
-            }
-        }
-        let written: usize = scripts
-            .iter()
-            .map(|s| s.matches("redis.call(").count())
-            .sum();
-        assert_eq!(seen, written, "every `redis.call` was checked");
-    }
-
-    #[test]
-    fn a_key_built_inside_a_script_is_caught() {
-        let built = "redis.call('SET', KEYS[1] .. ':x', 1)";
-        let (command, args) = calls(built).pop().unwrap();
-        assert_eq!(command, "SET");
-        assert_ne!(
-            args[0]
-                .strip_prefix("KEYS[")
-                .and_then(|k| k.strip_suffix(']')),
-            Some("1")
-        );
     }
 }
