@@ -268,33 +268,19 @@ fn ours(error: reqwest_middleware::Error) -> Error {
 /// paused time goes on working.
 struct Answer(Server);
 
+#[async_trait::async_trait]
 impl reqwest_middleware::Middleware for Answer {
-    fn handle<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
+    async fn handle(
+        &self,
         req: reqwest::Request,
-        _: &'life1 mut http::Extensions,
-        _: reqwest_middleware::Next<'life2>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
-                + Send
-                + 'async_trait,
-        >,
-    >
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        let server = self.0.clone();
-        Box::pin(async move {
-            let req = Request::<reqwest::Body>::try_from(req)?;
-            let Ok(response) = server.handle(req).await;
-            let (parts, body) = response.into_parts();
-            let Ok(body) = body.collect().await;
-            Ok(Response::from_parts(parts, body.to_bytes()).into())
-        })
+        _: &mut http::Extensions,
+        _: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let req = Request::<reqwest::Body>::try_from(req)?;
+        let Ok(response) = self.0.clone().handle(req).await;
+        let (parts, body) = response.into_parts();
+        let Ok(body) = body.collect().await;
+        Ok(Response::from_parts(parts, body.to_bytes()).into())
     }
 }
 

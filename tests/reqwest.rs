@@ -199,32 +199,19 @@ async fn a_tower_client_a_tonic_channel_and_reqwest_share_one_session_and_one_re
 /// Counts the 401s that come back through it.
 struct CountRejections(Arc<AtomicUsize>);
 
+#[async_trait::async_trait]
 impl reqwest_middleware::Middleware for CountRejections {
-    fn handle<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
+    async fn handle(
+        &self,
         request: reqwest::Request,
-        extensions: &'life1 mut http::Extensions,
-        next: reqwest_middleware::Next<'life2>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
-                + Send
-                + 'async_trait,
-        >,
-    >
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let response = next.run(request, extensions).await?;
-            if response.status() == 401 {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(response)
-        })
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let response = next.run(request, extensions).await?;
+        if response.status() == 401 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(response)
     }
 }
 
