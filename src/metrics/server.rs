@@ -13,7 +13,7 @@ opaque_debug!(Server);
 opaque_debug!(Jwks);
 
 /// The `reason` of a rejected request, by [`reason`].
-pub(crate) const REASONS: [&str; 18] = [
+pub(crate) const REASONS: [&str; 23] = [
     "missing_token",
     "invalid_request",
     "insufficient_scope",
@@ -32,6 +32,11 @@ pub(crate) const REASONS: [&str; 18] = [
     "missing_claim",
     "claims",
     "revoked",
+    "invalid_dpop_proof",
+    "use_dpop_nonce",
+    "dpop_unavailable",
+    "dpop_bound",
+    "not_dpop_bound",
 ];
 
 /// The index in [`REASONS`] of a rejection's reason.
@@ -41,6 +46,9 @@ pub(crate) fn reason(rejection: Rejection) -> usize {
         Rejection::InvalidRequest(_) => 1,
         Rejection::InsufficientScope => 2,
         Rejection::DenyListUnavailable => 3,
+        Rejection::InvalidDpopProof(_) => 18,
+        Rejection::UseDpopNonce => 19,
+        Rejection::DpopUnavailable => 20,
         Rejection::InvalidToken(error) => match error {
             TokenError::Expired => 4,
             TokenError::TooLarge => 5,
@@ -56,6 +64,8 @@ pub(crate) fn reason(rejection: Rejection) -> usize {
             TokenError::MissingClaim => 15,
             TokenError::Claims => 16,
             TokenError::Revoked => 17,
+            TokenError::DpopBound => 21,
+            TokenError::NotDpopBound => 22,
         },
     }
 }
@@ -71,7 +81,7 @@ pub(crate) struct Server {
     #[cfg(feature = "metrics")]
     anonymous: Counter,
     #[cfg(feature = "metrics")]
-    rejected: [Counter; 18],
+    rejected: [Counter; REASONS.len()],
     #[cfg(feature = "metrics")]
     cache: [Counter; 2],
     #[cfg(feature = "metrics")]

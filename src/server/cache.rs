@@ -204,6 +204,7 @@ mod tests {
                 jti: None,
                 sid: None,
                 scope: None,
+                cnf_jkt: None,
             },
             (),
         )

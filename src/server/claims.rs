@@ -28,6 +28,10 @@ pub struct RegisteredClaims {
     pub sid: Option<String>,
     /// The granted scopes, from `scope` (space-separated) or `scp` (array or string).
     pub scope: Option<String>,
+    /// `cnf.jkt` (RFC 9449 §6.1): the RFC 7638 thumbprint of the key the token is bound to.
+    /// A token that has one is a DPoP-bound token: it is accepted only with a DPoP proof
+    /// signed by that key, never as `Bearer`.
+    pub cnf_jkt: Option<String>,
 }
 
 impl RegisteredClaims {
@@ -210,6 +214,7 @@ mod tests {
             jti: None,
             sid: None,
             scope: scope.map(Into::into),
+            cnf_jkt: None,
         }
     }
 

@@ -29,6 +29,16 @@ pub(crate) enum Outcome<C> {
     Pending(PendingCheck<C>),
 }
 
+/// How a token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `Authorization: Bearer`, or any other source.
+    Bearer,
+    /// `Authorization: DPoP`, with a proof (RFC 9449).
+    #[cfg(feature = "dpop")]
+    Dpop,
+}
+
 /// A decided request: its claims (none in optional mode), or why it is refused.
 pub(crate) type Verdict<C> = Result<Option<Claims<C>>, Rejection>;
 
@@ -65,7 +75,7 @@ impl WaitBudget {
     }
 
     /// A place, if one is free.
-    fn take(&self) -> Option<Parked> {
+    pub(crate) fn take(&self) -> Option<Parked> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -93,6 +103,8 @@ pub(crate) struct Auth<C> {
     pub(crate) refetch_waits: WaitBudget,
     pub(crate) clock: Clock,
     pub(crate) metrics: crate::metrics::Server,
+    #[cfg(feature = "dpop")]
+    pub(crate) dpop: Option<crate::server::dpop::DpopSettings>,
 }
 
 impl<C> Clone for Auth<C> {
@@ -111,14 +123,16 @@ impl<C> Clone for Auth<C> {
             refetch_waits: self.refetch_waits.clone(),
             clock: self.clock.clone(),
             metrics: self.metrics.clone(),
+            #[cfg(feature = "dpop")]
+            dpop: self.dpop.clone(),
         }
     }
 }
 
 impl<C> fmt::Debug for Auth<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("keys", &self.keys)
+        let mut d = f.debug_struct("Auth");
+        d.field("keys", &self.keys)
             .field("validation", &self.validation)
             .field("sources", &self.sources)
             .field("cache", &self.cache)
@@ -128,8 +142,10 @@ impl<C> fmt::Debug for Auth<C> {
             .field("responder", &self.responder)
             .field("io_timeout", &self.io_timeout)
             .field("max_pending_checks", &self.check_waits.max)
-            .field("max_unknown_kid_waits", &self.refetch_waits.max)
-            .finish()
+            .field("max_unknown_kid_waits", &self.refetch_waits.max);
+        #[cfg(feature = "dpop")]
+        d.field("dpop", &self.dpop);
+        d.finish()
     }
 }
 
@@ -138,17 +154,45 @@ where
     C: DeserializeOwned + Send + Sync + 'static,
 {
     pub(crate) fn authenticate<B>(self: &Arc<Self>, req: &Request<B>) -> Outcome<C> {
-        if let Some(claims) = self.cached_bearer(req) {
-            return self.after_verify(claims);
+        if !self.dpop_required()
+            && let Some(claims) = self.cached_bearer(req)
+        {
+            return self.after_verify(claims, Scheme::Bearer);
         }
         let token = match self.sources.extract(req, self.validation.max_len) {
             Ok(Some(token)) => token,
-            // Required scopes make a route non-optional: an anonymous caller has none.
-            Ok(None) if self.optional && self.scopes.is_empty() => return Outcome::Pass(None),
-            Ok(None) => return Outcome::Reject(Rejection::MissingToken),
+            Ok(None) => return self.anonymous(),
             Err(rejection) => return Outcome::Reject(rejection),
         };
-        self.check_token(token)
+        #[cfg(feature = "dpop")]
+        if self.dpop.is_some() && crate::server::sources::is_dpop(req) {
+            let outcome = self.check_token(Cow::Borrowed(&token), Scheme::Dpop);
+            return self.with_proof(outcome, req, &token);
+        }
+        if self.dpop_required() {
+            // A bearer token is no credential here.
+            return self.anonymous();
+        }
+        self.check_token(token, Scheme::Bearer)
+    }
+
+    /// A request without (acceptable) credentials.
+    fn anonymous(&self) -> Outcome<C> {
+        // Required scopes make a route non-optional: an anonymous caller has none.
+        if self.optional && self.scopes.is_empty() {
+            Outcome::Pass(None)
+        } else {
+            Outcome::Reject(Rejection::MissingToken)
+        }
+    }
+
+    /// Whether the layer takes DPoP-bound tokens only.
+    fn dpop_required(&self) -> bool {
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = &self.dpop {
+            return dpop.mode == crate::server::dpop::DpopMode::Required;
+        }
+        false
     }
 
     /// The hot path: a bearer token this layer verified before, answered from the cache before
@@ -170,11 +214,13 @@ where
     ///
     /// The token has passed the length cap (in extraction, or in `JwtAuthLayer::verify`), so
     /// nothing here hashes or decodes an oversized one.
-    pub(crate) fn check_token(self: &Arc<Self>, token: Cow<'_, str>) -> Outcome<C> {
+    pub(crate) fn check_token(self: &Arc<Self>, token: Cow<'_, str>, scheme: Scheme) -> Outcome<C> {
         match self.verify(&token) {
-            Ok(claims) => self.after_verify(claims),
+            Ok(claims) => self.after_verify(claims, scheme),
             // A fixed key set cannot learn the `kid`: no refetch, no second attempt.
-            Err(TokenError::UnknownKey) if !self.keys.is_fixed() => self.after_unknown_kid(token),
+            Err(TokenError::UnknownKey) if !self.keys.is_fixed() => {
+                self.after_unknown_kid(token, scheme)
+            }
             Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
         }
     }
@@ -183,7 +229,7 @@ where
     ///
     /// The token has not passed its signature, so it waits in a budget of its own, and leaves
     /// it before its deny-list check: a request holds one place at a time.
-    fn after_unknown_kid(self: &Arc<Self>, token: Cow<'_, str>) -> Outcome<C> {
+    fn after_unknown_kid(self: &Arc<Self>, token: Cow<'_, str>, scheme: Scheme) -> Outcome<C> {
         // Too many requests already wait: refuse rather than queue without bound (and before
         // starting a refetch that no one would wait for).
         let Some(parked) = self.refetch_waits.take() else {
@@ -193,7 +239,7 @@ where
             drop(parked);
             // Rate-limited; but a refetch may have landed since the first attempt.
             return match self.verify(&token) {
-                Ok(claims) => self.after_verify(claims),
+                Ok(claims) => self.after_verify(claims, scheme),
                 Err(e) => Outcome::Reject(Rejection::InvalidToken(e)),
             };
         };
@@ -204,7 +250,7 @@ where
             let _ = tokio::time::timeout(this.io_timeout, refetch).await;
             drop(parked);
             let claims = this.verify(&token).map_err(Rejection::InvalidToken)?;
-            this.after_verify(claims).resolve().await
+            this.after_verify(claims, scheme).resolve().await
         }))
     }
 
@@ -235,7 +281,18 @@ where
         Ok(verified.claims)
     }
 
-    fn after_verify(self: &Arc<Self>, claims: Claims<C>) -> Outcome<C> {
+    fn after_verify(self: &Arc<Self>, claims: Claims<C>, scheme: Scheme) -> Outcome<C> {
+        // RFC 9449 §7.2: a bound token is never a bearer token; DPoP is for bound tokens only.
+        match (scheme, claims.registered().cnf_jkt.is_some()) {
+            (Scheme::Bearer, true) => {
+                return Outcome::Reject(Rejection::InvalidToken(TokenError::DpopBound));
+            }
+            #[cfg(feature = "dpop")]
+            (Scheme::Dpop, false) => {
+                return Outcome::Reject(Rejection::InvalidToken(TokenError::NotDpopBound));
+            }
+            _ => {}
+        }
         let Some(deny_list) = &self.deny_list else {
             return self.check_scope(claims);
         };

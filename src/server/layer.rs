@@ -14,7 +14,7 @@ use crate::Clock;
 use crate::keys::KeySource;
 use crate::server::cache::{DEFAULT_CAPACITY, TokenCache};
 use crate::server::claims::Claims;
-use crate::server::decision::{Auth, WaitBudget};
+use crate::server::decision::{Auth, Scheme, WaitBudget};
 use crate::server::deny_list::DenyList;
 use crate::server::rejection::{Rejection, Responder};
 use crate::server::service::JwtAuth;
@@ -131,6 +131,8 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             refetch_waits: WaitBudget::new(1024),
             clock: Clock::system(),
             metrics: crate::metrics::Server::new(),
+            #[cfg(feature = "dpop")]
+            dpop: None,
         };
         Self {
             auth: Arc::new(auth),
@@ -142,7 +144,8 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     /// the deny-list hook if it answers synchronously.
     ///
     /// Useful for WebSocket handshakes and other places a token arrives outside a header.
-    /// A deny-list hook that needs I/O is awaited.
+    /// A deny-list hook that needs I/O is awaited. The token counts as a bearer token: a
+    /// DPoP-bound one, which needs a proof, is refused.
     pub async fn verify(&self, token: &str) -> Result<Claims<C>, Rejection> {
         // Extraction caps a request's token; a token handed in directly is capped here.
         self.auth
@@ -150,7 +153,7 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
             .check_len(token)
             .map_err(Rejection::InvalidToken)?;
         self.auth
-            .check_token(token.into())
+            .check_token(token.into(), Scheme::Bearer)
             .resolve()
             .await?
             .ok_or(Rejection::MissingToken)
@@ -252,6 +255,55 @@ impl<C: DeserializeOwned + Send + Sync + 'static> JwtAuthLayer<C> {
     #[must_use]
     pub fn token_from_form(self) -> Self {
         self.sources(|s| s.form = true)
+    }
+
+    /// Accepts DPoP-bound tokens (RFC 9449): `Authorization: DPoP <token>` with one `DPoP`
+    /// proof header, which `verifier` checks on every request (cache hits included: a proof
+    /// is single-use) once the token has passed, with `ath`, and whose key must be the
+    /// token's `cnf.jkt`. [`DpopMode::Required`](crate::server::dpop::DpopMode) refuses bearer
+    /// tokens; [`DpopMode::Allowed`](crate::server::dpop::DpopMode) takes both.
+    ///
+    /// A token with `cnf.jkt` is refused as `Bearer` whether or not this is set. Refusals of a
+    /// proof answer `WWW-Authenticate: DPoP error="invalid_dpop_proof", algs="…"`; a missing
+    /// or stale server nonce `use_dpop_nonce` with a `DPoP-Nonce` header; a replay store that
+    /// fails or overruns [`io_timeout`](Self::io_timeout), 503.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_jwt_refresh::keys::{Algorithm, Key};
+    /// use tower_jwt_refresh::server::JwtAuthLayer;
+    /// use tower_jwt_refresh::server::dpop::{DpopMode, DpopVerifier};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let key = Key::hmac(Algorithm::HS256, [7u8; 32])?;
+    /// let verifier = DpopVerifier::new("https://api.example.com")?;
+    /// let layer = JwtAuthLayer::new(key).dpop(verifier, DpopMode::Allowed);
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn dpop(
+        self,
+        verifier: crate::server::dpop::DpopVerifier,
+        mode: crate::server::dpop::DpopMode,
+    ) -> Self {
+        self.with(|auth| {
+            let algs: Vec<String> = verifier
+                .allowed_algorithms()
+                .iter()
+                .map(|alg| format!("{alg:?}"))
+                .collect();
+            let nonces = verifier.clone();
+            let only = mode == crate::server::dpop::DpopMode::Required;
+            auth.responder.set_dpop(
+                &algs.join(" "),
+                only,
+                Arc::new(move || nonces.current_nonce()),
+            );
+            auth.sources.dpop = true;
+            auth.dpop = Some(crate::server::dpop::DpopSettings { verifier, mode });
+        })
     }
 
     /// The verified-token cache's capacity in bytes (default 8 MiB); see the

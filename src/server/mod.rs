@@ -64,5 +64,5 @@ pub use claims::{Claims, RegisteredClaims};
 pub use deny_list::{DenyCheck, DenyList, TokenStatus};
 pub use form::{FormToken, FormTokenLayer};
 pub use layer::JwtAuthLayer;
-pub use rejection::{Rejection, RequestError, TokenError};
+pub use rejection::{DpopProofError, Rejection, RequestError, TokenError};
 pub use service::JwtAuth;

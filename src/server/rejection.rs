@@ -32,6 +32,29 @@ pub enum Rejection {
     InsufficientScope,
     /// The deny-list check could not answer, so the token's status is unknown: 503.
     DenyListUnavailable,
+    /// A DPoP proof (RFC 9449) that is missing, malformed, or fails a check, with a token
+    /// presented as `Authorization: DPoP`: 401 with `WWW-Authenticate: DPoP
+    /// error="invalid_dpop_proof"` and the accepted `algs`.
+    InvalidDpopProof(DpopProofError),
+    /// The layer requires server nonces and the proof has none, or a stale one: 401 with
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh `DPoP-Nonce` header.
+    UseDpopNonce,
+    /// The DPoP replay store could not answer, so the proof's `jti` could not be checked: 503.
+    DpopUnavailable,
+}
+
+/// Why a DPoP proof was refused ([`Rejection::InvalidDpopProof`]): a fixed description.
+///
+/// [`DpopVerifier::verify`](crate::server::dpop::DpopVerifier::verify) gives the full
+/// [`DpopError`](crate::server::dpop::DpopError) to code that verifies proofs itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DpopProofError(pub(crate) &'static str);
+
+impl DpopProofError {
+    /// The fixed `error_description` sent for this error.
+    pub fn description(self) -> &'static str {
+        self.0
+    }
 }
 
 /// What was wrong with the request's credentials (400 `invalid_request`).
@@ -86,6 +109,11 @@ pub enum TokenError {
     Claims,
     /// The deny-list check says the token, or its session, is revoked.
     Revoked,
+    /// The token is DPoP-bound (it has a `cnf.jkt`) and was presented as a bearer token.
+    DpopBound,
+    /// The token was presented as `Authorization: DPoP` but is not DPoP-bound (it has no
+    /// `cnf.jkt`).
+    NotDpopBound,
 }
 
 impl TokenError {
@@ -106,6 +134,8 @@ impl TokenError {
             Self::MissingClaim => "token lacks a required claim",
             Self::Claims => "token claims invalid",
             Self::Revoked => "token revoked",
+            Self::DpopBound => "token is dpop-bound: present it with a dpop proof",
+            Self::NotDpopBound => "token is not dpop-bound",
         }
     }
 }
@@ -127,21 +157,26 @@ impl Rejection {
     /// The HTTP status: 400, 401, 403 or 503.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken
+            | Self::InvalidToken(_)
+            | Self::InvalidDpopProof(_)
+            | Self::UseDpopNonce => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
-            Self::DenyListUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DenyListUnavailable | Self::DpopUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// The RFC 6750 error code, `None` for a request without credentials.
+    /// The RFC 6750 (or RFC 9449) error code, `None` for a request without credentials.
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
             Self::MissingToken => None,
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
             Self::InsufficientScope => Some("insufficient_scope"),
-            Self::DenyListUnavailable => Some("temporarily_unavailable"),
+            Self::DenyListUnavailable | Self::DpopUnavailable => Some("temporarily_unavailable"),
+            Self::InvalidDpopProof(_) => Some("invalid_dpop_proof"),
+            Self::UseDpopNonce => Some("use_dpop_nonce"),
         }
     }
 
@@ -153,15 +188,18 @@ impl Rejection {
             Self::InvalidToken(e) => e.description(),
             Self::InsufficientScope => "token lacks a required scope",
             Self::DenyListUnavailable => "token status could not be checked",
+            Self::InvalidDpopProof(e) => e.description(),
+            Self::UseDpopNonce => "dpop proof needs the server's current nonce",
+            Self::DpopUnavailable => "dpop replay check unavailable",
         }
     }
 
     /// The gRPC status code: 16 `UNAUTHENTICATED`, 7 `PERMISSION_DENIED` for scope, 14
-    /// `UNAVAILABLE` when revocation could not be checked.
+    /// `UNAVAILABLE` when revocation or a DPoP replay check could not be done.
     pub fn grpc_code(&self) -> u16 {
         match self {
             Self::InsufficientScope => 7,
-            Self::DenyListUnavailable => 14,
+            Self::DenyListUnavailable | Self::DpopUnavailable => 14,
             _ => 16,
         }
     }
@@ -183,6 +221,19 @@ impl std::error::Error for Rejection {}
 /// Replaces the body of HTTP rejections: returns the `Content-Type` and the body.
 pub(crate) type BodyHandler = Arc<dyn Fn(&Rejection) -> (HeaderValue, Bytes) + Send + Sync>;
 
+/// The nonce to send in a `DPoP-Nonce` header now.
+pub(crate) type NonceSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// What a `WWW-Authenticate: DPoP` challenge needs: set when the layer accepts DPoP.
+#[derive(Clone)]
+pub(crate) struct DpopChallenge {
+    /// `algs="…"`, already quoted.
+    pub(crate) algs: Box<str>,
+    /// DPoP only: no Bearer challenge at all.
+    pub(crate) only: bool,
+    pub(crate) nonce: NonceSource,
+}
+
 /// What a rejection response needs from the configuration.
 #[derive(Clone)]
 pub(crate) struct Responder {
@@ -191,6 +242,7 @@ pub(crate) struct Responder {
     /// `scope="…"` for 403 answers, already quoted; empty when no scope is required.
     scope: Box<str>,
     body: Option<BodyHandler>,
+    dpop: Option<DpopChallenge>,
 }
 
 impl fmt::Debug for Responder {
@@ -199,6 +251,7 @@ impl fmt::Debug for Responder {
             .field("realm", &self.realm)
             .field("scope", &self.scope)
             .field("body", &self.body.as_ref().map(|_| "custom"))
+            .field("dpop_algs", &self.dpop.as_ref().map(|d| &d.algs))
             .finish()
     }
 }
@@ -212,7 +265,18 @@ impl Responder {
             realm: quoted(realm).into(),
             scope: "".into(),
             body: None,
+            dpop: None,
         }
+    }
+
+    /// DPoP challenges with the accepted `algs`; `only` drops the Bearer challenge.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn set_dpop(&mut self, algs: &str, only: bool, nonce: NonceSource) {
+        self.dpop = Some(DpopChallenge {
+            algs: quoted(algs).into(),
+            only,
+            nonce,
+        });
     }
 
     pub(crate) fn set_realm(&mut self, realm: &str) {
@@ -238,6 +302,12 @@ impl Responder {
         } else {
             self.http_response(rejection)
         };
+        if rejection == Rejection::UseDpopNonce
+            && let Some(nonce) = self.dpop.as_ref().and_then(|d| (d.nonce)())
+            && let Ok(nonce) = HeaderValue::try_from(nonce)
+        {
+            response.headers_mut().insert("dpop-nonce", nonce);
+        }
         // A refusal is about one request's credentials: no cache may keep it (RFC 6750 §3 asks
         // the same of responses that carry tokens).
         response
@@ -258,16 +328,50 @@ impl Responder {
         *response.status_mut() = rejection.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, content_type);
-        if rejection == Rejection::DenyListUnavailable {
+        if matches!(
+            rejection,
+            Rejection::DenyListUnavailable | Rejection::DpopUnavailable
+        ) {
             retry_soon(headers);
+            return response;
+        }
+        // RFC 9449 §7.1: a DPoP error, or a layer that takes DPoP only, gets a DPoP challenge;
+        // a layer that takes both answers other errors with both challenges (§7.2).
+        let dpop_error = matches!(
+            rejection,
+            Rejection::InvalidDpopProof(_)
+                | Rejection::UseDpopNonce
+                | Rejection::InvalidToken(TokenError::DpopBound | TokenError::NotDpopBound)
+        );
+        let only = self.dpop.as_ref().is_some_and(|d| d.only);
+        if dpop_error || only {
+            headers.insert(WWW_AUTHENTICATE, self.challenge("DPoP", Some(rejection)));
         } else {
-            headers.insert(WWW_AUTHENTICATE, self.challenge(rejection));
+            headers.insert(WWW_AUTHENTICATE, self.challenge("Bearer", Some(rejection)));
+            if self.dpop.is_some() {
+                headers.append(WWW_AUTHENTICATE, self.challenge("DPoP", None));
+            }
         }
         response
     }
 
-    fn challenge(&self, rejection: Rejection) -> HeaderValue {
-        let mut value = format!("Bearer realm={}", self.realm);
+    /// A `scheme` challenge, with the error of `rejection` if any; a DPoP one lists `algs`.
+    fn challenge(&self, scheme: &str, rejection: Option<Rejection>) -> HeaderValue {
+        let mut value = format!("{scheme} realm={}", self.realm);
+        if let Some(rejection) = rejection {
+            self.error_params(&mut value, rejection);
+        }
+        if scheme == "DPoP"
+            && let Some(dpop) = &self.dpop
+        {
+            value.push_str(", algs=");
+            value.push_str(&dpop.algs);
+        }
+        // Every part is printable ASCII: fixed texts, or quoted() output.
+        HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    }
+
+    fn error_params(&self, value: &mut String, rejection: Rejection) {
         if let Some(code) = rejection.error_code() {
             value.push_str(", error=\"");
             value.push_str(code);
@@ -279,8 +383,6 @@ impl Responder {
             value.push_str(", scope=");
             value.push_str(&self.scope);
         }
-        // Every part is printable ASCII: fixed texts, or quoted() output.
-        HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
     }
 }
 

@@ -4,6 +4,7 @@
 //! case-insensitively. Cookies, a custom header, a scheme-less `Authorization` value (legacy
 //! clients), the query string and form bodies are opt-in. A token found twice, in one source
 //! or across sources, is a 400 `invalid_request`; the size cap applies before any decoding.
+//! A layer that accepts DPoP (RFC 9449) reads `Authorization: DPoP <token>` the same way.
 
 use std::borrow::Cow;
 
@@ -21,6 +22,8 @@ pub(crate) struct Sources {
     pub(crate) header: Option<HeaderName>,
     pub(crate) query: Option<Box<str>>,
     pub(crate) form: bool,
+    /// Also read `Authorization: DPoP <token>` (its proof is checked after the token).
+    pub(crate) dpop: bool,
 }
 
 impl Sources {
@@ -102,7 +105,10 @@ impl Sources {
         };
         let bytes = value.as_bytes();
         match bytes.iter().position(|&b| b == b' ') {
-            Some(space) if bytes[..space].eq_ignore_ascii_case(b"bearer") => {
+            Some(space)
+                if bytes[..space].eq_ignore_ascii_case(b"bearer")
+                    || (self.dpop && bytes[..space].eq_ignore_ascii_case(b"dpop")) =>
+            {
                 let rest = &bytes[space..];
                 let token = &rest[rest.iter().take_while(|&&b| b == b' ').count()..];
                 check(token, max_len).map(Some)
@@ -116,6 +122,15 @@ impl Sources {
             None => Ok(None),
         }
     }
+}
+
+/// Whether the request's `Authorization` header uses the `DPoP` scheme (RFC 9449 §7.1).
+#[cfg(feature = "dpop")]
+pub(crate) fn is_dpop<B>(req: &Request<B>) -> bool {
+    req.headers().get(AUTHORIZATION).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        bytes.len() > 5 && bytes[..5].eq_ignore_ascii_case(b"dpop ")
+    })
 }
 
 fn merge<'r>(
@@ -288,6 +303,7 @@ mod tests {
             header: Some(HeaderName::from_static("x-token")),
             query: Some("access_token".into()),
             form: true,
+            dpop: false,
         }
     }
 
@@ -375,6 +391,26 @@ mod tests {
         assert_eq!(bearer("Bearer =abc"), Err(chars));
         assert_eq!(bearer("Bearer a=b"), Err(chars));
         assert_eq!(bearer("Bearer \"abc\""), Err(chars));
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_only_when_enabled() {
+        let r = req(&[("authorization", "DPoP tok")], "/");
+        assert_eq!(Sources::default().extract(&r, MAX), Ok(None));
+        let dpop = Sources {
+            dpop: true,
+            ..Sources::default()
+        };
+        assert_eq!(dpop.extract(&r, MAX).unwrap().as_deref(), Some("tok"));
+        // Never on the hot path, which is for bearer tokens only.
+        assert_eq!(dpop.sole_bearer(&r, MAX), None);
+        #[cfg(feature = "dpop")]
+        {
+            assert!(is_dpop(&r));
+            assert!(is_dpop(&req(&[("authorization", "dpop tok")], "/")));
+            assert!(!is_dpop(&req(&[("authorization", "Bearer tok")], "/")));
+            assert!(!is_dpop(&req(&[("authorization", "DPoP")], "/")));
+        }
     }
 
     #[test]

@@ -80,9 +80,11 @@ impl DpopError {
     }
 }
 
-impl fmt::Display for DpopError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
+impl DpopError {
+    /// A fixed description: [`Display`](fmt::Display)'s, without the claim's name for
+    /// [`DpopError::MissingClaim`].
+    pub(crate) fn description(&self) -> &'static str {
+        match self {
             Self::Missing => "dpop proof missing",
             Self::Multiple => "more than one dpop proof",
             Self::TooLarge => "dpop proof too large",
@@ -92,7 +94,7 @@ impl fmt::Display for DpopError {
             Self::InvalidKey => "dpop proof jwk is not a usable public key",
             Self::PrivateKey => "dpop proof jwk holds a private key",
             Self::Signature => "dpop proof signature invalid",
-            Self::MissingClaim(claim) => return write!(f, "dpop proof lacks `{claim}`"),
+            Self::MissingClaim(_) => "dpop proof lacks a required claim",
             Self::Method => "dpop proof htm does not match the request",
             Self::Uri => "dpop proof htu does not match the request",
             Self::AccessTokenHash => "dpop proof ath does not match the access token",
@@ -102,8 +104,16 @@ impl fmt::Display for DpopError {
             Self::UseNonce => "dpop proof needs the server's current nonce",
             Self::KeyMismatch => "dpop proof key does not match the token binding",
             Self::Store(_) => "dpop replay check unavailable",
-        };
-        f.write_str(text)
+        }
+    }
+}
+
+impl fmt::Display for DpopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingClaim(claim) => write!(f, "dpop proof lacks `{claim}`"),
+            other => f.write_str(other.description()),
+        }
     }
 }
 

@@ -77,6 +77,15 @@ impl VerifyFuture {
         Self { state }
     }
 
+    /// The verdict if it is known without waiting (a failed check, or a replay store that
+    /// answered at once), else the future itself.
+    pub(crate) fn into_ready(self) -> Result<Result<VerifiedProof, DpopError>, Self> {
+        match self.state {
+            State::Done(Some(result)) => Ok(result),
+            state => Err(Self { state }),
+        }
+    }
+
     pub(crate) fn failed(error: DpopError) -> Self {
         Self {
             state: State::Done(Some(Err(error))),

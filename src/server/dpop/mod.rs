@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod binding;
 mod error;
 pub mod future;
 mod htu;
@@ -43,6 +44,8 @@ mod proof;
 pub mod replay;
 mod verifier;
 
+pub use binding::DpopMode;
+pub(crate) use binding::DpopSettings;
 pub use error::DpopError;
 pub use nonce::DpopNonces;
 pub use verifier::{DpopVerifier, InvalidBaseUrl, VerifiedProof};

@@ -53,6 +53,7 @@ impl Validation {
             jti: raw.jti.0.map(|s| s.0.into_owned()),
             sid: raw.sid.0.map(|s| s.0.into_owned()),
             scope,
+            cnf_jkt: raw.cnf.0.and_then(|c| c.jkt).map(Cow::into_owned),
         })
     }
 

@@ -29,6 +29,8 @@ pub(super) struct RawClaims<'a> {
     pub(super) sid: Present<Str<'a>>,
     pub(super) scope: Present<Str<'a>>,
     pub(super) scp: Present<Scopes>,
+    /// `cnf` (RFC 7800): only its `jkt` member (RFC 9449 §6.1) is read.
+    pub(super) cnf: Present<Confirmation<'a>>,
     /// The other members, not `null`.
     pub(super) others: Vec<Cow<'a, str>>,
 }
@@ -86,6 +88,11 @@ impl<'a> RawClaims<'a> {
             "sid" => self.sid = value(map)?,
             "scope" => self.scope = value(map)?,
             "scp" => self.scp = value(map)?,
+            "cnf" => {
+                self.cnf = value(map)?;
+                // For `require_claims(["cnf"])`, whatever confirmation method it holds.
+                self.others.push(name);
+            }
             // `null` counts as absent for a required claim.
             _ => {
                 if map.next_value::<Option<IgnoredAny>>()?.is_some() {
@@ -258,5 +265,41 @@ impl<'de> Deserialize<'de> for Scopes {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A `cnf` object: its `jkt` (a string, named once), other members skipped.
+pub(super) struct Confirmation<'a> {
+    pub(super) jkt: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Confirmation<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Confirmation<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a confirmation object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Confirmation<'a>, A::Error> {
+                let mut jkt = None;
+                let mut names = Names::Few(Vec::new());
+                while let Some(name) = map.next_key::<Str<'de>>()? {
+                    if !names.insert(name.0.clone()) {
+                        return Err(de::Error::custom("duplicate member in `cnf`"));
+                    }
+                    if name.0 == "jkt" {
+                        jkt = Some(map.next_value::<Str<'de>>()?.0);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Confirmation { jkt })
+            }
+        }
+        d.deserialize_map(V(PhantomData))
     }
 }
