@@ -477,6 +477,73 @@ async fn store_level_guarantees<S: RefreshStore + Clone>(store: S, _: Time) {
     );
 }
 
+async fn a_bound_family_rotates_only_with_its_key<S: RefreshStore + Clone>(store: S, _: Time) {
+    let hash = |n: usize| format!("{n:0>43}");
+    let create = |family: String, jkt: &'static str| {
+        let store = store.clone();
+        async move {
+            let first = hash(0);
+            let mut create = NewFamily::default();
+            create.id = &family;
+            create.token_hash = &first;
+            create.subject = "alice";
+            create.claims = "{}";
+            create.now = clock();
+            create.expires_at = clock() + 3600;
+            create.tombstone_ttl = 60;
+            create.jkt = jkt;
+            store.create(create).await.unwrap();
+        }
+    };
+    let rotate = |family: String, presented: usize, successor: usize, jkt: &'static str| {
+        let store = store.clone();
+        async move {
+            let (presented, successor) = (hash(presented), hash(successor));
+            let mut r = Rotation::default();
+            r.family = &family;
+            r.presented = &presented;
+            r.successor = &successor;
+            r.sealed_successor = "sealed";
+            r.now = clock();
+            r.tombstone_ttl = 60;
+            r.jkt = jkt;
+            store.rotate(r).await.unwrap()
+        }
+    };
+    let bound = format!("k{:0>21}", OFFSET.with(Cell::get) + clock());
+    create(bound.clone(), "thumbprint-a").await;
+    // Without the key, or with another: refused, and nothing changes.
+    for jkt in ["", "thumbprint-b"] {
+        let outcome = rotate(bound.clone(), 0, 1, jkt).await;
+        assert_eq!(outcome, RotationOutcome::WrongKey, "{jkt:?}");
+    }
+    assert!(matches!(
+        rotate(bound.clone(), 0, 1, "thumbprint-a").await,
+        RotationOutcome::Rotated(_)
+    ));
+    // A rotated-out token without the key is refused before reuse detection: a thief without
+    // the key cannot even revoke the family.
+    assert_eq!(
+        rotate(bound.clone(), 0, 9, "").await,
+        RotationOutcome::WrongKey
+    );
+    assert!(matches!(
+        rotate(bound.clone(), 1, 2, "thumbprint-a").await,
+        RotationOutcome::Rotated(_)
+    ));
+    // An unbound family rotates with or without a key.
+    let unbound = format!("u{:0>21}", OFFSET.with(Cell::get) + clock());
+    create(unbound.clone(), "").await;
+    assert!(matches!(
+        rotate(unbound.clone(), 0, 1, "thumbprint-a").await,
+        RotationOutcome::Rotated(_)
+    ));
+    assert!(matches!(
+        rotate(unbound, 1, 2, "").await,
+        RotationOutcome::Rotated(_)
+    ));
+}
+
 /// One `#[tokio::test]` per behaviour of the suite, in the calling module: `$store` is an
 /// async expression for the store (`None` skips), `$time` how that store's tests move time.
 macro_rules! conformance {
@@ -494,6 +561,7 @@ macro_rules! conformance {
             concurrent_rotation_without_grace,
             concurrent_rotation_with_grace,
             store_level_guarantees,
+            a_bound_family_rotates_only_with_its_key,
         );
     };
     (@each #[$test:meta] $store:expr, $time:expr; $($behaviour:ident,)+) => {

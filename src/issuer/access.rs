@@ -162,7 +162,22 @@ impl AccessTokenIssuer {
         sid: &str,
         claims: &C,
     ) -> Result<AccessToken, IssueError> {
+        self.mint_bound(subject, sid, claims, None)
+    }
+
+    /// [`mint`](Self::mint), bound to the key of thumbprint `jkt` when given: the token
+    /// carries `cnf: {"jkt": …}` (RFC 9449 §6.1).
+    pub(crate) fn mint_bound<C: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        sid: &str,
+        claims: &C,
+        jkt: Option<&str>,
+    ) -> Result<AccessToken, IssueError> {
         let mut payload = custom_claims(claims)?;
+        if let Some(jkt) = jkt {
+            payload.insert("cnf".into(), serde_json::json!({ "jkt": jkt }));
+        }
         let now = self.clock.now();
         let expires_in = self.lifetime.as_secs();
         let expires_at = now.saturating_add(expires_in);

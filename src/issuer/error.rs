@@ -65,6 +65,9 @@ pub enum GrantError {
     Revoked,
     /// A rotated-out token was presented again: the family is now revoked.
     Reused,
+    /// The refresh token is bound to a DPoP key (RFC 9449 §5) and the request had no proof
+    /// from that key. Nothing changed: the holder of the key can still refresh.
+    WrongKey,
 }
 
 impl GrantError {
@@ -76,6 +79,7 @@ impl GrantError {
             Self::Expired => "refresh token expired",
             Self::Revoked => "refresh token revoked",
             Self::Reused => "refresh token reused; session revoked",
+            Self::WrongKey => "refresh token is bound to another dpop key",
         }
     }
 }

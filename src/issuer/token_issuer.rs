@@ -265,10 +265,34 @@ impl<S: RefreshStore> TokenIssuer<S> {
         subject: &str,
         claims: &C,
     ) -> Result<IssuedTokens, IssueError> {
+        self.issue_for(subject, claims, None).await
+    }
+
+    /// [`issue`](Self::issue), bound to the key of a verified DPoP proof (RFC 9449): the
+    /// access tokens carry its thumbprint as `cnf.jkt`, and the family's refresh tokens
+    /// rotate only with a proof from that key ([`rotate_bound`](Self::rotate_bound)). The
+    /// pair's `token_type` is `DPoP`.
+    #[cfg(feature = "dpop")]
+    pub async fn issue_bound<C: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        claims: &C,
+        proof: &crate::server::dpop::VerifiedProof,
+    ) -> Result<IssuedTokens, IssueError> {
+        self.issue_for(subject, claims, Some(proof.thumbprint().as_str()))
+            .await
+    }
+
+    async fn issue_for<C: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        claims: &C,
+        jkt: Option<&str>,
+    ) -> Result<IssuedTokens, IssueError> {
         let inner = &self.inner;
         let family = rt::new_family()?;
         // Mint first: it checks the claims before anything is recorded.
-        let access = inner.access.mint(subject, &family, claims)?;
+        let access = inner.access.mint_bound(subject, &family, claims, jkt)?;
         let mut claims = serde_json::to_string(claims).map_err(IssueError::Claims)?;
         if claims == "null" {
             claims = "{}".to_owned();
@@ -285,15 +309,44 @@ impl<S: RefreshStore> TokenIssuer<S> {
             expires_at: now.saturating_add(inner.lifetime.as_secs()),
             idle_timeout: inner.idle_timeout.map_or(0, |d| d.as_secs().max(1)),
             tombstone_ttl: self.tombstone_ttl(),
+            jkt: jkt.unwrap_or(""),
         });
         inner.metrics.store(StoreOp::Create, create).await?;
         inner.metrics.issued();
-        Ok(pair(access.token, access.expires_in, refresh))
+        Ok(pair(
+            access.token,
+            access.expires_in,
+            refresh,
+            jkt.is_some(),
+        ))
     }
 
     /// Trades `refresh_token` for a new pair. Only a token the store recorded is ever
-    /// returned.
+    /// returned. A token bound to a DPoP key is refused ([`GrantError::WrongKey`]): use
+    /// [`rotate_bound`](Self::rotate_bound).
     pub async fn rotate(&self, refresh_token: &str) -> Result<IssuedTokens, RefreshError> {
+        self.rotate_for(refresh_token, None).await
+    }
+
+    /// [`rotate`](Self::rotate) with a verified DPoP proof: a bound family rotates only when
+    /// the proof's key is its key (otherwise [`GrantError::WrongKey`], and nothing changes);
+    /// the new access token is bound to the proof's key either way (RFC 9449 §5), with
+    /// `token_type` `DPoP`.
+    #[cfg(feature = "dpop")]
+    pub async fn rotate_bound(
+        &self,
+        refresh_token: &str,
+        proof: &crate::server::dpop::VerifiedProof,
+    ) -> Result<IssuedTokens, RefreshError> {
+        self.rotate_for(refresh_token, Some(proof.thumbprint().as_str()))
+            .await
+    }
+
+    async fn rotate_for(
+        &self,
+        refresh_token: &str,
+        jkt: Option<&str>,
+    ) -> Result<IssuedTokens, RefreshError> {
         let presented = RefreshToken::parse(refresh_token).ok_or(GrantError::Malformed)?;
         let successor = rt::new_secret()?;
         let successor_hash = rt::hash(&rt::format(presented.family, &successor));
@@ -307,6 +360,7 @@ impl<S: RefreshStore> TokenIssuer<S> {
             now: self.inner.clock.now(),
             grace: self.inner.grace.as_secs(),
             tombstone_ttl: self.tombstone_ttl(),
+            jkt: jkt.unwrap_or(""),
         };
         let outcome = self.apply(rotation).await;
         self.inner.metrics.rotation(&outcome);
@@ -315,9 +369,14 @@ impl<S: RefreshStore> TokenIssuer<S> {
         let access = self
             .inner
             .access
-            .mint(&info.subject, presented.family, &claims)?;
+            .mint_bound(&info.subject, presented.family, &claims, jkt)?;
         let refresh = rt::format(presented.family, &secret);
-        Ok(pair(access.token, access.expires_in, refresh))
+        Ok(pair(
+            access.token,
+            access.expires_in,
+            refresh,
+            jkt.is_some(),
+        ))
     }
 
     /// Applies `rotation` in the store. When the reply was lost, the rotation may have
@@ -399,13 +458,15 @@ fn settle(
         RotationOutcome::Expired => Err(GrantError::Expired),
         RotationOutcome::Revoked => Err(GrantError::Revoked),
         RotationOutcome::Unknown => Err(GrantError::Unknown),
+        RotationOutcome::WrongKey => Err(GrantError::WrongKey),
     }
 }
 
-fn pair(access_token: String, expires_in: u64, refresh_token: String) -> IssuedTokens {
+/// The pair to hand out; `bound` when its access token is DPoP-bound.
+fn pair(access_token: String, expires_in: u64, refresh_token: String, bound: bool) -> IssuedTokens {
     IssuedTokens {
         access_token,
-        token_type: "Bearer".to_owned(),
+        token_type: if bound { "DPoP" } else { "Bearer" }.to_owned(),
         expires_in,
         refresh_token,
     }

@@ -21,7 +21,7 @@ pub(crate) enum StoreOp {
 const STORE_OPS: [&str; 3] = ["create", "rotate", "revoke"];
 
 /// The outcomes of a rotation that reached the store.
-const ROTATION_OUTCOMES: [&str; 7] = [
+const ROTATION_OUTCOMES: [&str; 8] = [
     "rotated",
     "grace_retry",
     "reused",
@@ -29,6 +29,7 @@ const ROTATION_OUTCOMES: [&str; 7] = [
     "revoked",
     "unknown",
     "error",
+    "wrong_key",
 ];
 
 /// The issuer's instruments, built with the `TokenIssuer`.
@@ -37,7 +38,7 @@ pub(crate) struct Issuer {
     #[cfg(feature = "metrics")]
     issued: Counter,
     #[cfg(feature = "metrics")]
-    rotations: [Counter; 7],
+    rotations: [Counter; ROTATION_OUTCOMES.len()],
     #[cfg(feature = "metrics")]
     revocations: Counter,
     #[cfg(feature = "metrics")]
@@ -92,6 +93,7 @@ impl Issuer {
             Ok(RotationOutcome::Revoked) => 4,
             Ok(RotationOutcome::Unknown) => 5,
             Err(_) => 6,
+            Ok(RotationOutcome::WrongKey) => 7,
         }]
         .increment(1);
     }

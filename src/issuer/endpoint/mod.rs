@@ -44,6 +44,7 @@ macro_rules! endpoint_common {
                 $name {
                     issuer: self.clone(),
                     limits: super::Limits::default(),
+                    dpop: super::Dpop::default(),
                 }
             }
         }
@@ -66,9 +67,11 @@ macro_rules! endpoint_common {
 
             fn call(&mut self, req: http::Request<B>) -> super::EndpointFuture {
                 let (issuer, limits) = (self.issuer.clone(), self.limits);
+                let proof = self.dpop.start(&req);
                 Box::pin(async move {
                     let outcome = async {
-                        Self::handle(issuer, super::params::read_params(req, limits).await?).await
+                        let params = super::params::read_params(req, limits).await?;
+                        Self::handle(issuer, proof, params).await
                     };
                     Ok(outcome
                         .await
@@ -82,6 +85,7 @@ macro_rules! endpoint_common {
                 Self {
                     issuer: self.issuer.clone(),
                     limits: self.limits,
+                    dpop: self.dpop.clone(),
                 }
             }
         }
@@ -90,6 +94,7 @@ macro_rules! endpoint_common {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name))
                     .field("limits", &self.limits)
+                    .field("dpop", &self.dpop)
                     .finish()
             }
         }
@@ -135,6 +140,36 @@ impl Default for Limits {
     }
 }
 
+/// The DPoP verifier of an endpoint that takes proofs (the refresh endpoint's, when set).
+#[derive(Debug, Clone, Default)]
+struct Dpop(#[cfg(feature = "dpop")] Option<crate::server::dpop::DpopVerifier>);
+
+/// A request's DPoP proof under verification, when the endpoint takes proofs and the request
+/// has a `DPoP` header.
+#[derive(Default)]
+struct Proof(
+    #[cfg(feature = "dpop")]
+    Option<(
+        crate::server::dpop::future::VerifyFuture,
+        crate::server::dpop::DpopVerifier,
+    )>,
+);
+
+impl Dpop {
+    /// Starts verifying the request's proof: every check but the replay store's is done now.
+    fn start<B>(&self, req: &http::Request<B>) -> Proof {
+        #[cfg(feature = "dpop")]
+        if let Some(verifier) = &self.0
+            && req.headers().contains_key("dpop")
+        {
+            let proof = verifier.verify(req.method(), req.uri(), req.headers(), None);
+            return Proof(Some((proof, verifier.clone())));
+        }
+        let _ = req;
+        Proof::default()
+    }
+}
+
 /// What both endpoints' `call` returns.
 type EndpointFuture =
     Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
@@ -144,6 +179,8 @@ struct OAuthError {
     status: StatusCode,
     code: &'static str,
     description: &'static str,
+    /// A `DPoP-Nonce` header, with `use_dpop_nonce`.
+    dpop_nonce: Option<HeaderValue>,
 }
 
 impl OAuthError {
@@ -152,6 +189,7 @@ impl OAuthError {
             status: StatusCode::BAD_REQUEST,
             code,
             description,
+            dpop_nonce: None,
         }
     }
 
@@ -166,6 +204,7 @@ impl OAuthError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             code: "invalid_request",
             description: "use POST",
+            dpop_nonce: None,
         }
     }
 
@@ -174,6 +213,7 @@ impl OAuthError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "server_error",
             description: "tokens could not be issued",
+            dpop_nonce: None,
         }
     }
 
@@ -183,6 +223,7 @@ impl OAuthError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "temporarily_unavailable",
             description: "token store unavailable; retry shortly",
+            dpop_nonce: None,
         }
     }
 
@@ -196,6 +237,9 @@ impl OAuthError {
                 headers.insert(ALLOW, HeaderValue::from_static("POST"));
             }
             _ => {}
+        }
+        if let Some(nonce) = self.dpop_nonce {
+            headers.insert("dpop-nonce", nonce);
         }
         response
     }

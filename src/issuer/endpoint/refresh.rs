@@ -20,7 +20,14 @@ use crate::issuer::token_issuer::{IssuedTokens, TokenIssuer};
 ///   or one not read within 10 s; 400 `unsupported_grant_type`;
 /// - 405 for methods other than `POST`;
 /// - 503 `temporarily_unavailable` with `Retry-After` when the store cannot answer;
-/// - 500 `server_error` when the access token cannot be minted.
+/// - 500 `server_error` when the access token cannot be minted;
+/// - with [`dpop`](Self::dpop), for a request with a `DPoP` header: 400 `invalid_dpop_proof`
+///   for a proof that fails a check, 400 `use_dpop_nonce` with a `DPoP-Nonce` header when the
+///   verifier requires nonces, 503 when its replay store cannot answer.
+///
+/// With [`dpop`](Self::dpop), a request with a valid proof gets a pair bound to the proof's
+/// key (`token_type: DPoP`, RFC 9449 §5); a refresh token bound to a key is refused
+/// (`invalid_grant`) without a proof from that key, and nothing changes for its family.
 ///
 /// Every `invalid_grant` carries the same description: a token's family id is public, so the
 /// answer must not tell a revoked session from a forged token. The reason is logged at debug
@@ -30,6 +37,35 @@ use crate::issuer::token_issuer::{IssuedTokens, TokenIssuer};
 pub struct RefreshEndpoint<S> {
     issuer: TokenIssuer<S>,
     limits: Limits,
+    dpop: super::Dpop,
+}
+
+impl<S> RefreshEndpoint<S> {
+    /// Verifies a request's `DPoP` header with `verifier` (RFC 9449 §5), when it has one. The
+    /// proof's `htu` is the verifier's base URL with the request's path: give the verifier the
+    /// URL the endpoint's clients use, without the path (`https://auth.example.com`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, TokenIssuer};
+    /// use tower_jwt_refresh::keys::{Algorithm, SigningKey};
+    /// use tower_jwt_refresh::server::dpop::DpopVerifier;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let key = SigningKey::hmac(Algorithm::HS256, [42u8; 32])?;
+    /// let issuer = TokenIssuer::new(AccessTokenIssuer::new(key), MemoryStore::new());
+    /// let endpoint = issuer
+    ///     .refresh_endpoint()
+    ///     .dpop(DpopVerifier::new("https://auth.example.com")?);
+    /// # let _ = endpoint; Ok(()) }
+    /// ```
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn dpop(mut self, verifier: crate::server::dpop::DpopVerifier) -> Self {
+        self.dpop = super::Dpop(Some(verifier));
+        self
+    }
 }
 
 endpoint_common!(
@@ -41,9 +77,40 @@ endpoint_common!(
 impl<S: RefreshStore> RefreshEndpoint<S> {
     async fn handle(
         issuer: TokenIssuer<S>,
+        proof: super::Proof,
         params: Params,
     ) -> Result<Response<Full<Bytes>>, OAuthError> {
-        respond(issuer.rotate(&refresh_token(params)?).await)
+        let token = refresh_token(params)?;
+        #[cfg(feature = "dpop")]
+        if let Some((proof, verifier)) = proof.0 {
+            let proof = proof.await.map_err(|e| dpop_error(&e, &verifier))?;
+            return respond(issuer.rotate_bound(&token, &proof).await);
+        }
+        let _ = proof;
+        respond(issuer.rotate(&token).await)
+    }
+}
+
+/// The answer to a refused proof (RFC 9449 §5, §8).
+#[cfg(feature = "dpop")]
+fn dpop_error(
+    error: &crate::server::dpop::DpopError,
+    verifier: &crate::server::dpop::DpopVerifier,
+) -> OAuthError {
+    use crate::server::dpop::DpopError;
+    match error {
+        DpopError::Store(store) => {
+            tracing::warn!(error = %store, "dpop replay check failed");
+            OAuthError::unavailable()
+        }
+        DpopError::UseNonce => {
+            let mut answer = OAuthError::bad_request("use_dpop_nonce", error.description());
+            answer.dpop_nonce = verifier
+                .current_nonce()
+                .and_then(|n| http::HeaderValue::try_from(n).ok());
+            answer
+        }
+        _ => OAuthError::bad_request("invalid_dpop_proof", error.description()),
     }
 }
 

@@ -15,6 +15,8 @@ use crate::issuer::token_issuer::TokenIssuer;
 pub struct RevocationEndpoint<S> {
     issuer: TokenIssuer<S>,
     limits: Limits,
+    /// Never set: revocation takes no proofs.
+    dpop: super::Dpop,
 }
 
 endpoint_common!(
@@ -26,6 +28,7 @@ endpoint_common!(
 impl<S: RefreshStore> RevocationEndpoint<S> {
     async fn handle(
         issuer: TokenIssuer<S>,
+        _: super::Proof,
         params: Params,
     ) -> Result<Response<Full<Bytes>>, OAuthError> {
         let token = params

@@ -88,6 +88,8 @@ struct Family {
     previous: Option<Previous>,
     /// Older hashes, newest first.
     history: VecDeque<String>,
+    /// The thumbprint its tokens are bound to, empty when unbound.
+    jkt: String,
 }
 
 /// The token rotated out last, and the successor sealed for it during the grace window.
@@ -271,6 +273,7 @@ impl RefreshStore for MemoryStore {
                 current: family.token_hash.to_owned(),
                 previous: None,
                 history: VecDeque::new(),
+                jkt: family.jkt.to_owned(),
             },
         );
         Ok(())
@@ -289,6 +292,10 @@ impl RefreshStore for MemoryStore {
         // changes nothing.
         if !family.knows(r.presented) {
             return Ok(RotationOutcome::Unknown);
+        }
+        // A bound family moves only for its key (thumbprints are public: no secret compared).
+        if !family.jkt.is_empty() && family.jkt != r.jkt {
+            return Ok(RotationOutcome::WrongKey);
         }
         let outcome = if family.ends_at() <= r.now {
             RotationOutcome::Expired
@@ -353,6 +360,7 @@ mod tests {
             now,
             grace: 5,
             tombstone_ttl: 60,
+            jkt: "",
         }
     }
 
@@ -366,6 +374,7 @@ mod tests {
             expires_at: 10_000,
             idle_timeout: 0,
             tombstone_ttl: 60,
+            jkt: "",
         }
     }
 

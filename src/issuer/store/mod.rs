@@ -55,6 +55,9 @@ pub struct NewFamily<'a> {
     /// Seconds to remember a revoked family (and to keep an ended one, so a logout near its
     /// end still revokes its access tokens): as long as those may be valid.
     pub tombstone_ttl: u64,
+    /// The RFC 7638 thumbprint of the key its refresh tokens are bound to (DPoP, RFC 9449
+    /// §5), or empty for an unbound family.
+    pub jkt: &'a str,
 }
 
 /// One rotation attempt, as [`RefreshStore::rotate`] applies it.
@@ -79,6 +82,9 @@ pub struct Rotation<'a> {
     /// Seconds to remember a family revoked for reuse (so its access tokens are refused), and
     /// to keep it past its end.
     pub tombstone_ttl: u64,
+    /// The thumbprint of the key whose DPoP proof came with the request, or empty. A family
+    /// bound to a key rotates only with that key's thumbprint here.
+    pub jkt: &'a str,
 }
 
 /// What a family's access tokens are minted from.
@@ -126,6 +132,11 @@ pub enum RotationOutcome {
     Revoked,
     /// No such family, or a token it never issued.
     Unknown,
+    /// The token is one of the family's, but the family is bound to a key (DPoP) and the
+    /// rotation did not come with that key's thumbprint: nothing changed. Checked before
+    /// anything else but [`Unknown`](Self::Unknown) and [`Revoked`](Self::Revoked), so that
+    /// a stolen bound token cannot even revoke its family for reuse.
+    WrongKey,
 }
 
 /// The store could not answer (Redis down, say). Callers answer 503 and may retry.

@@ -363,7 +363,8 @@ where
                     .arg(family.now)
                     .arg(family.expires_at)
                     .arg(family.idle_timeout)
-                    .arg(family.tombstone_ttl.max(1)),
+                    .arg(family.tombstone_ttl.max(1))
+                    .arg(family.jkt),
             )
             .await?;
         Ok(())
@@ -387,7 +388,8 @@ where
                     .arg(r.tombstone_ttl.max(1))
                     .arg(HISTORY_CHARS)
                     .arg(r.family)
-                    .arg(sharded::<C>()),
+                    .arg(sharded::<C>())
+                    .arg(r.jkt),
             )
             .await?;
         let outcome = rotation_outcome(reply)?;

@@ -40,6 +40,7 @@ pub(super) fn rotation_outcome(reply: Vec<String>) -> Result<RotationOutcome, St
         Some("expired") => RotationOutcome::Expired,
         Some("revoked") => RotationOutcome::Revoked,
         Some("unknown") => RotationOutcome::Unknown,
+        Some("wrong_key") => RotationOutcome::WrongKey,
         _ => return Err(malformed()),
     };
     Ok(outcome)

@@ -1,12 +1,14 @@
 -- One atomic rotation. KEYS: family, tombstone, sealed successor, the bucket's index of
 -- revocations (as in revoke.lua). ARGV: presented hash, successor hash, sealed successor, now,
--- grace, tombstone TTL, history length in characters, family id, '1' to publish with SPUBLISH.
+-- grace, tombstone TTL, history length in characters, family id, '1' to publish with SPUBLISH,
+-- the thumbprint of the request's DPoP proof key ('' for none).
 --
 -- The grace window: the previous token presented at `now` with rotated <= now <= rotated +
 -- grace (inclusive, in the issuer's whole seconds) gets the sealed successor again.
 --
 -- Replies {'rotated', sub, claims}, {'retried', sub, claims, sealed, current hash},
--- {'reused'}, {'expired'}, {'revoked'} or {'unknown'}. A revocation is announced first, then
+-- {'reused'}, {'expired'}, {'revoked'}, {'unknown'} or {'wrong_key'} (a bound family, and not
+-- its key: nothing changes). A revocation is announced first, then
 -- its tombstone written, then the family deleted, so an error half-way never leaves a family
 -- gone without its tombstone, nor a tombstone unannounced.
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -14,11 +16,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unknown'}
 end
 local f = redis.call('HMGET', KEYS[1], 'sub', 'claims', 'exp', 'idle', 'used', 'cur', 'prev',
-  'rotated', 'hist')
+  'rotated', 'hist', 'jkt')
 local presented, now, grace, keep = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local in_history = string.find(' ' .. f[9] .. ' ', ' ' .. presented .. ' ', 1, true)
 if not (presented == f[6] or presented == f[7] or in_history) then
   return {'unknown'}
+end
+-- A family created before binding existed has no `jkt` field (false): unbound.
+if f[10] and f[10] ~= '' and f[10] ~= ARGV[10] then
+  return {'wrong_key'}
 end
 local exp, idle, used = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
 local ends = exp
