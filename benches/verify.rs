@@ -6,6 +6,11 @@
 //! `cargo bench --bench verify`. The comparison with peer crates is a crate of its own,
 //! `benches/peers/`, so their dependencies stay out of this build.
 //!
+//! With `dpop` and `client` (`--all-features`), the `dpop/` rows measure one DPoP request on
+//! an access-token cache hit (the proof's verification, its `ath`, the replay check in the
+//! memory store and the binding to `cnf.jkt`), next to a bare ES256 check of the proof's
+//! signature, which the request costs at least.
+//!
 //! With `--features metrics`, the `metrics/` rows measure the instruments: the cache hit with
 //! a Prometheus recorder, and the two ways of recording an event (a handle built once, the
 //! facade's macro per event), with no recorder and with one. The cache hit with no recorder
@@ -135,6 +140,80 @@ fn bench_net<L, B, LB, BB>(
     });
 }
 
+/// One DPoP request on an access-token cache hit, and the bare ES256 signature check of its
+/// proof. Each request carries a proof made just before it, outside the timed section.
+#[cfg(all(feature = "dpop", feature = "client"))]
+fn dpop(c: &mut Criterion) {
+    use http::{HeaderValue, Method, Uri};
+    use tower::ServiceExt;
+    use tower_jwt_refresh::client::dpop::DpopKey;
+    use tower_jwt_refresh::server::dpop::{DpopMode, DpopVerifier};
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let proof_key = DpopKey::generate().unwrap();
+    let (encoding, _, ours) = keys(Algorithm::HS256);
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({
+        "sub": "user-1234", "iss": fixture::ISS, "aud": fixture::AUD, "exp": now + 3600,
+        "iat": now, "jti": "6f1c2a4e-0b9d-4d8e-9b1a-3c5d7e9f1a2b",
+        "cnf": { "jkt": proof_key.thumbprint().as_str() },
+    });
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+    let verifier = DpopVerifier::new("https://api.example.com").unwrap();
+    let service = tower::Layer::layer(&layer(ours).dpop(verifier, DpopMode::Allowed), noop());
+    let called = Uri::from_static("https://api.example.com/");
+    let proof = || {
+        let proof = proof_key.proof(&Method::GET, &called);
+        proof.access_token(&token).sign().unwrap()
+    };
+    let request = |proof: &str| {
+        Request::get("/")
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", HeaderValue::from_str(proof).unwrap())
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    // Check once (and fill the token cache) outside the measurement.
+    let first = rt.block_on(service.clone().oneshot(request(&proof())));
+    assert_eq!(first.unwrap().status(), StatusCode::OK);
+    c.bench_function("dpop/ES256/layer_cache_hit", |b| {
+        let mut service = service.clone();
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                let req = request(&proof());
+                let start = Instant::now();
+                let response = complete(&rt, service.call(req)).unwrap();
+                timed += start.elapsed();
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+            timed
+        })
+    });
+
+    let proof = proof();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(proof_key.public_jwk()).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    let (input, signature) = proof.rsplit_once('.').unwrap();
+    c.bench_function("dpop/ES256/bare_signature_check", |b| {
+        b.iter(|| {
+            let valid = jsonwebtoken::crypto::verify(
+                black_box(signature),
+                input.as_bytes(),
+                &decoding,
+                Algorithm::ES256,
+            );
+            assert!(valid.unwrap());
+        })
+    });
+}
+
+#[cfg(not(all(feature = "dpop", feature = "client")))]
+fn dpop(_: &mut Criterion) {}
+
 /// The instruments' cost: what an event costs with no recorder installed and with one, for a
 /// handle built once (what the crate does) and for the facade's macro per event.
 #[cfg(feature = "metrics")]
@@ -198,5 +277,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections, instruments }
+criterion_group! { name = benches; config = config(); targets = algorithms, through_axum, rejections, instruments, dpop }
 criterion_main!(benches);

@@ -103,7 +103,8 @@ mod tower_util;
     feature = "axum",
     feature = "client",
     feature = "server",
-    feature = "issuer"
+    feature = "issuer",
+    feature = "dpop"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
