@@ -281,6 +281,56 @@ async fn grpc_refusals_follow_the_grpc_rules() {
     assert_eq!(reply.headers["grpc-message"], "dpop proof missing");
 }
 
+#[tokio::test]
+async fn behind_an_asynchronous_deny_list_the_proof_is_checked_after_it() {
+    use tower_jwt_refresh::server::{DenyCheck, RegisteredClaims, TokenStatus};
+    // The token's verdict needs I/O: the proof is checked once it is in, from the request's
+    // method, URI and `DPoP` headers kept for it.
+    let hook = |claims: &RegisteredClaims| {
+        let revoked = claims.sub.as_deref() == Some("mallory");
+        DenyCheck::pending(async move {
+            tokio::task::yield_now().await;
+            Ok(if revoked {
+                TokenStatus::Revoked
+            } else {
+                TokenStatus::Active
+            })
+        })
+    };
+    let addr = serve_layer(layer().deny_list(hook).dpop(verifier(), DpopMode::Allowed)).await;
+    let key = DpopKey::generate().unwrap();
+    let token = bound_token(&key);
+    let once = proof(&key, &Method::GET, &token, None);
+    let reply = get_dpop(addr, &token, &[&once]).await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.body.as_str()),
+        (200, "hello alice")
+    );
+    let again = get_dpop(addr, &token, &[&once]).await;
+    assert_dpop_refusal(&again, "invalid_dpop_proof", "dpop proof replayed");
+    let other = DpopKey::generate().unwrap();
+    let theirs = proof(&other, &Method::GET, &token, None);
+    let reply = get_dpop(addr, &token, &[&theirs]).await;
+    assert_dpop_refusal(
+        &reply,
+        "invalid_dpop_proof",
+        "dpop proof key does not match the token binding",
+    );
+    // A revoked token is refused as revoked: the token is judged before its proof.
+    let mut claims = good_claims();
+    claims["sub"] = json!("mallory");
+    claims["cnf"] = json!({ "jkt": key.thumbprint().as_str() });
+    let revoked = sign(at_header("ES256", "es"), claims);
+    let reply = get_dpop(
+        addr,
+        &revoked,
+        &[&proof(&key, &Method::GET, &revoked, None)],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.description(), "token revoked");
+}
+
 /// A replay store that cannot answer.
 struct Broken;
 
