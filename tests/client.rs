@@ -288,31 +288,21 @@ impl reqwest_middleware::Middleware for Answer {
 /// `via_reqwest::NAME`.
 macro_rules! both_fronts {
     (async: $($scenario:ident),* $(,)?; sync: $($plain:ident),* $(,)?) => {
-        mod via_tower {
+        both_fronts!(@front via_tower, Tower; $($scenario),*; $($plain),*);
+        both_fronts!(@front via_reqwest, Reqwest; $($scenario),*; $($plain),*);
+    };
+    (@front $module:ident, $front:ident; $($scenario:ident),*; $($plain:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(start_paused = true)]
                 async fn $scenario() {
-                    super::$scenario(super::Front::Tower).await;
+                    super::$scenario(super::Front::$front).await;
                 }
             )*
             $(
                 #[test]
                 fn $plain() {
-                    super::$plain(super::Front::Tower);
-                }
-            )*
-        }
-        mod via_reqwest {
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $scenario() {
-                    super::$scenario(super::Front::Reqwest).await;
-                }
-            )*
-            $(
-                #[test]
-                fn $plain() {
-                    super::$plain(super::Front::Reqwest);
+                    super::$plain(super::Front::$front);
                 }
             )*
         }
