@@ -5,8 +5,14 @@
 //! `ACCESS_TTL` (default 3.6 s), `REFRESH_TTL` (default 7 days), `REDIS_URL` (with
 //! `--features redis`: one Redis, `redis://host:port/`, or a Redis Cluster, its nodes' URLs
 //! comma-separated), `PROPAGATE_REVOCATIONS=1` (with Redis: revoked sessions kept in a local
-//! set fed by the store's revocation feed, instead of asking Redis on every request), and
-//! `METRICS=1` (with `--features metrics`) to serve `GET /metrics` in Prometheus text format.
+//! set fed by the store's revocation feed, instead of asking Redis on every request),
+//! `METRICS=1` (with `--features metrics`) to serve `GET /metrics` in Prometheus text format,
+//! `PUBLIC_URL` (the URL clients address the server by, which DPoP proofs name; default
+//! `http://<ADDR>`), and `DPOP_NONCE=1` to require the server's nonce in DPoP proofs.
+//!
+//! A `POST /login` carrying a `DPoP` proof gets tokens bound to the proof's key (RFC 9449):
+//! they then work only with proofs from that key, at `/aaa`, `/bbb`, `/refresh` and
+//! `/oauth/token`. `cargo run --example client -- --dpop` does that.
 
 mod common;
 

@@ -23,10 +23,16 @@ use serde_json::{Value, json};
 
 /// The example server on an ephemeral port with 2 s access tokens.
 async fn example_server() -> String {
+    example_server_with(false).await
+}
+
+/// The example server; with `dpop_nonce`, DPoP proofs need its nonces (`DPOP_NONCE=1`).
+async fn example_server_with(dpop_nonce: bool) -> String {
     let config = Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         secret: Some(b"example-test-secret-example-test!".to_vec()),
         access_ttl: Duration::from_secs(2),
+        dpop_nonce,
         ..Config::default()
     };
     let server = common::server::bind(config).await.unwrap();
@@ -72,6 +78,170 @@ async fn the_example_client_storms_the_example_server_in_every_style() {
 #[tokio::test]
 async fn the_reqwest_example_client_storms_the_example_server_in_every_style() {
     storm_every_style(true).await;
+}
+
+/// `--dpop` against the example server, with and without server nonces, with and without
+/// early refresh: one refresh, every request answered, every token bound.
+async fn storm_with_dpop(reqwest: bool) {
+    for dpop_nonce in [false, true] {
+        let base_url = example_server_with(dpop_nonce).await;
+        for early_refresh in [true, false] {
+            let options = Options {
+                base_url: base_url.clone(),
+                requests: 200,
+                early_refresh,
+                reqwest,
+                dpop: true,
+                refresh_style: RefreshStyle::OAuth,
+                ..Options::default()
+            };
+            let mut events = Vec::new();
+            let summary = common::client::run(&options, |e| events.push(e.to_owned()))
+                .await
+                .unwrap();
+            assert_eq!(
+                (summary.ok, summary.failed, summary.refreshes),
+                (200, 0, 1),
+                "nonces {dpop_nonce}, early {early_refresh}: {events:#?}"
+            );
+            assert!(
+                events[0].starts_with("tokens bound to DPoP key"),
+                "{events:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_example_client_storms_the_example_server_with_dpop() {
+    storm_with_dpop(false).await;
+}
+
+#[tokio::test]
+async fn the_reqwest_example_client_storms_the_example_server_with_dpop() {
+    storm_with_dpop(true).await;
+}
+
+/// What the example server does with DPoP: a login with a proof binds both tokens, which
+/// then need proofs from that key at the API and at both refresh endpoints; a login without
+/// one stays bearer; with nonces on, a proof without one gets `use_dpop_nonce`.
+#[tokio::test]
+async fn the_example_server_binds_the_tokens_of_a_login_with_a_proof() {
+    use http::{Method, Request, Uri};
+    use http_body_util::{BodyExt, Full};
+    use tower_jwt_refresh::client::dpop::DpopKey;
+
+    let http = reqwest_like();
+    let send = |request: Request<Full<bytes::Bytes>>| {
+        let client = http.0.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let (status, headers) = (response.status(), response.headers().clone());
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, headers, body)
+        }
+    };
+    let login = json!({"username": "admin", "password": "admin"}).to_string();
+    for dpop_nonce in [false, true] {
+        let base = example_server_with(dpop_nonce).await;
+        let key = DpopKey::generate().unwrap();
+        let url = |path: &str| format!("{base}{path}").parse::<Uri>().unwrap();
+        let post = |path: &str, proof: Option<String>, body: String| {
+            let mut request = Request::post(url(path)).header("content-type", "application/json");
+            if let Some(proof) = proof {
+                request = request.header("dpop", proof);
+            }
+            request.body(Full::from(body)).unwrap()
+        };
+        let proof = |method: &Method, path: &str, token: Option<&str>| {
+            let uri = url(path);
+            let proof = key.proof(method, &uri);
+            match token {
+                Some(token) => proof.access_token(token).sign().unwrap(),
+                None => proof.sign().unwrap(),
+            }
+        };
+
+        let first = proof(&Method::POST, "/login", None);
+        let (mut status, headers, mut body) =
+            send(post("/login", Some(first), login.clone())).await;
+        if dpop_nonce {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(body["error"], "use_dpop_nonce");
+            assert!(key.remember_nonce(&url("/login"), &headers));
+            let again = proof(&Method::POST, "/login", None);
+            (status, _, body) = send(post("/login", Some(again), login.clone())).await;
+        }
+        assert_eq!(
+            (status, body["tokenType"].as_str()),
+            (StatusCode::OK, Some("DPoP")),
+            "{body}"
+        );
+        let access = body["accessToken"].as_str().unwrap().to_owned();
+        let refresh = body["refreshToken"].as_str().unwrap().to_owned();
+
+        // The API: the bound token as a bearer token is refused; with a proof it works.
+        let (status, _) = http.get(&format!("{base}/aaa"), Some(&access)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let request = Request::get(url("/aaa"))
+            .header("authorization", format!("DPoP {access}"))
+            .header("dpop", proof(&Method::GET, "/aaa", Some(&access)))
+            .body(Full::default())
+            .unwrap();
+        let (status, _, _) = send(request).await;
+        assert_eq!(status, StatusCode::OK, "nonces {dpop_nonce}");
+
+        // `POST /refresh`: refused without a proof, rotated (and still bound) with one.
+        let refresh_body = json!({"refreshToken": refresh}).to_string();
+        let (status, _, _) = send(post("/refresh", None, refresh_body.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let with_proof = post(
+            "/refresh",
+            Some(proof(&Method::POST, "/refresh", None)),
+            refresh_body,
+        );
+        let (status, _, body) = send(with_proof).await;
+        assert_eq!(
+            (status, body["tokenType"].as_str()),
+            (StatusCode::OK, Some("DPoP")),
+            "{body}"
+        );
+        let refresh = body["refreshToken"].as_str().unwrap().to_owned();
+
+        // `POST /oauth/token`: the same.
+        let form = format!("grant_type=refresh_token&refresh_token={refresh}");
+        let oauth = |proof: Option<String>| {
+            let mut request = Request::post(url("/oauth/token"))
+                .header("content-type", "application/x-www-form-urlencoded");
+            if let Some(proof) = proof {
+                request = request.header("dpop", proof);
+            }
+            request.body(Full::from(form.clone())).unwrap()
+        };
+        let (status, _, body) = send(oauth(None)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+        );
+        let (status, _, body) = send(oauth(Some(proof(&Method::POST, "/oauth/token", None)))).await;
+        assert_eq!(
+            (status, body["token_type"].as_str()),
+            (StatusCode::OK, Some("DPoP")),
+            "{body}"
+        );
+
+        // A login without a proof stays bearer.
+        let (status, _, body) = send(post("/login", None, login.clone())).await;
+        assert_eq!(
+            (status, body["tokenType"].as_str()),
+            (StatusCode::OK, Some("Bearer"))
+        );
+        let (status, text) = http
+            .get(&format!("{base}/aaa"), body["accessToken"].as_str())
+            .await;
+        assert_eq!((status, text.as_str()), (StatusCode::OK, "aaa"));
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt};
+use tower_jwt_refresh::client::dpop::DpopKey;
 use tower_jwt_refresh::client::{
     OAuthRefresher, RefreshFailure, RefreshLayer, Refresher, Session, Tokens, refresher_fn,
 };
@@ -48,6 +49,9 @@ pub struct Options {
     pub refresh_delay: Option<Duration>,
     /// Send through a reqwest client with `RefreshMiddleware` instead of a tower client.
     pub reqwest: bool,
+    /// DPoP (RFC 9449): log in with a proof, so the tokens are bound to a key of this run,
+    /// and send every request and refresh with a proof. Refreshes at `/oauth/token`.
+    pub dpop: bool,
 }
 
 impl Default for Options {
@@ -63,15 +67,17 @@ impl Default for Options {
             early_refresh: true,
             refresh_delay: None,
             reqwest: false,
+            dpop: false,
         }
     }
 }
 
 impl Options {
     /// Parses `--base-url`, `--user`, `--password`, `-n`, `--refresh-style
-    /// oauth|seed-get|seed-post` and `--auth bearer|raw`.
+    /// oauth|seed-get|seed-post`, `--auth bearer|raw` and `--dpop`.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut options = Self::default();
+        let mut style_given = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -81,6 +87,7 @@ impl Options {
                 "--password" => options.password = value()?,
                 "-n" => options.requests = value()?.parse().map_err(|e| format!("-n: {e}"))?,
                 "--refresh-style" => {
+                    style_given = true;
                     options.refresh_style = match value()?.as_str() {
                         "oauth" => RefreshStyle::OAuth,
                         "seed-get" => RefreshStyle::SeedGet,
@@ -95,16 +102,22 @@ impl Options {
                         other => return Err(format!("unknown auth style {other}")),
                     }
                 }
+                "--dpop" => options.dpop = true,
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
+        }
+        if options.dpop && !style_given {
+            // RFC 9449 §5: bound refresh tokens are traded at the token endpoint.
+            options.refresh_style = RefreshStyle::OAuth;
         }
         Ok(options)
     }
 }
 
 pub const USAGE: &str = "usage: client [--base-url URL] [--user NAME] [--password PASSWORD] [-n N] \
-                         [--refresh-style oauth|seed-get|seed-post] [--auth bearer|raw]";
+                         [--refresh-style oauth|seed-get|seed-post] [--auth bearer|raw] [--dpop]\n\
+                         --dpop binds the tokens to a DPoP key and refreshes at /oauth/token";
 
 /// What a run did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,19 +178,42 @@ fn delayed(refresher: impl Refresher, delay: Duration) -> impl Refresher {
     })
 }
 
-/// RFC 6749's refresh, over the hyper-util client, or over reqwest for the reqwest client.
-fn oauth_layer(http: &Http, options: &Options, session: &Session, url: http::Uri) -> RefreshLayer {
+/// RFC 6749's refresh, over the hyper-util client, or over reqwest for the reqwest client;
+/// with a DPoP key, refresh requests carry proofs, and so do the layer's requests.
+fn oauth_layer(
+    http: &Http,
+    options: &Options,
+    session: &Session,
+    url: http::Uri,
+    dpop: Option<&DpopKey>,
+) -> RefreshLayer {
+    let with_key = |oauth: OAuthRefresher<_>| match dpop {
+        Some(key) => oauth.dpop(key.clone()),
+        None => oauth,
+    };
     #[cfg(feature = "reqwest")]
-    if options.reqwest {
+    let layer = if options.reqwest {
         let transport = tower_jwt_refresh::client::ReqwestTransport::new(reqwest::Client::new());
         let oauth = OAuthRefresher::new(transport, url);
-        return slowed(session, oauth, options.refresh_delay);
-    }
-    slowed(
+        let oauth = match dpop {
+            Some(key) => oauth.dpop(key.clone()),
+            None => oauth,
+        };
+        slowed(session, oauth, options.refresh_delay)
+    } else {
+        let oauth = with_key(OAuthRefresher::new(http.clone(), url));
+        slowed(session, oauth, options.refresh_delay)
+    };
+    #[cfg(not(feature = "reqwest"))]
+    let layer = slowed(
         session,
-        OAuthRefresher::new(http.clone(), url),
+        with_key(OAuthRefresher::new(http.clone(), url)),
         options.refresh_delay,
-    )
+    );
+    match dpop {
+        Some(key) => layer.dpop(key.clone()),
+        None => layer,
+    }
 }
 
 /// A layer on `session` refreshing with `refresher`, slowed down by `delay` if given.
@@ -193,12 +229,13 @@ fn refresh_layer(
     http: &Http,
     options: &Options,
     session: &Session,
+    dpop: Option<&DpopKey>,
 ) -> Result<RefreshLayer, BoxError> {
     let base = options.base_url.clone();
     let layer = match options.refresh_style {
         RefreshStyle::OAuth => {
             let url = format!("{base}/oauth/token").parse()?;
-            oauth_layer(http, options, session, url)
+            oauth_layer(http, options, session, url, dpop)
         }
         RefreshStyle::SeedGet | RefreshStyle::SeedPost => {
             let (http, style) = (http.clone(), options.refresh_style);
@@ -360,26 +397,65 @@ pub async fn main(reqwest: bool) -> std::process::ExitCode {
     }
 }
 
+/// `POST /login`; with a DPoP key, with a proof (sent again once if the server asks for its
+/// nonce), so the tokens are bound to the key.
+async fn log_in(
+    http: &Http,
+    options: &Options,
+    dpop: Option<&DpopKey>,
+) -> Result<Tokens, BoxError> {
+    let login = json!({"username": options.user, "password": options.password});
+    let url: http::Uri = format!("{}/login", options.base_url).parse()?;
+    for _ in 0..2 {
+        let mut request = Request::post(url.clone()).header("content-type", "application/json");
+        if let Some(key) = dpop {
+            request = request.header("dpop", key.proof(&Method::POST, &url).sign()?);
+        }
+        let response = http
+            .request(request.body(Full::new(Bytes::from(login.to_string())))?)
+            .await?;
+        let status = response.status();
+        let nonce = dpop.is_some_and(|key| key.remember_nonce(&url, response.headers()));
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if nonce && status == StatusCode::BAD_REQUEST && body["error"] == "use_dpop_nonce" {
+            continue;
+        }
+        // The original backend answers its login with 201 Created, as NestJS does for a POST.
+        if !status.is_success() {
+            return Err(format!("login failed with {status}: {body}").into());
+        }
+        let (access, refresh) = pair(&body).map_err(|e| format!("{e:?}"))?;
+        let tokens = Tokens::new(access, refresh);
+        return Ok(match body["tokenType"].as_str() {
+            Some(token_type) => tokens.token_type(token_type),
+            None => tokens,
+        });
+    }
+    Err("the login kept asking for a new DPoP nonce".into())
+}
+
 /// Logs in, waits for the access token to expire, fires the requests, and sums them up.
 /// `on_event` hears about each step, for a timeline.
 pub async fn run(options: &Options, mut on_event: impl FnMut(&str)) -> Result<Summary, BoxError> {
-    let http: Http = Client::builder(TokioExecutor::new()).build_http();
-    let login = json!({"username": options.user, "password": options.password});
-    let (status, body) = send_json(
-        &http,
-        Method::POST,
-        format!("{}/login", options.base_url),
-        login,
-    )
-    .await?;
-    // The original backend answers its login with 201 Created, as NestJS does for a POST.
-    if !status.is_success() {
-        return Err(format!("login failed with {status}: {body}").into());
+    if options.dpop && options.refresh_style != RefreshStyle::OAuth {
+        return Err(
+            "DPoP-bound tokens are refreshed at /oauth/token: use --refresh-style oauth".into(),
+        );
     }
-    let (access, refresh) = pair(&body).map_err(|e| format!("{e:?}"))?;
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let dpop = options.dpop.then(DpopKey::generate).transpose()?;
+    let tokens = log_in(&http, options, dpop.as_ref()).await?;
+    if let Some(key) = &dpop {
+        on_event(&format!(
+            "tokens bound to DPoP key {} ({:?})",
+            key.thumbprint(),
+            key.algorithm()
+        ));
+    }
     let session = Session::new();
-    session.login(Tokens::new(access, refresh))?;
-    let layer = refresh_layer(&http, options, &session)?;
+    session.login(tokens)?;
+    let layer = refresh_layer(&http, options, &session, dpop.as_ref())?;
 
     match session.tokens().and_then(|t| t.expires_at()) {
         Some(expires_at) => {

@@ -4,21 +4,28 @@
 //! `authorization` header, and refreshes at `GET /refresh?token=…`.
 //!
 //! - `POST /login` `{username, password}`: users `admin`/`admin` and `zhangsan`/`123`;
-//!   answers `{userInfo:{username}, accessToken, refreshToken}`, or 400 "用户不存在" /
-//!   "密码错误" in NestJS's error shape.
-//! - `GET /aaa`, `GET /bbb` behind `JwtAuthLayer`: `Bearer <token>` or the raw token.
+//!   answers `{userInfo:{username}, accessToken, refreshToken, tokenType}`, or 400 "用户不存在"
+//!   / "密码错误" in NestJS's error shape. A login that carries a `DPoP` proof (RFC 9449) gets
+//!   tokens bound to the proof's key (`tokenType: "DPoP"`); without one, bearer tokens.
+//! - `GET /aaa`, `GET /bbb` behind `JwtAuthLayer`: `Bearer <token>` or the raw token, or
+//!   `DPoP <token>` with a proof; a bound token works only with a proof from its key.
 //! - `GET /refresh?token=…` and `POST /refresh` `{refreshToken}`: `{accessToken,
-//!   refreshToken}`, rotating with reuse detection; 401 when refused.
-//! - `POST /oauth/token`: the RFC 6749 refresh endpoint; `POST /logout` `{refreshToken}`.
+//!   refreshToken}`, rotating with reuse detection; 401 when refused. A bound refresh token
+//!   needs a `DPoP` proof from its key.
+//! - `POST /oauth/token`: the RFC 6749 refresh endpoint, with DPoP; `POST /logout`
+//!   `{refreshToken}`.
+//! - With `dpop_nonce` (`DPOP_NONCE=1`), every DPoP proof must carry the server's current
+//!   nonce: a proof without it gets `use_dpop_nonce` and a `DPoP-Nonce` header (401 at the
+//!   API, 400 at the login and refresh endpoints).
 //! - `GET /metrics`, when the config holds a Prometheus handle ([`install_metrics`]): every
 //!   instrument of the crate's `metrics` feature, in Prometheus text format.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -26,8 +33,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 use tower_jwt_refresh::issuer::store::RefreshStore;
-use tower_jwt_refresh::issuer::{AccessTokenIssuer, MemoryStore, RefreshError, TokenIssuer};
+use tower_jwt_refresh::issuer::{
+    AccessTokenIssuer, IssuedTokens, MemoryStore, RefreshError, TokenIssuer,
+};
 use tower_jwt_refresh::keys::{Algorithm, KeySet, SigningKey};
+use tower_jwt_refresh::server::dpop::{DpopError, DpopMode, DpopNonces, DpopVerifier};
 use tower_jwt_refresh::server::{Claims, JwtAuthLayer};
 
 /// The users of the NestJS write-up's backend.
@@ -54,6 +64,11 @@ pub struct Config {
     pub grace: Option<Duration>,
     /// The installed Prometheus recorder: with it, `GET /metrics` serves what it recorded.
     pub metrics: Option<PrometheusHandle>,
+    /// The URL clients address the server by, which DPoP proofs name (`htu`); `None` takes
+    /// `http://<the bound address>`.
+    pub public_url: Option<String>,
+    /// Require the server's nonce in every DPoP proof.
+    pub dpop_nonce: bool,
 }
 
 impl Default for Config {
@@ -70,6 +85,8 @@ impl Default for Config {
             propagate: false,
             grace: None,
             metrics: None,
+            public_url: None,
+            dpop_nonce: false,
         }
     }
 }
@@ -79,7 +96,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl Config {
     /// Reads `ADDR`, `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE`, `JWT_JWKS` (a file),
     /// `ACCESS_TTL` and `REFRESH_TTL` (seconds), `REDIS_URL` (one URL, or a cluster's node
-    /// URLs, comma-separated) and `PROPAGATE_REVOCATIONS` (`1`: propagated revocations).
+    /// URLs, comma-separated), `PROPAGATE_REVOCATIONS` (`1`: propagated revocations),
+    /// `PUBLIC_URL` (what DPoP proofs name) and `DPOP_NONCE` (`1`: DPoP proofs need nonces).
     pub fn from_env() -> Result<Self, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let seconds = |name: &str, default: Duration| -> Result<Duration, BoxError> {
@@ -112,6 +130,8 @@ impl Config {
             propagate: var("PROPAGATE_REVOCATIONS").is_some_and(|v| v == "1"),
             grace: None,
             metrics: None,
+            public_url: var("PUBLIC_URL"),
+            dpop_nonce: var("DPOP_NONCE").is_some_and(|v| v == "1"),
         })
     }
 }
@@ -218,6 +238,18 @@ pub async fn bind_with<S: RefreshStore + Clone>(
         issuer = issuer.grace_period(grace);
     }
 
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
+    // One verifier for the API, the login and the refresh endpoints: they share its replay
+    // store (a proof is good once, anywhere) and its nonces.
+    let mut dpop = DpopVerifier::new(&public_url).map_err(|e| format!("PUBLIC_URL: {e}"))?;
+    if config.dpop_nonce {
+        dpop = dpop.nonces(DpopNonces::random()?);
+    }
+
     let mut keys = vec![key.verification_key()];
     if let Some(jwks) = &config.jwks {
         keys.extend(KeySet::from_jwks(jwks)?.iter().cloned());
@@ -226,34 +258,76 @@ pub async fn bind_with<S: RefreshStore + Clone>(
     let mut auth = JwtAuthLayer::new(KeySet::try_from_keys(keys)?)
         .leeway(Duration::ZERO)
         .allow_raw_authorization()
-        .deny_list(issuer.deny_list());
+        .deny_list(issuer.deny_list())
+        .dpop(dpop.clone(), DpopMode::Allowed);
     if let Some(iss) = &config.issuer {
         auth = auth.issuer(iss.clone());
     }
     if let Some(aud) = &config.audience {
         auth = auth.audience(aud.clone());
     }
+    let app = App {
+        issuer: issuer.clone(),
+        dpop: dpop.clone(),
+    };
     let protected = Router::new()
         .route("/aaa", get(|| async { "aaa" }))
         .route("/bbb", get(|| async { "bbb" }))
         .route("/logout", post(logout::<S>))
         .layer(auth)
-        .with_state(issuer.clone());
+        .with_state(app.clone());
     let mut router = Router::new()
         .route("/login", post(login::<S>))
         .route("/refresh", get(refresh_get::<S>).post(refresh_post::<S>))
-        .route_service("/oauth/token", issuer.refresh_endpoint())
-        .with_state(issuer)
+        .route_service("/oauth/token", issuer.refresh_endpoint().dpop(dpop))
+        .with_state(app)
         .merge(protected);
     if let Some(handle) = config.metrics {
         router = router.route("/metrics", get(move || scrape(handle.clone())));
     }
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
     Ok(Server {
         listener,
         router,
         notices,
     })
+}
+
+/// What the handlers share: the issuer, and the DPoP verifier of logins and refreshes.
+#[derive(Clone)]
+struct App<S> {
+    issuer: TokenIssuer<S>,
+    dpop: DpopVerifier,
+}
+
+impl<S: RefreshStore + Clone> App<S> {
+    /// Verifies the request's `DPoP` proof, if it carries one: `Ok(None)` without one, the
+    /// OAuth error answer (400) for a bad one.
+    async fn proof(
+        &self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<Option<tower_jwt_refresh::server::dpop::VerifiedProof>, Response> {
+        if !headers.contains_key("dpop") {
+            return Ok(None);
+        }
+        match self.dpop.verify(method, uri, headers, None).await {
+            Ok(proof) => Ok(Some(proof)),
+            Err(error) => Err(self.dpop_refusal(&error)),
+        }
+    }
+
+    /// RFC 9449 §5 and §8: 400 with the OAuth error, and the current nonce if one is needed.
+    fn dpop_refusal(&self, error: &DpopError) -> Response {
+        let body = json!({"error": error.error_code(), "error_description": error.to_string()});
+        let mut response = (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        if let Some(nonce) = self.dpop.current_nonce()
+            && let Ok(nonce) = nonce.parse()
+        {
+            response.headers_mut().insert("dpop-nonce", nonce);
+        }
+        response
+    }
 }
 
 /// `GET /metrics`: the recorder's contents in Prometheus text format.
@@ -280,7 +354,9 @@ struct Login {
 }
 
 async fn login<S: RefreshStore + Clone>(
-    State(issuer): State<TokenIssuer<S>>,
+    State(app): State<App<S>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Json(login): Json<Login>,
 ) -> Response {
     let Some((_, password)) = USERS.iter().find(|(name, _)| *name == login.username) else {
@@ -289,26 +365,51 @@ async fn login<S: RefreshStore + Clone>(
     if *password != login.password {
         return nest_error(StatusCode::BAD_REQUEST, "密码错误");
     }
-    match issuer
-        .issue(&login.username, &json!({"username": login.username}))
-        .await
-    {
+    let proof = match app.proof(&Method::POST, &uri, &headers).await {
+        Ok(proof) => proof,
+        Err(refusal) => return refusal,
+    };
+    let claims = json!({"username": login.username});
+    let issued = match &proof {
+        Some(proof) => {
+            app.issuer
+                .issue_bound(&login.username, &claims, proof)
+                .await
+        }
+        None => app.issuer.issue(&login.username, &claims).await,
+    };
+    match issued {
         Ok(pair) => Json(json!({
             "userInfo": {"username": login.username},
             "accessToken": pair.access_token,
             "refreshToken": pair.refresh_token,
+            "tokenType": pair.token_type,
         }))
         .into_response(),
         Err(e) => nest_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 
-async fn rotate<S: RefreshStore + Clone>(issuer: &TokenIssuer<S>, token: &str) -> Response {
-    match issuer.rotate(token).await {
-        Ok(pair) => {
-            Json(json!({"accessToken": pair.access_token, "refreshToken": pair.refresh_token}))
-                .into_response()
-        }
+/// Rotates `token`, bound to the request's DPoP key if it carries a proof: a bound refresh
+/// token without a proof from its key is refused.
+async fn rotate<S: RefreshStore + Clone>(
+    app: &App<S>,
+    (method, uri, headers): (Method, axum::http::Uri, HeaderMap),
+    token: &str,
+) -> Response {
+    let rotated: Result<IssuedTokens, RefreshError> = match app.proof(&method, &uri, &headers).await
+    {
+        Ok(Some(proof)) => app.issuer.rotate_bound(token, &proof).await,
+        Ok(None) => app.issuer.rotate(token).await,
+        Err(refusal) => return refusal,
+    };
+    match rotated {
+        Ok(pair) => Json(json!({
+            "accessToken": pair.access_token,
+            "refreshToken": pair.refresh_token,
+            "tokenType": pair.token_type,
+        }))
+        .into_response(),
         Err(RefreshError::InvalidGrant(_)) => {
             nest_error(StatusCode::UNAUTHORIZED, "token 已失效，请重新登录")
         }
@@ -322,10 +423,12 @@ struct TokenQuery {
 }
 
 async fn refresh_get<S: RefreshStore + Clone>(
-    State(issuer): State<TokenIssuer<S>>,
+    State(app): State<App<S>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    rotate(&issuer, &query.token).await
+    rotate(&app, (Method::GET, uri, headers), &query.token).await
 }
 
 #[derive(Deserialize)]
@@ -335,18 +438,21 @@ struct RefreshBody {
 }
 
 async fn refresh_post<S: RefreshStore + Clone>(
-    State(issuer): State<TokenIssuer<S>>,
+    State(app): State<App<S>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Json(body): Json<RefreshBody>,
 ) -> Response {
-    rotate(&issuer, &body.refresh_token).await
+    rotate(&app, (Method::POST, uri, headers), &body.refresh_token).await
 }
 
 /// Ends the session: of the refresh token sent, or else of the access token's `sid`.
 async fn logout<S: RefreshStore + Clone>(
-    State(issuer): State<TokenIssuer<S>>,
+    State(app): State<App<S>>,
     Extension(claims): Extension<Claims>,
     body: Option<Json<RefreshBody>>,
 ) -> Response {
+    let issuer = &app.issuer;
     let result = match (body, claims.registered().sid.as_deref()) {
         (Some(Json(body)), _) => issuer.revoke(&body.refresh_token).await,
         (None, Some(sid)) => issuer.revoke_session(sid).await,

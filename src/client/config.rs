@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, Method, StatusCode, Uri};
 use tokio::time::Instant;
 
 use super::error::Error;
+use super::proofs::{Proofs, Verdict};
 use super::rejection::RejectionRule;
 use super::session::{RefreshSettings, Session, State, TokenState};
 
@@ -33,6 +34,8 @@ pub(crate) struct Config {
     pub(crate) pass_through: bool,
     pub(crate) raw_authorization: bool,
     pub(crate) replay_window: bool,
+    /// DPoP proofs, when the layer has a key.
+    pub(crate) proofs: Proofs,
 }
 
 /// When to refresh before the access token expires.
@@ -51,11 +54,11 @@ pub(crate) enum Decision<'a> {
     PassThrough,
     /// Refresh first; the tokens' generation and identity epoch.
     RefreshFirst((u64, u64)),
-    /// Send now with `authorization`, keeping a copy for a replay or not.
+    /// Send now with `tokens`, keeping a copy for a replay or not.
     Send {
         seen: (u64, u64),
         keep: bool,
-        authorization: &'a HeaderValue,
+        tokens: &'a TokenState,
     },
 }
 
@@ -74,7 +77,9 @@ impl Config {
     /// refresh in the background; past the stale point (a few seconds before expiry), wait for
     /// the refresh. Reads the clock only when the tokens' expiry is known.
     pub(crate) fn plan(&self, tokens: &TokenState) -> Plan {
-        let keep = self.max_replays > 0;
+        // With DPoP, a `use_dpop_nonce` challenge may come at any time, and is answered by
+        // sending the copy again.
+        let keep = self.max_replays > 0 || self.proofs.is_on();
         let (Some(expires_at), Some(lifetime)) = (tokens.expires_at, tokens.lifetime) else {
             // Unknown expiry: a rejection may come any time.
             return Plan::Send {
@@ -104,7 +109,8 @@ impl Config {
             prefetch = now + early.mul_f64(1.0 - tokens.jitter / 2.0) >= expires_at;
         }
         // With the opt-in window, a copy only in the second half of the token's lifetime.
-        let keep = keep && (!self.replay_window || now + lifetime / 2 >= expires_at);
+        let keep = keep
+            && (!self.replay_window || self.proofs.is_on() || now + lifetime / 2 >= expires_at);
         Plan::Send { keep, prefetch }
     }
 
@@ -129,19 +135,23 @@ impl Config {
                 if prefetch {
                     self.session.prefetch(state.generation, &self.settings);
                 }
-                let authorization = tokens.0.header(self.raw_authorization);
                 Decision::Send {
                     seen,
                     keep,
-                    authorization,
+                    tokens: &tokens.0,
                 }
             }
         }
     }
 
-    /// The `Authorization` value of the session's current tokens, and their generation, if
-    /// the session is still in identity `epoch`.
-    pub(crate) fn authorization(&self, epoch: u64) -> Result<(HeaderValue, u64), Error> {
+    /// Sets the credentials of a request (`method`, `uri`) from the session's current
+    /// tokens, if the session is still in identity `epoch`; returns the tokens' generation.
+    pub(crate) fn credentials(
+        &self,
+        epoch: u64,
+        request: (&Method, Option<&Uri>),
+        headers: &mut HeaderMap,
+    ) -> Result<u64, Error> {
         let state = self.session.load();
         if state.epoch != epoch {
             return Err(Error::SessionChanged);
@@ -152,7 +162,53 @@ impl Config {
         let Some(tokens) = &state.tokens else {
             return Err(Error::NotAuthenticated);
         };
-        let header = tokens.0.header(self.raw_authorization).clone();
-        Ok((header, state.generation))
+        self.attach(&tokens.0, request, headers)?;
+        Ok(state.generation)
+    }
+
+    /// Sets the credentials of a request (`method`, `uri`) from `tokens`.
+    pub(crate) fn attach(
+        &self,
+        tokens: &TokenState,
+        request: (&Method, Option<&Uri>),
+        headers: &mut HeaderMap,
+    ) -> Result<(), Error> {
+        self.proofs
+            .attach(tokens, self.raw_authorization, request, headers)
+    }
+
+    /// Sets the credentials of `request` from `tokens`; with DPoP, returns the URI the
+    /// request goes to, whose answer's nonce is to be remembered.
+    pub(crate) fn attach_request<B>(
+        &self,
+        tokens: &TokenState,
+        request: &mut http::Request<B>,
+    ) -> Result<Option<Uri>, Error> {
+        if !self.proofs.is_on() {
+            let authorization = tokens.header(self.raw_authorization).clone();
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, authorization);
+            return Ok(None);
+        }
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        self.attach(tokens, (&method, Some(&uri)), request.headers_mut())?;
+        Ok(Some(uri))
+    }
+
+    /// Remembers the DPoP nonce of an answer to a request sent to `uri`.
+    pub(crate) fn remember(&self, uri: Option<&Uri>, headers: &HeaderMap) {
+        self.proofs.remember(uri, headers);
+    }
+
+    /// What an answer says.
+    pub(crate) fn verdict(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
+        if self.proofs.is_nonce_challenge(status, headers) {
+            Verdict::Nonce
+        } else if self.rejection.matches_head(status, headers) {
+            Verdict::Rejected
+        } else {
+            Verdict::Accepted
+        }
     }
 }

@@ -43,6 +43,12 @@ pub enum Error {
     /// runtime built without timers (`enable_time`). A set-up mistake, reported here rather
     /// than as a panic.
     NoRuntime,
+    /// A DPoP proof could not be made for the request (with
+    /// [`RefreshLayer::dpop`](super::RefreshLayer::dpop)): its URI has no scheme and
+    /// authority and the layer knows no origin for it
+    /// ([`dpop_origin`](super::RefreshLayer::dpop_origin)), or signing failed. The source
+    /// says which.
+    DpopProof(Arc<dyn std::error::Error + Send + Sync>),
     /// The inner service failed.
     Inner(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -50,6 +56,11 @@ pub enum Error {
 impl Error {
     pub(crate) fn refresh_failed(error: impl Into<BoxError>) -> Self {
         Self::RefreshFailed(Arc::from(error.into()))
+    }
+
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub(crate) fn proof(error: impl Into<BoxError>) -> Self {
+        Self::DpopProof(Arc::from(error.into()))
     }
 
     pub(crate) fn inner(error: impl Into<BoxError>) -> Self {
@@ -68,6 +79,7 @@ impl fmt::Display for Error {
             Self::RefreshLoop => "too many token refreshes in a short time",
             Self::SessionChanged => "session changed: logged in or out since the request was made",
             Self::NoRuntime => "no Tokio runtime with timers to wait for the token refresh on",
+            Self::DpopProof(_) => "could not make a dpop proof for the request",
             Self::Inner(_) => "inner service failed",
         })
     }
@@ -76,7 +88,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::RefreshFailed(e) | Self::Inner(e) => Some(&**e),
+            Self::RefreshFailed(e) | Self::DpopProof(e) | Self::Inner(e) => Some(&**e),
             _ => None,
         }
     }

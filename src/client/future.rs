@@ -10,11 +10,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::error::Error;
+use super::proofs::Verdict;
 use super::recovery::{Kept, Spare, recover};
 use super::replay::ReplayPolicy;
 use crate::BoxError;
@@ -51,6 +52,8 @@ pin_project! {
             spare: Option<Arc<Spare<S, P>>>,
             // The tokens' generation and identity epoch the request was sent with.
             seen: (u64, u64),
+            // With DPoP, where the request went: its answer's nonce is remembered.
+            uri: Option<Uri>,
         },
         PassThrough {
             #[pin]
@@ -75,6 +78,7 @@ where
         kept: Option<Kept<P::Kept>>,
         spare: Arc<Spare<S, P>>,
         seen: (u64, u64),
+        uri: Option<Uri>,
     ) -> Self {
         Self {
             state: State::First {
@@ -82,6 +86,7 @@ where
                 kept,
                 spare: Some(spare),
                 seen,
+                uri,
             },
         }
     }
@@ -125,13 +130,19 @@ where
                     kept,
                     spare,
                     seen,
+                    uri,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Error::inner)?;
                     let spare = spare.take().expect("polled after completion");
-                    if !spare.shared.config.rejection.matches(&response) {
+                    let config = &spare.shared.config;
+                    if uri.is_some() {
+                        config.remember(uri.as_ref(), response.headers());
+                    }
+                    let verdict = config.verdict(response.status(), response.headers());
+                    if verdict == Verdict::Accepted {
                         return Poll::Ready(Ok(response));
                     }
-                    let recovery = recover(spare, kept.take(), *seen, response);
+                    let recovery = recover(spare, kept.take(), *seen, response, verdict);
                     State::Slow {
                         future: Box::pin(recovery),
                     }

@@ -13,6 +13,7 @@ use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
 use super::config::{Config, Early, Shared};
+use super::proofs::Proofs;
 use super::refresher::Refresher;
 use super::rejection::RejectionRule;
 use super::replay::{CloneBodies, NoReplay, ReplayBody, TeeBodies};
@@ -81,6 +82,7 @@ impl RefreshLayer {
                     pass_through: false,
                     raw_authorization: false,
                     replay_window: false,
+                    proofs: Proofs::default(),
                 },
                 policy: CloneBodies,
             }),
@@ -274,6 +276,57 @@ impl<P: Clone> RefreshLayer<P> {
         F: Fn() + Send + Sync + 'static,
     {
         self.settings(|s| s.on_session_expired = Some(Arc::new(hook)))
+    }
+
+    /// Sends every request with a DPoP proof (RFC 9449) signed by `key`, under
+    /// `Authorization: DPoP <token>`, for access tokens bound to that key.
+    ///
+    /// - Each request, and each replay, gets a fresh proof (its `htm`, `htu`, `iat`, a new
+    ///   `jti`, the token's hash `ath`, and the latest nonce its server sent).
+    /// - A `DPoP-Nonce` header in any answer is remembered for that server's origin, in the
+    ///   key, so clones of the key (in an [`OAuthRefresher::dpop`](super::OAuthRefresher::dpop),
+    ///   say) share it.
+    /// - A `use_dpop_nonce` challenge is answered by sending the request once more, at once,
+    ///   with the new nonce: not a token rejection, so it never starts a refresh nor counts
+    ///   as a replay. Every request with a keepable body keeps a copy for it, whatever
+    ///   [`max_replays`](Self::max_replays) and [`replay_window`](Self::replay_window) say.
+    /// - Tokens whose type is `Bearer` (`token_type` in the token response,
+    ///   [`Tokens::token_type`](super::Tokens::token_type)) go out as bearer tokens, without a
+    ///   proof; tokens of type `DPoP`, or of no stated type, with one.
+    ///
+    /// Proofs need the request's absolute URI: give [`dpop_origin`](Self::dpop_origin) for
+    /// requests that carry only a path (tonic's). Give the refresher the same key, so refresh
+    /// requests carry proofs too.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_jwt_refresh::client::dpop::DpopKey;
+    /// use tower_jwt_refresh::client::{OAuthRefresher, RefreshLayer, Session};
+    /// # use bytes::Bytes; use http_body_util::Full;
+    /// # use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    /// let key = DpopKey::generate()?;
+    /// let refresher = OAuthRefresher::new(http, "https://auth.example.com/oauth/token".parse()?)
+    ///     .dpop(key.clone());
+    /// let layer = RefreshLayer::new(Session::new(), refresher).dpop(key);
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn dpop(self, key: super::dpop::DpopKey) -> Self {
+        self.with(|s| s.proofs = Proofs::new(key))
+    }
+
+    /// The scheme and authority DPoP proofs name for requests whose URI is only a path, as a
+    /// tonic client's are inside its channel: the server's address, `https://api.example.com`.
+    /// Set it after [`dpop`](Self::dpop).
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn dpop_origin(self, origin: http::Uri) -> Self {
+        self.with(|s| s.proofs = std::mem::take(&mut s.proofs).with_origin(origin))
     }
 
     /// Keeps bodies for replays with `policy`.

@@ -109,6 +109,7 @@ pub mod dpop;
 mod error;
 pub mod future;
 mod layer;
+mod proofs;
 mod recovery;
 mod refresher;
 mod rejection;

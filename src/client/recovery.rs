@@ -8,13 +8,13 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::config::{Config, Shared};
 use super::error::Error;
+use super::proofs::Verdict;
 use super::replay::{Head, ReplayPolicy};
 use super::round::{self, Copies, Sender};
 use crate::BoxError;
@@ -118,9 +118,10 @@ where
         mut request: Request<B>,
     ) -> Result<(Response<ResBody>, u64), Error> {
         let ready = self.0.ready().await.map_err(Error::inner)?;
-        let (authorization, generation) = config.authorization(epoch)?;
-        request.headers_mut().insert(AUTHORIZATION, authorization);
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        let generation = config.credentials(epoch, (&method, Some(&uri)), request.headers_mut())?;
         let response = ready.call(request).await.map_err(Error::inner)?;
+        config.remember(Some(&uri), response.headers());
         Ok((response, generation))
     }
 
@@ -166,6 +167,7 @@ pub(crate) async fn recover<S, B, ResBody, P>(
     kept: Option<Kept<P::Kept>>,
     seen: (u64, u64),
     rejected: Response<ResBody>,
+    verdict: Verdict,
 ) -> Result<Response<ResBody>, Error>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send,
@@ -179,7 +181,7 @@ where
         let sender = || Tower::new(spare.service());
         (Rebuild::new(policy, kept), sender)
     });
-    round::recover(config, kept, seen, rejected).await
+    round::recover(config, kept, seen, rejected, verdict).await
 }
 
 /// The token is about to expire: see [`round::refresh_first`].

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::header::WWW_AUTHENTICATE;
-use http::{HeaderMap, HeaderName, Response, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -30,7 +30,8 @@ impl RejectionRule {
     }
 
     /// Whether `response` says the token was rejected.
-    pub(crate) fn matches<B>(&self, response: &Response<B>) -> bool {
+    #[cfg(test)]
+    pub(crate) fn matches<B>(&self, response: &http::Response<B>) -> bool {
         self.matches_head(response.status(), response.headers())
     }
 
@@ -44,16 +45,25 @@ impl RejectionRule {
                 || headers
                     .get_all(WWW_AUTHENTICATE)
                     .iter()
-                    .any(|v| says_invalid_token(v.as_bytes()));
+                    .any(|v| says_error(v.as_bytes(), b"invalid_token"));
         }
-        // A trailers-only gRPC answer (HTTP 200) carries its status in the headers.
-        self.grpc && status == StatusCode::OK && headers.get(GRPC_STATUS).is_some_and(|s| s == "16")
+        self.grpc && is_grpc_unauthenticated(status, headers)
     }
 }
 
-/// Whether a `WWW-Authenticate` value carries `error="invalid_token"` (quoted or not, any
-/// case: RFC 7235 auth-params), whatever else it holds.
-fn says_invalid_token(value: &[u8]) -> bool {
+/// A trailers-only gRPC answer (HTTP 200) carries its status in the headers.
+fn is_grpc_unauthenticated(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::OK && headers.get(GRPC_STATUS).is_some_and(|s| s == "16")
+}
+
+/// A 401, or a trailers-only gRPC `UNAUTHENTICATED`.
+pub(crate) fn is_unauthenticated(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED || is_grpc_unauthenticated(status, headers)
+}
+
+/// Whether a `WWW-Authenticate` value carries `error="<code>"` (quoted or not, any case:
+/// RFC 7235 auth-params), whatever else it holds. `code` is lower case.
+pub(crate) fn says_error(value: &[u8], code: &[u8]) -> bool {
     let value = value.to_ascii_lowercase();
     let mut at = 0;
     while let Some(found) = value[at..].windows(5).position(|w| w == b"error") {
@@ -67,9 +77,9 @@ fn says_invalid_token(value: &[u8]) -> bool {
         let rest = rest.trim_ascii_start();
         let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
         if boundary
-            && rest.starts_with(b"invalid_token")
+            && rest.starts_with(code)
             && rest
-                .get(13)
+                .get(code.len())
                 .is_none_or(|c| matches!(c, b'"' | b',' | b' ' | b'\t'))
         {
             return true;
@@ -92,8 +102,8 @@ mod tests {
         RefreshLayer::new(Session::new(), refresher)
     }
 
-    fn response(status: u16, headers: &[(&'static str, &[u8])]) -> Response<()> {
-        let mut response = Response::new(());
+    fn response(status: u16, headers: &[(&'static str, &[u8])]) -> http::Response<()> {
+        let mut response = http::Response::new(());
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
         for (name, value) in headers {
             response

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use reqwest_middleware::{Middleware, Next};
@@ -23,6 +22,7 @@ use reqwest_middleware::{Middleware, Next};
 use super::config::{Config, Decision};
 use super::error::Error;
 use super::layer::RefreshLayer;
+use super::proofs::Verdict;
 use super::round::{self, Copies, Sender};
 
 /// Sends each request with the session's access token; on a rejection, refreshes once for
@@ -96,11 +96,16 @@ impl RefreshMiddleware {
             Decision::Send { seen, keep, .. } => {
                 let kept = keep.then(|| request.try_clone()).flatten();
                 match sender.send(config, seen.1, request).await {
-                    Ok((response, generation)) if is_rejection(config, &response) => {
+                    Ok((response, generation)) => {
+                        let verdict = config.verdict(response.status(), response.headers());
+                        if verdict == Verdict::Accepted {
+                            return Ok(response);
+                        }
                         let kept = kept.map(|copy| (Copy(Some(copy)), move || sender));
-                        round::recover(config, kept, (generation, seen.1), response).await
+                        let seen = (generation, seen.1);
+                        round::recover(config, kept, seen, response, verdict).await
                     }
-                    other => other.map(|(response, _)| response),
+                    Err(error) => Err(error),
                 }
             }
         };
@@ -129,12 +134,6 @@ impl Middleware for RefreshMiddleware {
     {
         Box::pin(self.run(request, extensions, next))
     }
-}
-
-fn is_rejection(config: &Config, response: &reqwest::Response) -> bool {
-    config
-        .rejection
-        .matches_head(response.status(), response.headers())
 }
 
 /// reqwest-middleware's error, which ours convert into.
@@ -169,9 +168,22 @@ impl Sender for Reqwest<'_, '_> {
         epoch: u64,
         mut request: reqwest::Request,
     ) -> Result<(reqwest::Response, u64), Failure> {
-        let (authorization, generation) = config.authorization(epoch)?;
-        request.headers_mut().insert(AUTHORIZATION, authorization);
+        // The URI is read only for a DPoP proof.
+        let uri = match config.proofs.is_on() {
+            true => Some(
+                request
+                    .url()
+                    .as_str()
+                    .parse::<http::Uri>()
+                    .map_err(Error::proof)?,
+            ),
+            false => None,
+        };
+        let method = request.method().clone();
+        let generation =
+            config.credentials(epoch, (&method, uri.as_ref()), request.headers_mut())?;
         let response = self.next.clone().run(request, self.extensions).await?;
+        config.remember(uri.as_ref(), response.headers());
         Ok((response, generation))
     }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::config::Config;
 use super::error::Error;
+use super::proofs::Verdict;
 use super::session::{Joined, Session};
 
 /// How a front end sends one request.
@@ -22,9 +23,10 @@ pub(crate) trait Sender {
     /// The front end's error: its own transport errors, and ours converted.
     type Error: From<Error>;
 
-    /// Sends `request` with the session's current token, read (with
-    /// [`Config::authorization`]) only once the sender is ready to send, if the session is
-    /// still in identity `epoch`. Returns the answer and the tokens' generation.
+    /// Sends `request` with the session's current token, set (with [`Config::credentials`])
+    /// only once the sender is ready to send, if the session is still in identity `epoch`;
+    /// remembers the answer's DPoP nonce ([`Config::remember`]). Returns the answer and the
+    /// tokens' generation.
     fn send(
         &mut self,
         config: &Config,
@@ -54,20 +56,23 @@ pub(crate) async fn refresh_after(config: &Config, seen: u64) -> Result<(), Erro
     }
 }
 
-fn is_rejection<T: Sender>(config: &Config, response: &T::Response) -> bool {
+fn verdict<T: Sender>(config: &Config, response: &T::Response) -> Verdict {
     let (status, headers) = T::head(response);
-    config.rejection.matches_head(status, headers)
+    config.verdict(status, headers)
 }
 
-/// After a rejection: get newer tokens (a stale rejection needs no refresh), then replay the
-/// kept copy, through the sender its factory makes, at most `max_replays` times. Without a
-/// copy, the refresh still happens and the rejection is returned, so the next request
-/// succeeds.
+/// After an answer that did not stand (`verdict`): for a rejected token, get newer tokens (a
+/// stale rejection needs no refresh) and replay the kept copy, through the sender its
+/// factory makes, at most `max_replays` times; for a `use_dpop_nonce` challenge, send the
+/// copy once more at once, with the nonce the challenge carried (no refresh, not counted as
+/// a replay). Without a copy, a rejection still refreshes, so the next request succeeds, and
+/// the answer is returned.
 pub(crate) async fn recover<T, K, F>(
     config: &Config,
     kept: Option<(K, F)>,
     (mut seen, epoch): (u64, u64),
     mut rejected: T::Response,
+    mut verdict: Verdict,
 ) -> Result<T::Response, T::Error>
 where
     T: Sender,
@@ -75,35 +80,58 @@ where
     F: FnOnce() -> T,
 {
     let Some((mut kept, sender)) = kept else {
-        refresh_after(config, seen).await?;
+        if verdict == Verdict::Rejected {
+            refresh_after(config, seen).await?;
+        }
         return Ok(rejected);
     };
     // Made only now that a replay is likely: for tower, a clone of the inner service.
     let mut sender = sender();
-    for replay in 0..config.max_replays {
-        let stale = config.session.load().generation > seen;
-        let again = replay + 1 < config.max_replays;
+    let (mut replays, mut nonce_retried) = (0, !config.proofs.is_on());
+    loop {
+        let refresh = match verdict {
+            Verdict::Accepted => return Ok(rejected),
+            Verdict::Nonce if !nonce_retried => {
+                nonce_retried = true;
+                false
+            }
+            // A second challenge: the server's answer stands.
+            Verdict::Nonce => return Ok(rejected),
+            Verdict::Rejected if replays < config.max_replays => {
+                replays += 1;
+                true
+            }
+            Verdict::Rejected => {
+                if config.max_replays == 0 {
+                    refresh_after(config, seen).await?;
+                }
+                return Ok(rejected);
+            }
+        };
+        // Another copy if another send may follow.
+        let again = replays < config.max_replays || !nonce_retried;
         let Some(request) = kept.next(again) else {
             // Nothing to replay: still refresh, so the next request succeeds.
-            refresh_after(config, seen).await?;
+            if refresh {
+                refresh_after(config, seen).await?;
+            }
             return Ok(rejected);
         };
-        // The rejection will not be returned: let its connection go before waiting.
+        // The answer will not be returned: let its connection go before waiting.
         drop(rejected);
-        refresh_after(config, seen).await?;
-        config.session.count_replay(stale);
-        tracing::debug!(stale, "replaying a rejected request");
+        if refresh {
+            let stale = config.session.load().generation > seen;
+            refresh_after(config, seen).await?;
+            config.session.count_replay(stale);
+            tracing::debug!(stale, "replaying a rejected request");
+        } else {
+            tracing::debug!("sending a request again with the server's dpop nonce");
+        }
         let (response, generation) = sender.send(config, epoch, request).await?;
         seen = generation;
-        if !is_rejection::<T>(config, &response) {
-            return Ok(response);
-        }
+        verdict = self::verdict::<T>(config, &response);
         rejected = response;
     }
-    if config.max_replays == 0 {
-        refresh_after(config, seen).await?;
-    }
-    Ok(rejected)
 }
 
 /// The token is about to expire: refresh first, then send through `sender`, keeping a copy
@@ -129,17 +157,18 @@ where
         }
         tracing::debug!(%error, "early refresh failed; sending with the current token");
     }
-    let (request, kept) = if config.max_replays > 0 {
+    let (request, kept) = if config.max_replays > 0 || config.proofs.is_on() {
         keep(request)
     } else {
         (request, None)
     };
     let (response, generation) = sender.send(config, epoch, request).await?;
-    if !is_rejection::<T>(config, &response) {
+    let verdict = verdict::<T>(config, &response);
+    if verdict == Verdict::Accepted {
         return Ok(response);
     }
     let kept = kept.map(|kept| (kept, move || replays(sender)));
-    recover(config, kept, (generation, epoch), response).await
+    recover(config, kept, (generation, epoch), response, verdict).await
 }
 
 /// Whether the session's access token may still be sent: not expired, and its expiry (when

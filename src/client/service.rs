@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use arc_swap::cache::Cache;
-use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -124,12 +123,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         let state = self.state.load();
-        let (seen, keep, authorization) = match shared.config.decide(state) {
-            Decision::Send {
-                seen,
-                keep,
-                authorization,
-            } => (seen, keep, authorization.clone()),
+        let (seen, keep, tokens) = match shared.config.decide(state) {
+            Decision::Send { seen, keep, tokens } => (seen, keep, tokens),
             Decision::Fail(error) => return ResponseFuture::failed(error),
             Decision::PassThrough => return ResponseFuture::pass_through(self.inner.call(req)),
             Decision::RefreshFirst((generation, epoch)) => {
@@ -144,16 +139,20 @@ where
         } else {
             (req, None)
         };
-        req.headers_mut().insert(AUTHORIZATION, authorization);
+        let uri = match shared.config.attach_request(tokens, &mut req) {
+            Ok(uri) => uri,
+            Err(error) => return ResponseFuture::failed(error),
+        };
         self.spare.keep(&self.inner);
         let spare = Arc::clone(&self.spare);
         let future = self.inner.call(req);
-        ResponseFuture::first(future, kept, spare, seen)
+        ResponseFuture::first(future, kept, spare, seen, uri)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use http::header::AUTHORIZATION;
     use tower::{Layer, ServiceExt, service_fn};
 
     use super::*;

@@ -298,7 +298,15 @@ impl Responder {
     /// Builds the answer for `rejection`, as gRPC when the request was gRPC.
     pub(crate) fn respond<B>(&self, rejection: Rejection, grpc: bool) -> Response<AuthBody<B>> {
         let mut response = if grpc {
-            grpc_response(rejection)
+            let mut response = grpc_response(rejection);
+            // A gRPC client cannot read the error from a challenge-less status: a DPoP error
+            // carries its challenge too, so a client tells `use_dpop_nonce` from a rejected
+            // token.
+            if is_dpop_error(rejection) {
+                let challenge = self.challenge("DPoP", Some(rejection));
+                response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+            }
+            response
         } else {
             self.http_response(rejection)
         };
@@ -337,12 +345,7 @@ impl Responder {
         }
         // RFC 9449 §7.1: a DPoP error, or a layer that takes DPoP only, gets a DPoP challenge;
         // a layer that takes both answers other errors with both challenges (§7.2).
-        let dpop_error = matches!(
-            rejection,
-            Rejection::InvalidDpopProof(_)
-                | Rejection::UseDpopNonce
-                | Rejection::InvalidToken(TokenError::DpopBound | TokenError::NotDpopBound)
-        );
+        let dpop_error = is_dpop_error(rejection);
         let only = self.dpop.as_ref().is_some_and(|d| d.only);
         if dpop_error || only {
             headers.insert(WWW_AUTHENTICATE, self.challenge("DPoP", Some(rejection)));
@@ -384,6 +387,16 @@ impl Responder {
             value.push_str(&self.scope);
         }
     }
+}
+
+/// Whether `rejection` is about DPoP: it gets a DPoP challenge (RFC 9449 §7.1).
+fn is_dpop_error(rejection: Rejection) -> bool {
+    matches!(
+        rejection,
+        Rejection::InvalidDpopProof(_)
+            | Rejection::UseDpopNonce
+            | Rejection::InvalidToken(TokenError::DpopBound | TokenError::NotDpopBound)
+    )
 }
 
 fn json_body(rejection: Rejection) -> Bytes {
@@ -484,6 +497,26 @@ mod tests {
         assert_eq!(res.headers()[CONTENT_TYPE], "application/grpc");
         let res = Responder::new("api").respond::<()>(Rejection::InsufficientScope, true);
         assert_eq!(res.headers()["grpc-status"], "7");
+        // A bearer refusal carries no challenge over gRPC.
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[cfg(feature = "dpop")]
+    #[test]
+    fn grpc_dpop_refusals_carry_their_challenge_and_nonce() {
+        let mut r = Responder::new("api");
+        r.set_dpop("ES256", false, Arc::new(|| Some("n-1".into())));
+        let res = r.respond::<()>(Rejection::UseDpopNonce, true);
+        assert_eq!(res.headers()["grpc-status"], "16");
+        let challenge = res.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.starts_with("DPoP ") && challenge.contains(r#"error="use_dpop_nonce""#),
+            "{challenge}"
+        );
+        assert_eq!(res.headers()["dpop-nonce"], "n-1");
+        // A token refusal stays challenge-free, as for bearer-only layers.
+        let res = r.respond::<()>(Rejection::InvalidToken(TokenError::Expired), true);
+        assert!(res.headers().get(WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

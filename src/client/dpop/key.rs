@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{Method, Uri};
+use http::{HeaderMap, Method, Uri};
 use jsonwebtoken::{Algorithm, EncodingKey};
 
+use crate::client::dpop::nonces::{self, Nonces};
 use crate::client::dpop::proof::Proof;
 use crate::keys::backend::{Signer, install_crypto_provider};
 use crate::keys::{KeyError, Thumbprint};
@@ -18,6 +19,12 @@ use crate::keys::{KeyError, Thumbprint};
 /// Cloning is cheap (a reference-count bump); `Debug` shows the algorithm and the thumbprint,
 /// never the private key. Keep one key per client instance for as long as its tokens live:
 /// tokens bound to it work with no other key.
+///
+/// A key also remembers the latest `DPoP-Nonce` each server (origin) sent it
+/// ([`remember_nonce`](Self::remember_nonce)), and its proofs to that origin carry it. Clones
+/// share that memory, so a [`RefreshLayer`](crate::client::RefreshLayer), an
+/// [`OAuthRefresher`](crate::client::OAuthRefresher) and the application's own login, given
+/// clones of one key, all use the nonce any of them was last handed.
 ///
 /// # Example
 ///
@@ -45,6 +52,8 @@ struct Inner {
     thumbprint: Thumbprint,
     /// The proof header, base64url-encoded once: it is the same for every proof.
     header: String,
+    /// The latest `DPoP-Nonce` of each server this key's proofs went to.
+    nonces: Nonces,
 }
 
 impl fmt::Debug for DpopKey {
@@ -109,6 +118,7 @@ impl DpopKey {
                 thumbprint: public.thumbprint(),
                 jwk,
                 header: URL_SAFE_NO_PAD.encode(header),
+                nonces: Nonces::default(),
             }),
         })
     }
@@ -132,6 +142,45 @@ impl DpopKey {
     /// are left out of `htu`).
     pub fn proof<'a>(&'a self, method: &'a Method, uri: &'a Uri) -> Proof<'a> {
         Proof::new(self, method, uri)
+    }
+
+    /// Remembers the `DPoP-Nonce` header of a response from `uri` (if it carries a
+    /// well-formed one) as the nonce for `uri`'s origin: the next proofs to that origin carry
+    /// it. Returns whether the response carried one.
+    ///
+    /// A [`RefreshLayer`](crate::client::RefreshLayer) and an
+    /// [`OAuthRefresher`](crate::client::OAuthRefresher) with this key do this for every
+    /// response they see; call it for requests made without them, such as the login.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderValue, Method, Uri};
+    /// use tower_jwt_refresh::client::dpop::DpopKey;
+    ///
+    /// let key = DpopKey::generate()?;
+    /// let login = Uri::from_static("https://auth.example.com/login");
+    /// // The server answered 400 `use_dpop_nonce` with a nonce: remember it and sign again.
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("dpop-nonce", HeaderValue::from_static("eyJ7S_zG.eyJH0-Z.HX4w-7v"));
+    /// assert!(key.remember_nonce(&login, &headers));
+    /// assert_eq!(key.nonce(&login).as_deref(), Some("eyJ7S_zG.eyJH0-Z.HX4w-7v"));
+    /// let proof = key.proof(&Method::POST, &login).sign()?; // carries the nonce
+    /// # let _ = proof; Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remember_nonce(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        nonces::origin(uri).is_some_and(|origin| self.inner.nonces.remember(&origin, headers))
+    }
+
+    /// The latest nonce remembered for `uri`'s origin.
+    pub fn nonce(&self, uri: &Uri) -> Option<String> {
+        let origin = nonces::origin(uri)?;
+        self.inner.nonces.get(&origin).map(|n| n.to_string())
+    }
+
+    /// The latest nonce of `origin` (`scheme://authority`, lower case).
+    pub(crate) fn nonce_of(&self, origin: &str) -> Option<Arc<str>> {
+        self.inner.nonces.get(origin)
     }
 
     /// The encoded header, `.`, then `claims` encoded, signed: a compact JWS.

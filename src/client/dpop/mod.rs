@@ -33,6 +33,7 @@
 //! ```
 
 mod key;
+pub(crate) mod nonces;
 mod proof;
 
 pub use key::DpopKey;

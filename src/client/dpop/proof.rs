@@ -9,6 +9,7 @@ use http::{Method, Uri};
 use serde::Serialize;
 
 use crate::client::dpop::key::DpopKey;
+use crate::client::dpop::nonces;
 use crate::keys::{KeyError, access_token_hash};
 
 /// Why a proof could not be made.
@@ -56,6 +57,9 @@ impl std::error::Error for ProofError {
 /// optionally the access token it goes with and the server's nonce. [`sign`](Self::sign)
 /// adds a fresh `jti` (128 random bits) and `iat` (now, unless
 /// [`issued_at`](Self::issued_at) says otherwise).
+///
+/// Without [`nonce`](Self::nonce), the proof carries the latest nonce the key remembers for
+/// the URI's origin ([`DpopKey::remember_nonce`]), if any.
 ///
 /// # Example
 ///
@@ -122,7 +126,8 @@ impl<'a> Proof<'a> {
         self
     }
 
-    /// The server's latest nonce (from its `DPoP-Nonce` header), as the `nonce` claim.
+    /// The server's latest nonce (from its `DPoP-Nonce` header), as the `nonce` claim,
+    /// instead of the one the key remembers for the URI's origin.
     pub fn nonce(mut self, nonce: &'a str) -> Self {
         self.nonce = Some(nonce);
         self
@@ -138,6 +143,10 @@ impl<'a> Proof<'a> {
     /// Signs the proof: the value of the request's `DPoP` header.
     pub fn sign(self) -> Result<String, ProofError> {
         let htu = htu(self.uri).ok_or(ProofError::RelativeUri)?;
+        let remembered = match self.nonce {
+            Some(_) => None,
+            None => nonces::origin(self.uri).and_then(|origin| self.key.nonce_of(&origin)),
+        };
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti).map_err(|_| {
             ProofError::Signing(KeyError::Signing(
@@ -155,7 +164,7 @@ impl<'a> Proof<'a> {
             htu: &htu,
             iat,
             ath: self.access_token.map(access_token_hash),
-            nonce: self.nonce,
+            nonce: self.nonce.or(remembered.as_deref()),
         };
         let json = serde_json::to_vec(&claims)
             .map_err(|e| ProofError::Signing(KeyError::Signing(e.into())))?;

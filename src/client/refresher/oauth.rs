@@ -40,6 +40,8 @@ pub struct OAuthRefresher<S> {
     client: S,
     token_url: Uri,
     client_id: Option<String>,
+    #[cfg(feature = "dpop")]
+    dpop: Option<crate::client::dpop::DpopKey>,
 }
 
 impl<S> fmt::Debug for OAuthRefresher<S> {
@@ -58,7 +60,24 @@ impl<S> OAuthRefresher<S> {
             client,
             token_url,
             client_id: None,
+            #[cfg(feature = "dpop")]
+            dpop: None,
         }
+    }
+
+    /// Sends each refresh with a DPoP proof signed by `key` (RFC 9449 §5), so the server
+    /// binds the new tokens to it; a refresh token bound to a key is refused without a proof
+    /// from it. The token endpoint's `DPoP-Nonce` is remembered in the key; a
+    /// `use_dpop_nonce` refusal is answered by one more request with the new nonce, which
+    /// the server has not counted as a use of the refresh token.
+    ///
+    /// Give the [`RefreshLayer`](crate::client::RefreshLayer) the same key
+    /// ([`RefreshLayer::dpop`](crate::client::RefreshLayer::dpop)).
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn dpop(mut self, key: crate::client::dpop::DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
     }
 
     /// Sends `client_id` with each refresh, as public clients do.
@@ -68,8 +87,8 @@ impl<S> OAuthRefresher<S> {
         self
     }
 
-    /// The form `POST` that trades `refresh_token`.
-    fn request(&self, refresh_token: &str) -> Request<Full<Bytes>> {
+    /// The form `POST` that trades `refresh_token`, with a DPoP proof when there is a key.
+    fn request(&self, refresh_token: &str) -> Result<Request<Full<Bytes>>, RefreshFailure> {
         let mut form = form_urlencoded(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
@@ -87,7 +106,26 @@ impl<S> OAuthRefresher<S> {
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        request
+        #[cfg(feature = "dpop")]
+        if let Some(key) = &self.dpop {
+            let proof = key
+                .proof(&Method::POST, &self.token_url)
+                .sign()
+                .map_err(RefreshFailure::transient)?;
+            let proof = HeaderValue::try_from(proof).map_err(RefreshFailure::transient)?;
+            headers.insert("dpop", proof);
+        }
+        Ok(request)
+    }
+
+    /// Remembers the token endpoint's DPoP nonce; whether the answer carried one.
+    fn remember_nonce(&self, headers: &http::HeaderMap) -> bool {
+        #[cfg(feature = "dpop")]
+        if let Some(key) = &self.dpop {
+            return key.remember_nonce(&self.token_url, headers);
+        }
+        let _ = headers;
+        false
     }
 }
 
@@ -100,27 +138,36 @@ where
     B::Error: Into<BoxError>,
 {
     async fn refresh(&self, refresh_token: &str) -> Result<Tokens, RefreshFailure> {
-        let response = self
-            .client
-            .clone()
-            .oneshot(self.request(refresh_token))
-            .await
-            .map_err(|e| RefreshFailure::Transient(e.into()))?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let body = Limited::new(response.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(RefreshFailure::Transient)?
-            .to_bytes();
-        if status.is_success() {
-            read_tokens(&body)
-        } else {
-            let refusal = read_refusal(status, &body);
-            Err(match (refusal, retry_after) {
+        let mut nonce_retried = false;
+        loop {
+            let response = self
+                .client
+                .clone()
+                .oneshot(self.request(refresh_token)?)
+                .await
+                .map_err(|e| RefreshFailure::Transient(e.into()))?;
+            let status = response.status();
+            let retry_after = retry_after(response.headers());
+            let new_nonce = self.remember_nonce(response.headers());
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(RefreshFailure::Transient)?
+                .to_bytes();
+            if status.is_success() {
+                return read_tokens(&body);
+            }
+            let code = error_code(&body);
+            // RFC 9449 §8: the proof lacked the server's nonce, which came with the refusal.
+            if code.as_deref() == Some("use_dpop_nonce") && new_nonce && !nonce_retried {
+                nonce_retried = true;
+                continue;
+            }
+            let refusal = read_refusal(status, code);
+            return Err(match (refusal, retry_after) {
                 (refusal @ RefreshFailure::Transient(_), Some(after)) => refusal.retry_after(after),
                 (refusal, _) => refusal,
-            })
+            });
         }
     }
 }
@@ -140,6 +187,7 @@ struct TokenResponse {
     access_token: String,
     refresh_token: Option<String>,
     expires_in: Option<Seconds>,
+    token_type: Option<String>,
 }
 
 /// `expires_in`: a number (some servers send `3599.0`), or a string of one. A value that is
@@ -180,14 +228,19 @@ fn read_tokens(body: &[u8]) -> Result<Tokens, RefreshFailure> {
         access_token: parsed.access_token,
         refresh_token: parsed.refresh_token,
         expires_in: parsed.expires_in.as_ref().and_then(Seconds::duration),
+        token_type: parsed.token_type,
     })
 }
 
-/// The failure a refusal stands for.
-fn read_refusal(status: StatusCode, body: &[u8]) -> RefreshFailure {
-    let code = serde_json::from_slice::<ErrorResponse>(body)
+/// The RFC 6749 §5.2 error code of a refusal's body, if it has one.
+fn error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorResponse>(body)
         .map(|e| e.error)
-        .ok();
+        .ok()
+}
+
+/// The failure a refusal with error `code` stands for.
+fn read_refusal(status: StatusCode, code: Option<String>) -> RefreshFailure {
     let message = format!(
         "refresh answered {status} ({})",
         code.as_deref().unwrap_or("no error code")

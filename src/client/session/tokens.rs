@@ -28,6 +28,10 @@ pub struct Tokens {
     /// The access token's lifetime, if the server said (`expires_in`); otherwise it is read
     /// from the JWT's `exp` claim, without verification.
     pub expires_in: Option<Duration>,
+    /// The token type the server named (`token_type`: `Bearer` or `DPoP`), if it did. A
+    /// layer with a [DPoP key](crate::client::RefreshLayer::dpop) sends every access token
+    /// as `DPoP` unless its type says otherwise; without a key, the type is not read.
+    pub token_type: Option<String>,
 }
 
 impl Tokens {
@@ -37,6 +41,7 @@ impl Tokens {
             access_token: access_token.into(),
             refresh_token: Some(refresh_token.into()),
             expires_in: None,
+            token_type: None,
         }
     }
 
@@ -47,6 +52,7 @@ impl Tokens {
             access_token: access_token.into(),
             refresh_token: None,
             expires_in: None,
+            token_type: None,
         }
     }
 
@@ -57,12 +63,20 @@ impl Tokens {
         self
     }
 
+    /// Sets the token type (`Bearer` or `DPoP`, as the token response's `token_type`).
+    #[must_use]
+    pub fn token_type(mut self, token_type: impl Into<String>) -> Self {
+        self.token_type = Some(token_type.into());
+        self
+    }
+
     /// What a refresh returned; `spent` stays the refresh token unless the server rotated it.
     pub(crate) fn refreshed(new: Tokens, spent: String) -> Self {
         Self {
             access_token: new.access_token,
             refresh_token: Some(new.refresh_token.unwrap_or(spent)),
             expires_in: new.expires_in,
+            token_type: new.token_type,
         }
     }
 }
@@ -76,6 +90,7 @@ impl fmt::Debug for Tokens {
                 &self.refresh_token.as_ref().map(|_| "[redacted]"),
             )
             .field("expires_in", &self.expires_in)
+            .field("token_type", &self.token_type)
             .finish()
     }
 }
@@ -104,6 +119,13 @@ pub(crate) struct TokenState {
     raw: HeaderValue,
     access_token: String,
     refresh_token: Option<String>,
+    /// Whether the server said the token is a bearer token (`token_type: Bearer`): sent as
+    /// one even by a layer with a DPoP key.
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    pub(crate) bearer_only: bool,
+    /// `DPoP <access token>`, built at its first use.
+    #[cfg(feature = "dpop")]
+    dpop: std::sync::OnceLock<HeaderValue>,
     pub(crate) expires_at: Option<Instant>,
     pub(crate) lifetime: Option<Duration>,
     /// A random fraction in `[0, 1)`, drawn once per token set: where in the early window this
@@ -121,6 +143,24 @@ impl TokenState {
     pub(crate) fn header(&self, raw: bool) -> &HeaderValue {
         if raw { &self.raw } else { &self.bearer }
     }
+
+    /// The access token.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn access_token(&self) -> &str {
+        &self.access_token
+    }
+
+    /// The `Authorization` value under the DPoP scheme: `DPoP <token>`.
+    #[cfg(feature = "dpop")]
+    pub(crate) fn dpop_header(&self) -> &HeaderValue {
+        self.dpop.get_or_init(|| {
+            // The token made a valid `Bearer` value: the same bytes make a `DPoP` one.
+            let mut value = HeaderValue::try_from(format!("DPoP {}", self.access_token))
+                .unwrap_or_else(|_| self.bearer.clone());
+            value.set_sensitive(true);
+            value
+        })
+    }
 }
 
 impl CurrentTokens {
@@ -133,9 +173,16 @@ impl CurrentTokens {
         };
         let (bearer, raw) = (value(bytes.slice(..))?, value(bytes.slice(7..))?);
         let lifetime = lifetime(tokens.expires_in, &tokens.access_token);
+        let bearer_only = tokens
+            .token_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
         Ok(Self(Arc::new(TokenState {
             bearer,
             raw,
+            bearer_only,
+            #[cfg(feature = "dpop")]
+            dpop: std::sync::OnceLock::new(),
             expires_at: lifetime.map(|l| Instant::now() + l),
             lifetime,
             jitter: jitter(&tokens.access_token),
