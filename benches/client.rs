@@ -9,6 +9,9 @@
 //!   refresher that takes 300 ms. The first request starts the refresh in the background and
 //!   every request goes out at once on the still-valid token. Criterion reports means, so the
 //!   group also prints each request's latency (p50, p99, max) against the bare storm's.
+//! - DPoP (with the `dpop` feature): the client's proof for one request (`DpopKey::proof`
+//!   with `ath`, signed) against a bare ES256 signature of an input of the same length with
+//!   the same key, and a whole request through `RefreshLayer::dpop`.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -41,7 +44,7 @@ const PROACTIVE_LIFETIME: Duration = Duration::from_secs(2);
 /// to send its requests.
 const PROACTIVE_AGE: Duration = Duration::from_millis(1520);
 
-/// 200 for `Bearer <accepted>`, 401 otherwise.
+/// 200 for `Bearer <accepted>` (or `DPoP <accepted>`), 401 otherwise.
 #[derive(Clone)]
 struct Mock {
     accepted: &'static str,
@@ -63,7 +66,11 @@ impl Service<Request<Full<Bytes>>> for Mock {
         let ok = req
             .headers()
             .get("authorization")
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| {
+                let v = v.as_bytes();
+                v.strip_prefix(b"Bearer ")
+                    .or_else(|| v.strip_prefix(b"DPoP "))
+            })
             .is_some_and(|t| t == self.accepted.as_bytes());
         let mut response = Response::new(Full::default());
         if !ok {
@@ -204,6 +211,90 @@ fn hot_path(c: &mut Criterion<ThreadTime>) {
     }
     group.finish();
 }
+
+/// The client's DPoP proof for one request against a bare ES256 signature (aws-lc-rs, the
+/// key parsed once) of the proof's own signing input with the same key; and one request
+/// through `RefreshLayer::dpop`.
+#[cfg(all(feature = "dpop", feature = "aws-lc-rs"))]
+fn dpop(c: &mut Criterion<ThreadTime>) {
+    use http::{Method, Uri};
+    use tower_jwt_refresh::client::dpop::DpopKey;
+    use tower_jwt_refresh::keys::Algorithm;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/keys/ec_private.pem"
+    ))
+    .unwrap();
+    let key = DpopKey::from_pkcs8_pem(Algorithm::ES256, &pem).unwrap();
+    // The bare signature: the crypto backend's own ES256 signer, its key parsed once.
+    let der: String = String::from_utf8(pem)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, der).unwrap();
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    // A realistic access token: a JWT of ~300 bytes.
+    let token = format!(
+        "eyJhbGciOiJIUzI1NiJ9.{}.{}",
+        "a".repeat(240),
+        "s".repeat(43)
+    );
+    let uri = Uri::from_static("https://api.example.com/orders?page=2");
+    let proof = key
+        .proof(&Method::GET, &uri)
+        .access_token(&token)
+        .sign()
+        .unwrap();
+    let (input, _) = proof.rsplit_once('.').unwrap();
+    let input = input.as_bytes().to_vec();
+
+    let mut group = c.benchmark_group("dpop");
+    group.bench_function("ES256/bare_signature", |b| {
+        b.iter(|| black_box(signer.sign(&rng, black_box(&input)).unwrap()))
+    });
+    group.bench_function("ES256/proof", |b| {
+        b.iter(|| {
+            let proof = key
+                .proof(&Method::GET, &uri)
+                .access_token(black_box(&token));
+            black_box(proof.sign().unwrap())
+        })
+    });
+    let session = Session::new();
+    session
+        .login(Tokens::new("tok", "r1").expires_in(Duration::from_secs(3600)))
+        .unwrap();
+    let layer = RefreshLayer::new(session, refresher()).dpop(key.clone());
+    let mut service = ServiceBuilder::new()
+        .layer(layer)
+        .service(Mock { accepted: "tok" });
+    assert_eq!(
+        rt.block_on(service.clone().oneshot(request()))
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    group.bench_function("ES256/refresh_layer_request", |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(complete(&rt, service.call(req)).unwrap().status()),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+#[cfg(not(all(feature = "dpop", feature = "aws-lc-rs")))]
+fn dpop(_: &mut Criterion<ThreadTime>) {}
 
 /// Runs `STORM` requests through `send`, all spawned at once; returns the time until all
 /// completed. Each request's latency, from its spawn to its response, goes into `latencies`
@@ -447,7 +538,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot;
     config = config().with_measurement(ThreadTime);
-    targets = hot_path
+    targets = hot_path, dpop
 }
 criterion_group! { name = storm_10k; config = config(); targets = storms }
 criterion_main!(hot, storm_10k);

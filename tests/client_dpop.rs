@@ -378,6 +378,26 @@ async fn a_use_dpop_nonce_challenge_is_answered_by_one_more_send_not_a_refresh()
     }
 }
 
+/// The API hands out its current nonce with every success (RFC 9449 §8.2) and the client
+/// keeps it: requests spread over several nonce lifetimes are challenged only at first
+/// contact.
+#[tokio::test]
+async fn nonces_handed_out_with_successes_spare_later_challenges() {
+    let servers = servers(Duration::from_secs(60), Some(Duration::from_secs(1))).await;
+    let key = DpopKey::generate().unwrap();
+    let (session, layer, http) = dpop_client(&servers, &key).await;
+    let get = self::front(Front::Tower, layer, &http);
+    let url = format!("{}/aaa", servers.api);
+    for _ in 0..6 {
+        assert_eq!(get(url.clone()).await.unwrap(), (200, "aaa".into()));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    // 3.6 s: the nonce of the first contact has long expired, yet only it was challenged.
+    assert_eq!(servers.counts.nonce_challenges("/aaa"), 1);
+    assert_eq!(servers.counts.answers("/aaa", 200), 6);
+    assert_eq!(session.stats().refreshes, 0);
+}
+
 /// A server that challenges every request with a new nonce: the second challenge is the
 /// answer, after exactly two sends, and no refresh.
 #[tokio::test]

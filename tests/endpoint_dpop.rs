@@ -207,6 +207,74 @@ async fn nonces_answer_use_dpop_nonce_then_succeed<S: RefreshStore + Clone>(stor
     let with = proof(&key, "/oauth/token", Some(&nonce));
     let reply = refresh(addr, &pair.refresh_token, &[&with]).await;
     assert_pair(&reply, "DPoP", Some(key.thumbprint().as_str()));
+    // RFC 9449 §8.2: the success carries the current nonce too.
+    assert_eq!(reply.headers["dpop-nonce"].to_str().unwrap(), nonce);
+}
+
+async fn a_request_refused_for_its_body_does_not_spend_its_proof<S: RefreshStore + Clone>(
+    store: S,
+) {
+    let issuer = issuer(store);
+    let key = DpopKey::generate().unwrap();
+    let jkt = key.thumbprint().as_str().to_owned();
+    let pair = issuer
+        .issue_bound("alice", &(), &login_proof(&key).await)
+        .await
+        .unwrap();
+    let addr = serve_endpoint(&issuer, DpopVerifier::new(BASE).unwrap()).await;
+    let proof = proof(&key, "/oauth/token", None);
+    // The wrong grant type: refused before the proof is checked.
+    let req = Request::post(format!("http://{addr}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("dpop", &proof)
+        .body(Full::from(format!(
+            "grant_type=password&refresh_token={}",
+            pair.refresh_token
+        )))
+        .unwrap();
+    assert_error(&send(&client(), req).await, "unsupported_grant_type");
+    // The same proof still works once: its `jti` was not spent by the refusal.
+    let reply = refresh(addr, &pair.refresh_token, &[&proof]).await;
+    assert_pair(&reply, "DPoP", Some(&jkt));
+    let again = refresh(addr, &pair.refresh_token, &[&proof]).await;
+    assert_error(&again, "invalid_dpop_proof");
+}
+
+/// A replay store that never answers.
+struct Hanging;
+
+impl tower_jwt_refresh::server::dpop::replay::ReplayStore for Hanging {
+    fn check(
+        &self,
+        _: &tower_jwt_refresh::server::dpop::replay::ReplayKey,
+        _: u64,
+        _: u64,
+    ) -> tower_jwt_refresh::server::dpop::replay::ReplayCheck {
+        tower_jwt_refresh::server::dpop::replay::ReplayCheck::pending(std::future::pending())
+    }
+}
+
+async fn a_hanging_replay_store_is_503_and_rotates_nothing<S: RefreshStore + Clone>(store: S) {
+    let issuer = issuer(store);
+    let key = DpopKey::generate().unwrap();
+    let pair = issuer
+        .issue_bound("alice", &(), &login_proof(&key).await)
+        .await
+        .unwrap();
+    let hanging = DpopVerifier::new(BASE).unwrap().replay_store(Hanging);
+    let addr = serve_endpoint(&issuer, hanging).await;
+    let proof = proof(&key, "/oauth/token", None);
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        refresh(addr, &pair.refresh_token, &[&proof]),
+    )
+    .await
+    .expect("answered, not left hanging");
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    // Nothing rotated: the refresh token still works where the replay store answers.
+    let addr = serve_endpoint(&issuer, DpopVerifier::new(BASE).unwrap()).await;
+    let reply = refresh(addr, &pair.refresh_token, &[&proof]).await;
+    assert_pair(&reply, "DPoP", Some(key.thumbprint().as_str()));
 }
 
 /// One `#[tokio::test]` per behaviour, on the store `$store` (an async expression; `None`
@@ -219,6 +287,8 @@ macro_rules! on_every_store {
             an_unbound_session_refreshed_with_a_proof_gets_a_bound_access_token,
             a_bad_proof_is_invalid_dpop_proof_and_rotates_nothing,
             nonces_answer_use_dpop_nonce_then_succeed,
+            a_request_refused_for_its_body_does_not_spend_its_proof,
+            a_hanging_replay_store_is_503_and_rotates_nothing,
         );
     };
     (@each $store:expr; $($behaviour:ident,)+) => {

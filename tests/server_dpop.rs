@@ -259,6 +259,18 @@ async fn a_nonce_challenge_then_success() {
         (reply.status.as_u16(), reply.body.as_str()),
         (200, "hello alice")
     );
+    // RFC 9449 §8.2: the success carries the current nonce, so the client keeps up with it.
+    assert_eq!(reply.headers["dpop-nonce"].to_str().unwrap(), nonce);
+}
+
+#[tokio::test]
+async fn without_nonces_no_answer_carries_one() {
+    let key = DpopKey::generate().unwrap();
+    let addr = serve_layer(layer().dpop(verifier(), DpopMode::Allowed)).await;
+    let token = bound_token(&key);
+    let reply = get_dpop(addr, &token, &[&proof(&key, &Method::GET, &token, None)]).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert!(reply.headers.get("dpop-nonce").is_none());
 }
 
 #[tokio::test]
@@ -352,6 +364,42 @@ async fn a_failing_replay_store_is_503() {
         reply.body.contains("temporarily_unavailable"),
         "{}",
         reply.body
+    );
+}
+
+/// A replay store that never answers (a network partition that drops packets silently).
+struct Hanging;
+
+impl ReplayStore for Hanging {
+    fn check(&self, _: &ReplayKey, _: u64, _: u64) -> ReplayCheck {
+        ReplayCheck::pending(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_replay_store_is_503_after_the_io_timeout() {
+    let key = DpopKey::generate().unwrap();
+    let verifier = verifier().replay_store(Hanging);
+    let layer = layer()
+        .dpop(verifier, DpopMode::Allowed)
+        .io_timeout(std::time::Duration::from_millis(200));
+    let addr = serve_layer(layer).await;
+    let token = bound_token(&key);
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        get_dpop(addr, &token, &[&proof(&key, &Method::GET, &token, None)]),
+    )
+    .await
+    .expect("the request is answered, not left hanging");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.headers["retry-after"], "1");
+    // Not before the timeout, and not long after it.
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(200)
+            && waited < std::time::Duration::from_secs(2),
+        "{waited:?}"
     );
 }
 

@@ -344,6 +344,22 @@ impl<C> Outcome<C> {
 }
 
 impl<C> Auth<C> {
+    /// The `DPoP-Nonce` to send with the answer to a DPoP request that passed, when the
+    /// layer requires nonces (RFC 9449 §8.2): the client keeps up with the nonce without
+    /// being challenged when it changes.
+    #[inline]
+    pub(crate) fn success_nonce<B>(&self, request: &http::Request<B>) -> Option<http::HeaderValue> {
+        #[cfg(feature = "dpop")]
+        if let Some(dpop) = &self.dpop
+            && request.headers().contains_key("dpop")
+        {
+            let nonce = dpop.verifier.current_nonce()?;
+            return http::HeaderValue::try_from(nonce).ok();
+        }
+        let _ = request;
+        None
+    }
+
     fn deny_list_verdict(
         &self,
         status: Result<TokenStatus, crate::BoxError>,

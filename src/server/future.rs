@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -42,6 +42,13 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // A DPoP request that passed, on a layer that requires nonces: the answer carries
+        // the current one.
+        InnerWithNonce {
+            #[pin]
+            future: S::Future,
+            nonce: Option<HeaderValue>,
+        },
         Rejected {
             rejection: Rejection,
             grpc: bool,
@@ -65,6 +72,13 @@ where
     pub(crate) fn inner(future: S::Future) -> Self {
         Self {
             state: State::Inner { future },
+        }
+    }
+
+    /// The inner service's answer to a DPoP request that passed, with the current nonce.
+    pub(crate) fn inner_with_nonce(future: S::Future, nonce: Option<HeaderValue>) -> Self {
+        Self {
+            state: State::InnerWithNonce { future, nonce },
         }
     }
 
@@ -115,8 +129,14 @@ where
                 if let Some(claims) = claims {
                     request.extensions_mut().insert(claims);
                 }
-                State::Inner {
-                    future: service.call(request),
+                match auth.success_nonce(&request) {
+                    None => State::Inner {
+                        future: service.call(request),
+                    },
+                    nonce => State::InnerWithNonce {
+                        future: service.call(request),
+                        nonce,
+                    },
                 }
             }
             Err(rejection) => {
@@ -144,6 +164,13 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
                     return future.poll(cx).map_ok(|res| res.map(AuthBody::inner));
+                }
+                StateProj::InnerWithNonce { future, nonce } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(nonce) = nonce.take() {
+                        response.headers_mut().insert("dpop-nonce", nonce);
+                    }
+                    return Poll::Ready(Ok(response.map(AuthBody::inner)));
                 }
                 StateProj::Rejected {
                     rejection,
@@ -173,7 +200,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Inner { .. } => "inner",
+            State::Inner { .. } | State::InnerWithNonce { .. } => "inner",
             State::Rejected { .. } => "rejected",
             State::Checking { .. } => "checking",
         };

@@ -87,7 +87,10 @@ where
                 if let Some(claims) = claims {
                     req.extensions_mut().insert(claims);
                 }
-                ResponseFuture::inner(self.inner.call(req))
+                match self.auth.success_nonce(&req) {
+                    None => ResponseFuture::inner(self.inner.call(req)),
+                    nonce => ResponseFuture::inner_with_nonce(self.inner.call(req), nonce),
+                }
             }
             Outcome::Reject(rejection) => {
                 ResponseFuture::decided(Err(rejection), req, &mut self.inner, &self.auth)

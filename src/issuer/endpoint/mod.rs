@@ -144,26 +144,67 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default)]
 struct Dpop(#[cfg(feature = "dpop")] Option<crate::server::dpop::DpopVerifier>);
 
-/// A request's DPoP proof under verification, when the endpoint takes proofs and the request
-/// has a `DPoP` header.
+/// A request's DPoP proof, to verify once its body has been read, when the endpoint takes
+/// proofs and the request has a `DPoP` header.
 #[derive(Default)]
-struct Proof(
-    #[cfg(feature = "dpop")]
-    Option<(
-        crate::server::dpop::future::VerifyFuture,
-        crate::server::dpop::DpopVerifier,
-    )>,
-);
+struct Proof(#[cfg(feature = "dpop")] Option<PendingProof>);
+
+/// What verifying a proof needs of its request: kept while the body is read, so that a
+/// request refused for its body spends nothing of its proof (its `jti` stays unseen).
+#[cfg(feature = "dpop")]
+struct PendingProof {
+    verifier: crate::server::dpop::DpopVerifier,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+/// How long the refresh endpoint waits for a DPoP replay check (the replay store) before it
+/// answers 503: as long as `JwtAuthLayer`'s default `io_timeout`.
+#[cfg(feature = "dpop")]
+const REPLAY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[cfg(feature = "dpop")]
+impl PendingProof {
+    /// Verifies the proof, its `jti` recorded last; the refusal answered if it fails. With
+    /// the proof, the server's current nonce, if it requires them, for the answer's
+    /// `DPoP-Nonce` header (RFC 9449 §8.2: the client keeps up with the nonce without being
+    /// challenged).
+    async fn verify(
+        self,
+    ) -> Result<(crate::server::dpop::VerifiedProof, Option<HeaderValue>), OAuthError> {
+        let Self {
+            verifier,
+            method,
+            uri,
+            headers,
+        } = self;
+        let proof = verifier.verify(&method, &uri, &headers, None);
+        let Ok(proof) = tokio::time::timeout(REPLAY_CHECK_TIMEOUT, proof).await else {
+            tracing::warn!("dpop replay check timed out");
+            return Err(OAuthError::unavailable());
+        };
+        let proof = proof.map_err(|e| refresh::dpop_error(&e, &verifier))?;
+        let nonce = verifier
+            .current_nonce()
+            .and_then(|n| HeaderValue::try_from(n).ok());
+        Ok((proof, nonce))
+    }
+}
 
 impl Dpop {
-    /// Starts verifying the request's proof: every check but the replay store's is done now.
+    /// Takes what the request's proof needs, to verify it once the body is read.
     fn start<B>(&self, req: &http::Request<B>) -> Proof {
         #[cfg(feature = "dpop")]
         if let Some(verifier) = &self.0
             && req.headers().contains_key("dpop")
         {
-            let proof = verifier.verify(req.method(), req.uri(), req.headers(), None);
-            return Proof(Some((proof, verifier.clone())));
+            return Proof(Some(PendingProof {
+                verifier: verifier.clone(),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            }));
         }
         let _ = req;
         Proof::default()

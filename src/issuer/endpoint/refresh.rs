@@ -23,11 +23,13 @@ use crate::issuer::token_issuer::{IssuedTokens, TokenIssuer};
 /// - 500 `server_error` when the access token cannot be minted;
 /// - with [`dpop`](Self::dpop), for a request with a `DPoP` header: 400 `invalid_dpop_proof`
 ///   for a proof that fails a check, 400 `use_dpop_nonce` with a `DPoP-Nonce` header when the
-///   verifier requires nonces, 503 when its replay store cannot answer.
+///   verifier requires nonces, 503 when its replay store fails or takes over 2 s.
 ///
 /// With [`dpop`](Self::dpop), a request with a valid proof gets a pair bound to the proof's
 /// key (`token_type: DPoP`, RFC 9449 §5); a refresh token bound to a key is refused
-/// (`invalid_grant`) without a proof from that key, and nothing changes for its family.
+/// (`invalid_grant`) without a proof from that key, and nothing changes for its family. The
+/// proof is checked once the body has been read, so a request refused for its body spends
+/// nothing of it; with nonces, the answer carries the current one in `DPoP-Nonce`.
 ///
 /// Every `invalid_grant` carries the same description: a token's family id is public, so the
 /// answer must not tell a revoked session from a forged token. The reason is logged at debug
@@ -82,9 +84,13 @@ impl<S: RefreshStore> RefreshEndpoint<S> {
     ) -> Result<Response<Full<Bytes>>, OAuthError> {
         let token = refresh_token(params)?;
         #[cfg(feature = "dpop")]
-        if let Some((proof, verifier)) = proof.0 {
-            let proof = proof.await.map_err(|e| dpop_error(&e, &verifier))?;
-            return respond(issuer.rotate_bound(&token, &proof).await);
+        if let Some(proof) = proof.0 {
+            let (proof, nonce) = proof.verify().await?;
+            let mut answer = respond(issuer.rotate_bound(&token, &proof).await)?;
+            if let Some(nonce) = nonce {
+                answer.headers_mut().insert("dpop-nonce", nonce);
+            }
+            return Ok(answer);
         }
         let _ = proof;
         respond(issuer.rotate(&token).await)
@@ -93,7 +99,7 @@ impl<S: RefreshStore> RefreshEndpoint<S> {
 
 /// The answer to a refused proof (RFC 9449 §5, §8).
 #[cfg(feature = "dpop")]
-fn dpop_error(
+pub(super) fn dpop_error(
     error: &crate::server::dpop::DpopError,
     verifier: &crate::server::dpop::DpopVerifier,
 ) -> OAuthError {
