@@ -27,7 +27,7 @@
 //! | `axum` | no | the [`Claims`](server::Claims) extractor |
 //! | `jwks` | no | keys fetched from a remote JWKS URL and kept current (its TLS client uses aws-lc-rs) |
 //! | `redis` | no | `RedisStore`: refresh-token families shared by several instances (and, with `dpop`, a shared DPoP replay store) |
-//! | `dpop` | yes | DPoP (RFC 9449): proof verification, replay stores and nonces with `server`; a `DpopKey` that signs proofs with `client` |
+//! | `dpop` | yes | DPoP (RFC 9449): proof verification, replay stores and nonces with `server`; bound sessions with `issuer`; a `DpopKey` that signs proofs, and `RefreshLayer::dpop` that sends them with every request, with `client` |
 //! | `metrics` | no | counters and histograms through the [`metrics`](https://docs.rs/metrics) facade (below) |
 //!
 //! A verify-only build (`default-features = false, features = ["server", "aws-lc-rs"]`)

@@ -629,3 +629,100 @@ async fn a_path_only_request_needs_an_origin_for_its_proof() {
         "https://grpc.example.com/greeter.Greeter/SayHello"
     );
 }
+
+// ----- gRPC: a real tonic client and server -----
+
+/// A tonic channel behind `RefreshLayer::dpop` (its requests carry only a path: the layer is
+/// told the origin), against a tonic server behind `JwtAuthLayer` requiring DPoP and nonces:
+/// the first call's nonce challenge, a gRPC `UNAUTHENTICATED` carrying the DPoP challenge, is
+/// answered with one more send; the token's expiry with one refresh and a replay; no call
+/// fails.
+#[tokio::test]
+async fn a_tonic_client_answers_nonce_challenges_and_crosses_an_expiry() {
+    use support::echo::{connect, say_via, serve_echo};
+
+    const ORIGIN: &str = "http://grpc.test";
+    let verifier = || {
+        DpopVerifier::new(ORIGIN)
+            .unwrap()
+            .nonces(DpopNonces::new([3u8; 32]).unwrap())
+    };
+    let key = SigningKey::hmac(Algorithm::HS256, [4u8; 32]).unwrap();
+    let keys = KeySet::try_from_keys(vec![key.verification_key()]).unwrap();
+    let issuer = TokenIssuer::new(
+        AccessTokenIssuer::new(key).lifetime(Duration::from_secs(2)),
+        MemoryStore::new(),
+    );
+    let auth = JwtAuthLayer::new(keys)
+        .leeway(Duration::ZERO)
+        .dpop(verifier(), DpopMode::Required);
+    let addr = serve_echo(auth).await;
+
+    // The client's key; its login and refreshes go to an authorization service standing in
+    // for one over HTTP: the issuer, given proofs verified as its endpoint would.
+    let dpop = DpopKey::generate().unwrap();
+    let signer = dpop.clone();
+    let verified = move |path: &'static str| {
+        let (dpop, verifier) = (signer.clone(), verifier());
+        async move {
+            let uri: Uri = format!("{ORIGIN}{path}").parse().unwrap();
+            let nonce = verifier.current_nonce().unwrap();
+            let proof = dpop
+                .proof(&Method::POST, &uri)
+                .nonce(&nonce)
+                .sign()
+                .unwrap();
+            let mut headers = HeaderMap::new();
+            headers.insert("dpop", proof.parse().unwrap());
+            let path = Uri::from_static(path);
+            verifier
+                .verify(&Method::POST, &path, &headers, None)
+                .await
+                .unwrap()
+        }
+    };
+    let pair = issuer
+        .issue_bound("alice", &(), &verified("/login").await)
+        .await
+        .unwrap();
+    let session = Session::new();
+    session
+        .login(Tokens::new(pair.access_token, pair.refresh_token).token_type("DPoP"))
+        .unwrap();
+    let refresher = refresher_fn(move |refresh: String| {
+        let (issuer, proof) = (issuer.clone(), verified("/token"));
+        async move {
+            let pair = issuer
+                .rotate_bound(&refresh, &proof.await)
+                .await
+                .map_err(RefreshFailure::permanent)?;
+            Ok(Tokens::new(pair.access_token, pair.refresh_token).token_type(pair.token_type))
+        }
+    });
+    let layer = RefreshLayer::new(session.clone(), refresher)
+        .no_early_refresh()
+        .tee_bodies(64 * 1024, tonic::body::Body::new)
+        .dpop(dpop.clone())
+        .dpop_origin(Uri::from_static(ORIGIN));
+    let channel = ServiceBuilder::new()
+        .layer(layer)
+        .service(connect(addr).await);
+
+    let origin = Uri::from_static(ORIGIN);
+    assert_eq!(dpop.nonce(&origin), None);
+    let reply = say_via(channel.clone(), None, "first").await.unwrap();
+    assert_eq!(reply, "alice: first");
+    // The challenge's nonce was learnt from the gRPC answer, and answered without a refresh.
+    assert!(dpop.nonce(&origin).is_some());
+    assert_eq!((session.stats().refreshes, session.stats().replays), (0, 0));
+
+    let expires_at = session.tokens().unwrap().expires_at().unwrap();
+    tokio::time::sleep_until(expires_at + Duration::from_millis(100)).await;
+    for n in 0..5 {
+        let reply = say_via(channel.clone(), None, &format!("call {n}")).await;
+        assert_eq!(reply.unwrap(), format!("alice: call {n}"));
+    }
+    let stats = session.stats();
+    assert_eq!(stats.refreshes, 1);
+    assert_eq!(stats.replays, 1, "the expired token's call, replayed once");
+}

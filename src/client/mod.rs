@@ -58,6 +58,9 @@
 //! - `replay/`: the [`ReplayPolicy`] trait with [`CloneBodies`] and [`NoReplay`]; [`TeeBodies`]
 //!   in `tee.rs`.
 //! - `error.rs`: [`Error`].
+//! - `proofs.rs`: DPoP on the requests ([`RefreshLayer::dpop`]): credentials with a fresh
+//!   proof, remembered nonces, and the `use_dpop_nonce` verdict that the round
+//!   (`round.rs`) answers with one more send; `dpop/`: the key, its proofs and its nonces.
 //!
 //! # Example: hyper-util
 //!
