@@ -183,7 +183,7 @@ impl Config {
         &self,
         tokens: &TokenState,
         request: &mut http::Request<B>,
-    ) -> Result<Option<Uri>, Error> {
+    ) -> Result<Option<Box<Uri>>, Error> {
         if !self.proofs.is_on() {
             let authorization = tokens.header(self.raw_authorization).clone();
             request
@@ -193,7 +193,7 @@ impl Config {
         }
         let (method, uri) = (request.method().clone(), request.uri().clone());
         self.attach(tokens, (&method, Some(&uri)), request.headers_mut())?;
-        Ok(Some(uri))
+        Ok(Some(Box::new(uri)))
     }
 
     /// Remembers the DPoP nonce of an answer to a request sent to `uri`.
@@ -202,8 +202,9 @@ impl Config {
     }
 
     /// What an answer says.
+    #[inline]
     pub(crate) fn verdict(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        if self.proofs.is_nonce_challenge(status, headers) {
+        if self.proofs.is_on() && self.proofs.is_nonce_challenge(status, headers) {
             Verdict::Nonce
         } else if self.rejection.matches_head(status, headers) {
             Verdict::Rejected

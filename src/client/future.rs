@@ -52,8 +52,9 @@ pin_project! {
             spare: Option<Arc<Spare<S, P>>>,
             // The tokens' generation and identity epoch the request was sent with.
             seen: (u64, u64),
-            // With DPoP, where the request went: its answer's nonce is remembered.
-            uri: Option<Uri>,
+            // With DPoP, where the request went: its answer's nonce is remembered. Boxed, so
+            // the future stays small without DPoP.
+            uri: Option<Box<Uri>>,
         },
         PassThrough {
             #[pin]
@@ -78,7 +79,7 @@ where
         kept: Option<Kept<P::Kept>>,
         spare: Arc<Spare<S, P>>,
         seen: (u64, u64),
-        uri: Option<Uri>,
+        uri: Option<Box<Uri>>,
     ) -> Self {
         Self {
             state: State::First {
@@ -136,7 +137,7 @@ where
                     let spare = spare.take().expect("polled after completion");
                     let config = &spare.shared.config;
                     if uri.is_some() {
-                        config.remember(uri.as_ref(), response.headers());
+                        config.remember(uri.as_deref(), response.headers());
                     }
                     let verdict = config.verdict(response.status(), response.headers());
                     if verdict == Verdict::Accepted {

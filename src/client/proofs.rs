@@ -43,6 +43,7 @@ pub(crate) enum Verdict {
 
 impl Proofs {
     /// Whether requests carry proofs.
+    #[inline]
     pub(crate) fn is_on(&self) -> bool {
         #[cfg(feature = "dpop")]
         return self.dpop.is_some();
