@@ -70,6 +70,7 @@
 //! | `tower_jwt_refresh.client.waits` | counter | `{request}` | | requests held until a refresh ended |
 //! | `tower_jwt_refresh.client.wait.duration` | histogram | `s` | | how long each held request waited |
 //! | `tower_jwt_refresh.client.replays` | counter | `{request}` | `stale`: `false`, `true` | requests sent again after a rejection; `stale`: at once, their token already replaced |
+//! | `tower_jwt_refresh.client.dpop_nonce_retries` | counter | `{request}` | | requests sent once more with a server's new DPoP nonce (`use_dpop_nonce`); not replays |
 //! | `tower_jwt_refresh.client.session.expiries` | counter | `{session}` | | sessions expired (`on_session_expired`) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

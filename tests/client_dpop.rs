@@ -319,6 +319,12 @@ async fn storm_across_an_expiry(front: Front, early: bool) {
             (stats.replays, servers.counts.answers("/aaa", 401)),
             (0, servers.counts.nonce_challenges("/aaa"))
         );
+        // Each challenge at the API was answered by one retry (the token endpoint's by the
+        // refresher, which the session does not count).
+        assert_eq!(
+            stats.dpop_nonce_retries,
+            servers.counts.nonce_challenges("/aaa") as u64
+        );
     } else {
         // The expired token's requests were rejected and replayed once each.
         assert!(stats.replays >= 1 && stats.replays <= n as u64, "{stats:?}");
@@ -365,6 +371,7 @@ async fn a_nonce_challenge_is_one_more_send(front: Front, max_replays: usize) {
     );
     let stats = session.stats();
     assert_eq!((stats.refreshes, stats.replays, stats.waits), (0, 0, 0));
+    assert_eq!(stats.dpop_nonce_retries, 1);
     let api: Uri = servers.api.parse().unwrap();
     assert!(key.nonce(&api).is_some());
 }
@@ -439,6 +446,7 @@ async fn a_server_that_keeps_asking_for_a_new_nonce_gets_two_sends_and_its_answe
         );
         let stats = session.stats();
         assert_eq!((stats.refreshes, stats.replays), (0, 0), "{front:?}");
+        assert_eq!(stats.dpop_nonce_retries, 1, "one retry, not a loop");
         let origin: Uri = format!("http://{addr}").parse().unwrap();
         assert_eq!(key.nonce(&origin).as_deref(), Some("nonce-1"));
     }

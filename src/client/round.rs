@@ -125,6 +125,7 @@ where
             config.session.count_replay(stale);
             tracing::debug!(stale, "replaying a rejected request");
         } else {
+            config.session.count_nonce_retry();
             tracing::debug!("sending a request again with the server's dpop nonce");
         }
         let (response, generation) = sender.send(config, epoch, request).await?;

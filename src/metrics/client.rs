@@ -1,5 +1,5 @@
 //! The client's instruments: refreshes and their latency, held requests and their wait,
-//! replays, session expiries.
+//! replays, DPoP nonce retries, session expiries.
 
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub(crate) struct Client {
     #[cfg(feature = "metrics")]
     replays: [Counter; 2],
     #[cfg(feature = "metrics")]
+    nonce_retries: Counter,
+    #[cfg(feature = "metrics")]
     expiries: Counter,
 }
 
@@ -42,6 +44,10 @@ impl Client {
                     (CLIENT_REFRESHES, "token refreshes that ran, by outcome"),
                     (CLIENT_WAITS, "requests held until a refresh ended"),
                     (CLIENT_REPLAYS, "requests sent again after a rejection"),
+                    (
+                        CLIENT_DPOP_NONCE_RETRIES,
+                        "requests sent again with a server's new dpop nonce",
+                    ),
                     (
                         CLIENT_SESSION_EXPIRIES,
                         "sessions expired: refresh token refused",
@@ -58,6 +64,7 @@ impl Client {
                 waits: counter!(CLIENT_WAITS),
                 wait_duration: histogram!(CLIENT_WAIT_DURATION),
                 replays: counters(CLIENT_REPLAYS, "stale", ["false", "true"]),
+                nonce_retries: counter!(CLIENT_DPOP_NONCE_RETRIES),
                 expiries: counter!(CLIENT_SESSION_EXPIRIES),
             }
         }
@@ -94,6 +101,12 @@ impl Client {
     pub(crate) fn replay(&self, stale: bool) {
         #[cfg(feature = "metrics")]
         self.replays[usize::from(stale)].increment(1);
+    }
+
+    /// A request sent again with a server's new DPoP nonce.
+    pub(crate) fn nonce_retry(&self) {
+        #[cfg(feature = "metrics")]
+        self.nonce_retries.increment(1);
     }
 
     /// The session expired.
@@ -170,5 +183,63 @@ mod tests {
         assert_eq!(samples(&snapshot, name::CLIENT_WAIT_DURATION, &[]), 2);
         let replays = |stale| count(&snapshot, name::CLIENT_REPLAYS, &[("stale", stale)]);
         assert_eq!((replays("false"), replays("true")), (1, 0));
+    }
+
+    #[cfg(all(feature = "client", feature = "dpop"))]
+    #[tokio::test]
+    async fn a_dpop_nonce_retry_is_counted_apart_from_replays() {
+        use bytes::Bytes;
+        use http::{Request, Response, StatusCode};
+        use http_body_util::Full;
+        use tower::{ServiceExt, service_fn};
+        use tower_layer::Layer as _;
+
+        use crate::client::dpop::DpopKey;
+        use crate::client::{RefreshFailure, RefreshLayer, Session, Tokens, refresher_fn};
+
+        // The server wants a nonce: the first request is challenged, the second passes.
+        let inner = service_fn(|req: Request<Full<Bytes>>| async move {
+            let proof = req.headers()["dpop"].to_str().unwrap().to_owned();
+            let payload = proof.split('.').nth(1).unwrap();
+            let claims =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                    .unwrap();
+            let has_nonce = String::from_utf8(claims)
+                .unwrap()
+                .contains("\"nonce\":\"n-1\"");
+            let mut response = Response::new(Full::<Bytes>::default());
+            if !has_nonce {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                let headers = response.headers_mut();
+                headers.insert(
+                    "www-authenticate",
+                    r#"DPoP error="use_dpop_nonce""#.parse()?,
+                );
+                headers.insert("dpop-nonce", "n-1".parse()?);
+            }
+            Ok::<_, crate::BoxError>(response)
+        });
+        let refresher = refresher_fn(|_| async { Err(RefreshFailure::transient("unused")) });
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let session = with_local_recorder(&recorder, Session::new);
+        session.login(Tokens::new("good", "r")).unwrap();
+        let key = DpopKey::generate().unwrap();
+        let client = RefreshLayer::new(session.clone(), refresher)
+            .dpop(key)
+            .layer(inner);
+        let get = Request::get("https://api.test/").body(Full::<Bytes>::default());
+        let response = client.oneshot(get.unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let snapshot = recorded(&snapshotter);
+        assert_eq!(count(&snapshot, name::CLIENT_DPOP_NONCE_RETRIES, &[]), 1);
+        let replays = |stale| count(&snapshot, name::CLIENT_REPLAYS, &[("stale", stale)]);
+        assert_eq!((replays("false"), replays("true")), (0, 0));
+        assert_eq!(
+            count(&snapshot, name::CLIENT_REFRESHES, &[("outcome", "success")]),
+            0
+        );
+        assert_eq!(session.stats().dpop_nonce_retries, 1);
     }
 }

@@ -50,6 +50,8 @@ pub(crate) mod name {
     pub(crate) const CLIENT_WAITS: &str = "tower_jwt_refresh.client.waits";
     pub(crate) const CLIENT_WAIT_DURATION: &str = "tower_jwt_refresh.client.wait.duration";
     pub(crate) const CLIENT_REPLAYS: &str = "tower_jwt_refresh.client.replays";
+    pub(crate) const CLIENT_DPOP_NONCE_RETRIES: &str =
+        "tower_jwt_refresh.client.dpop_nonce_retries";
     pub(crate) const CLIENT_SESSION_EXPIRIES: &str = "tower_jwt_refresh.client.session.expiries";
 }
 
@@ -178,6 +180,7 @@ pub(crate) mod tests {
             CLIENT_WAITS,
             CLIENT_WAIT_DURATION,
             CLIENT_REPLAYS,
+            CLIENT_DPOP_NONCE_RETRIES,
             CLIENT_SESSION_EXPIRIES,
         ] {
             let row = format!("| `{name}` |");

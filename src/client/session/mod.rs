@@ -53,6 +53,9 @@ pub struct Stats {
     pub replays: u64,
     /// Of those, requests replayed at once because they had used tokens already replaced.
     pub stale_replays: u64,
+    /// Requests sent once more with a server's new DPoP nonce, after a `use_dpop_nonce`
+    /// challenge (not replays: no token was rejected).
+    pub dpop_nonce_retries: u64,
     /// Requests that waited for a refresh.
     pub waits: u64,
     /// Their total waiting time.
@@ -65,6 +68,7 @@ struct Counters {
     refresh_failures: AtomicU64,
     replays: AtomicU64,
     stale_replays: AtomicU64,
+    dpop_nonce_retries: AtomicU64,
     waits: AtomicU64,
     wait_nanos: AtomicU64,
 }
@@ -242,6 +246,7 @@ impl Session {
             refresh_failures: c.refresh_failures.load(Ordering::Relaxed),
             replays: c.replays.load(Ordering::Relaxed),
             stale_replays: c.stale_replays.load(Ordering::Relaxed),
+            dpop_nonce_retries: c.dpop_nonce_retries.load(Ordering::Relaxed),
             waits: c.waits.load(Ordering::Relaxed),
             wait_time: Duration::from_nanos(c.wait_nanos.load(Ordering::Relaxed)),
         }
@@ -324,6 +329,12 @@ impl Session {
         if stale {
             counters.stale_replays.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn count_nonce_retry(&self) {
+        let counters = &self.shared.counters;
+        counters.dpop_nonce_retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics().nonce_retry();
     }
 
     fn count_wait(&self, waited: Duration) {
