@@ -76,8 +76,9 @@ impl Proofs {
                 .access_token(tokens.access_token())
                 .sign()
                 .map_err(Error::proof)?;
-            // Base64url and dots: always a valid header value.
-            let proof = http::HeaderValue::try_from(proof).map_err(Error::proof)?;
+            // Base64url and dots: always a valid header value, taken without a copy.
+            let proof = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(proof))
+                .map_err(Error::proof)?;
             headers.insert(AUTHORIZATION, tokens.dpop_header().clone());
             headers.insert("dpop", proof);
             return Ok(());
