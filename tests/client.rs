@@ -318,6 +318,7 @@ both_fronts! {
     s05_a_token_past_the_stale_point_is_refreshed_before_sending,
     past_the_prefetch_point_requests_go_out_at_once_and_one_refresh_runs_behind,
     a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff,
+    a_backoff_from_failed_prefetches_ends_when_the_token_expires,
     s06_a_permanent_failure_expires_the_session_once,
     s07_a_transient_failure_lets_a_request_after_the_backoff_refresh_again,
     s08_a_hung_refresh_ends_every_waiter_at_the_bound,
@@ -534,6 +535,38 @@ async fn a_failed_prefetch_fails_nobody_and_is_tried_again_after_a_backoff(front
     // The script's second call issues `t2`.
     wait_in_time_until(|| session.tokens().unwrap().access_token() == "t2").await;
     assert_eq!(script.calls(), 2);
+}
+
+async fn a_backoff_from_failed_prefetches_ends_when_the_token_expires(front: Front) {
+    let server = Server::default();
+    // The endpoint fails four times, then is back.
+    let script = Script::with(|n| {
+        if n <= 4 {
+            Outcome::Transient
+        } else {
+            Outcome::Ok
+        }
+    });
+    // 300 s tokens: every prefetch point passed at 286 s, the stale point at 295 s.
+    let (session, client) = early(front, &script, &server, 286).await;
+    // Failed prefetches back off 1, 2 and 4 s; the requests go on with the valid token.
+    for (failures, wait) in [(1, 2), (2, 3), (3, 5)] {
+        assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+        wait_in_time_until(|| session.stats().refresh_failures == failures).await;
+        tokio::time::advance(Duration::from_secs(wait)).await;
+    }
+    // 296 s, past the stale point: the refresh first fails too, and would back off 8 s, to
+    // 304 s, past the expiry; the request still goes out with its valid token.
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!((script.calls(), session.stats().refresh_failures), (4, 4));
+    assert!(server.seen().iter().all(|t| t == "t0"));
+    // 300.5 s: the token has expired. The backoff ended with it, so the request refreshes
+    // (the endpoint is back) instead of failing until 304 s.
+    tokio::time::advance(Duration::from_millis(4500)).await;
+    assert_eq!(status(&client, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(script.calls(), 5);
+    // The script's fifth call issues `t5`.
+    assert_eq!(server.seen().last().unwrap(), "t5");
 }
 
 #[tokio::test(start_paused = true)]

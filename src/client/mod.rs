@@ -41,7 +41,9 @@
 //! others. A permanent failure (`invalid_grant`) expires the session: every waiter gets
 //! [`Error::SessionExpired`], `on_session_expired` fires once, and requests fail fast until the
 //! next [`Session::login`]. A transient failure gives waiters [`Error::RefreshFailed`]; no
-//! refresh starts again before a backoff (or the server's `Retry-After`) has passed.
+//! refresh starts again before a backoff (or the server's `Retry-After`) has passed. The
+//! backoff ends at the latest when the access token expires, so failed prefetches never keep
+//! failing requests once the token is gone and the endpoint may be back.
 //!
 //! # Layout
 //!

@@ -77,10 +77,22 @@ impl Backoff {
             .flatten()
     }
 
-    fn failed(&mut self, error: Error, retry_after: Option<Duration>) {
+    /// A failed refresh: no other before the next delay has passed, or the server's
+    /// `Retry-After`. The client's own delay ends by `expires_at`, the access token's expiry
+    /// when it is still ahead: a backoff started while the token was valid (a failed
+    /// prefetch) must not keep failing requests after it expires, when the endpoint may be
+    /// back. The server's `Retry-After` is honoured whole.
+    fn failed(&mut self, error: Error, retry_after: Option<Duration>, expires_at: Option<Instant>) {
         let delay = self.next.max(FIRST_BACKOFF);
-        let wait = retry_after.map_or(delay, |hint| hint.min(MAX_RETRY_AFTER).max(delay));
-        self.until = Some(Instant::now() + wait);
+        let now = Instant::now();
+        let until = match retry_after {
+            Some(hint) => now + hint.min(MAX_RETRY_AFTER).max(delay),
+            None => match expires_at.filter(|at| *at > now) {
+                Some(expiry) => (now + delay).min(expiry),
+                None => now + delay,
+            },
+        };
+        self.until = Some(until);
         self.next = (delay * 2).min(MAX_BACKOFF);
         self.last = Some(error);
     }
@@ -138,7 +150,13 @@ impl Control {
 
     /// Records how flight `id`, started at `started`, ended: a failure leaves the loop guard
     /// (it was no loop) and starts a backoff; a success ends any backoff.
-    fn settle(&mut self, id: u64, started: Instant, outcome: &Result<(), Error>, hint: Hint) {
+    fn settle(
+        &mut self,
+        id: u64,
+        started: Instant,
+        outcome: &Result<(), Error>,
+        (hint, expires_at): (Hint, Option<Instant>),
+    ) {
         if self.flight.as_ref().is_some_and(|f| f.id == id) {
             self.flight = None;
         }
@@ -149,7 +167,7 @@ impl Control {
                     self.recent.remove(at);
                 }
                 if let Error::RefreshFailed(_) = error {
-                    self.backoff.failed(error.clone(), hint);
+                    self.backoff.failed(error.clone(), hint, expires_at);
                 }
             }
             Err(_) => {}
@@ -475,8 +493,15 @@ impl Finish {
 
     fn complete(&mut self, outcome: Result<(), Error>) {
         let Some(tx) = self.tx.take() else { return };
+        // The expiry of the tokens in place, which a backoff does not outlast.
+        let expires_at = self
+            .session
+            .load()
+            .tokens
+            .as_ref()
+            .and_then(|t| t.0.expires_at);
         let mut control = self.session.control();
-        control.settle(self.id, self.started, &outcome, self.hint);
+        control.settle(self.id, self.started, &outcome, (self.hint, expires_at));
         drop(control);
         tx.send_replace(Some(outcome));
     }
