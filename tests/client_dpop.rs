@@ -69,7 +69,10 @@ impl Counts {
             .get_all("www-authenticate")
             .iter()
             .any(|v| v.to_str().unwrap_or("").contains("use_dpop_nonce"))
-            || (path == "/oauth/token" && response.status() == StatusCode::BAD_REQUEST);
+            // The token endpoint's challenge: a 400 with a new nonce (a refusal for any other
+            // reason carries none).
+            || (response.status() == StatusCode::BAD_REQUEST
+                && response.headers().contains_key("dpop-nonce"));
         let status = response.status().as_u16();
         *counts
             .answers
@@ -138,7 +141,10 @@ async fn servers(ttl: Duration, nonce_lifetime: Option<Duration>) -> Servers {
         }));
     spawn(api_listener, api_router);
 
-    let login_verifier = verifier(&auth);
+    // One verifier for the authorization server's origin: its login and its token endpoint
+    // share nonces and the replay store.
+    let auth_verifier = verifier(&auth);
+    let login_verifier = auth_verifier.clone();
     let auth_router = Router::new()
         .route(
             "/login",
@@ -149,7 +155,7 @@ async fn servers(ttl: Duration, nonce_lifetime: Option<Duration>) -> Servers {
         )
         .route_service(
             "/oauth/token",
-            issuer.refresh_endpoint().dpop(verifier(&auth)),
+            issuer.refresh_endpoint().dpop(auth_verifier),
         )
         .layer(middleware::from_fn({
             let counts = Arc::clone(&counts);
@@ -405,31 +411,81 @@ async fn nonces_handed_out_with_successes_spare_later_challenges() {
     assert_eq!(session.stats().refreshes, 0);
 }
 
+/// A server whose `GET /` answers its `n`th request (from 0) with `answer(n)`, and the
+/// count of requests it saw.
+fn counting<F>(answer: F) -> (Router, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(usize) -> AxumResponse + Clone + Send + Sync + 'static,
+{
+    let sends = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&sends);
+    let handler = move || {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(answer(n))
+    };
+    (Router::new().route("/", get(handler)), sends)
+}
+
+/// A 401 with these headers.
+fn unauthorized(headers: &[(&'static str, String)]) -> AxumResponse {
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    response
+}
+
+/// A refused proof (`invalid_dpop_proof`) is the server's answer: the token passed, so the
+/// client neither refreshes nor replays; nor does a `use_dpop_nonce` without a usable nonce,
+/// which a second send could not satisfy.
+#[tokio::test]
+async fn a_refused_proof_or_a_challenge_without_a_nonce_is_the_answer() {
+    const REFUSED: &[(&str, &str)] = &[(
+        "www-authenticate",
+        r#"DPoP error="invalid_dpop_proof", algs="ES256""#,
+    )];
+    const NO_NONCE: &[(&str, &str)] = &[("www-authenticate", r#"DPoP error="use_dpop_nonce""#)];
+    for front in [Front::Tower, Front::Reqwest] {
+        for headers in [REFUSED, NO_NONCE] {
+            let owned: Vec<_> = headers.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+            let (router, sends) = counting(move |n| match n {
+                0 => unauthorized(&owned),
+                _ => "ok".into_response(),
+            });
+            let addr = support::serve(router).await;
+            let session = Session::new();
+            session.login(Tokens::new("access", "refresh")).unwrap();
+            let refresher = refresher_fn(|_| async { Ok(Tokens::new("new", "r2")) });
+            let layer =
+                RefreshLayer::new(session.clone(), refresher).dpop(DpopKey::generate().unwrap());
+            let get = self::front(front, layer, &support::client());
+            let (status, _) = get(format!("http://{addr}/")).await.unwrap();
+            assert_eq!(status, 401, "{front:?} {headers:?}");
+            assert_eq!(sends.load(std::sync::atomic::Ordering::SeqCst), 1);
+            let stats = session.stats();
+            assert_eq!(
+                (stats.refreshes, stats.replays, stats.dpop_nonce_retries),
+                (0, 0, 0),
+                "{front:?} {headers:?}"
+            );
+        }
+    }
+}
+
 /// A server that challenges every request with a new nonce: the second challenge is the
 /// answer, after exactly two sends, and no refresh.
 #[tokio::test]
 async fn a_server_that_keeps_asking_for_a_new_nonce_gets_two_sends_and_its_answer() {
     for front in [Front::Tower, Front::Reqwest] {
-        let sends = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let router = Router::new().route(
-            "/",
-            get({
-                let sends = Arc::clone(&sends);
-                move || async move {
-                    let n = sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    (
-                        StatusCode::UNAUTHORIZED,
-                        [
-                            (
-                                "www-authenticate",
-                                "DPoP error=\"use_dpop_nonce\"".to_owned(),
-                            ),
-                            ("dpop-nonce", format!("nonce-{n}")),
-                        ],
-                    )
-                }
-            }),
-        );
+        let (router, sends) = counting(|n| {
+            unauthorized(&[
+                (
+                    "www-authenticate",
+                    r#"DPoP error="use_dpop_nonce""#.to_owned(),
+                ),
+                ("dpop-nonce", format!("nonce-{n}")),
+            ])
+        });
         let addr = support::serve(router).await;
         let session = Session::new();
         session.login(Tokens::new("access", "refresh")).unwrap();

@@ -204,8 +204,10 @@ impl Config {
     /// What an answer says.
     #[inline]
     pub(crate) fn verdict(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        if self.proofs.is_on() && self.proofs.is_nonce_challenge(status, headers) {
-            Verdict::Nonce
+        if self.proofs.is_on()
+            && let Some(verdict) = self.proofs.dpop_verdict(status, headers)
+        {
+            verdict
         } else if self.rejection.matches_head(status, headers) {
             Verdict::Rejected
         } else {

@@ -139,7 +139,8 @@ impl<P: Clone> RefreshLayer<P> {
         self.with(|s| s.early = Early::Off)
     }
 
-    /// How many times one request may be sent again after a rejection (default 1).
+    /// How many times one request may be sent again after a rejection (default 1). With
+    /// [`dpop`](Self::dpop), a `use_dpop_nonce` challenge's one resend is not counted here.
     #[must_use]
     pub fn max_replays(self, replays: usize) -> Self {
         self.with(|s| s.max_replays = replays)
@@ -234,7 +235,8 @@ impl<P: Clone> RefreshLayer<P> {
     ///
     /// With this option a request keeps a copy only when its token's expiry is unknown or in
     /// the second half of its lifetime; a young token's rejected request gets its 401 back,
-    /// after the refresh it triggered.
+    /// after the refresh it triggered. With [`dpop`](Self::dpop) every request keeps one
+    /// anyway, for a nonce challenge that may come at any age.
     #[must_use]
     pub fn replay_window(self) -> Self {
         self.with(|s| s.replay_window = true)
@@ -242,7 +244,7 @@ impl<P: Clone> RefreshLayer<P> {
 
     /// Send the bare token as `Authorization: <token>`, without the `Bearer` scheme, for
     /// legacy servers that expect it (the NestJS backend this crate's examples replace, for
-    /// one).
+    /// one). Tokens sent with DPoP proofs ([`dpop`](Self::dpop)) always go as `DPoP <token>`.
     #[must_use]
     pub fn raw_authorization(self) -> Self {
         self.with(|s| s.raw_authorization = true)
@@ -286,10 +288,13 @@ impl<P: Clone> RefreshLayer<P> {
     /// - A `DPoP-Nonce` header in any answer is remembered for that server's origin, in the
     ///   key, so clones of the key (in an [`OAuthRefresher::dpop`](super::OAuthRefresher::dpop),
     ///   say) share it.
-    /// - A `use_dpop_nonce` challenge is answered by sending the request once more, at once,
-    ///   with the new nonce: not a token rejection, so it never starts a refresh nor counts
-    ///   as a replay. Every request with a keepable body keeps a copy for it, whatever
-    ///   [`max_replays`](Self::max_replays) and [`replay_window`](Self::replay_window) say.
+    /// - A `use_dpop_nonce` challenge (with a new `DPoP-Nonce`) is answered by sending the
+    ///   request once more, at once, with the new nonce: not a token rejection, so it never
+    ///   starts a refresh nor counts as a replay. Every request with a keepable body keeps a
+    ///   copy for it, whatever [`max_replays`](Self::max_replays) and
+    ///   [`replay_window`](Self::replay_window) say. A second challenge is returned.
+    /// - A refused proof (`invalid_dpop_proof`) is returned as it is: the token passed, so a
+    ///   refresh would not help.
     /// - Tokens whose type is `Bearer` (`token_type` in the token response,
     ///   [`Tokens::token_type`](super::Tokens::token_type)) go out as bearer tokens, without a
     ///   proof; tokens of type `DPoP`, or of no stated type, with one.
@@ -317,12 +322,16 @@ impl<P: Clone> RefreshLayer<P> {
     #[cfg(feature = "dpop")]
     #[must_use]
     pub fn dpop(self, key: super::dpop::DpopKey) -> Self {
-        self.with(|s| s.proofs = Proofs::new(key))
+        self.with(|s| s.proofs = std::mem::take(&mut s.proofs).with_key(key))
     }
 
     /// The scheme and authority DPoP proofs name for requests whose URI is only a path, as a
-    /// tonic client's are inside its channel: the server's address, `https://api.example.com`.
-    /// Set it after [`dpop`](Self::dpop).
+    /// tonic client's are inside its channel: the server's address, `https://api.example.com`
+    /// (before or after [`dpop`](Self::dpop)).
+    ///
+    /// # Panics
+    ///
+    /// If `origin` has no scheme or no authority (`api.example.com` alone, say).
     #[cfg(feature = "dpop")]
     #[must_use]
     pub fn dpop_origin(self, origin: http::Uri) -> Self {

@@ -183,7 +183,11 @@ impl Sender for Reqwest<'_, '_> {
         let generation =
             config.credentials(epoch, (&method, uri.as_ref()), request.headers_mut())?;
         let response = self.next.clone().run(request, self.extensions).await?;
-        config.remember(uri.as_ref(), response.headers());
+        if uri.is_some() {
+            // The nonce belongs to whoever answered: after redirects, not the first origin.
+            let answered = response.url().as_str().parse::<http::Uri>().ok();
+            config.remember(answered.as_ref(), response.headers());
+        }
         Ok((response, generation))
     }
 

@@ -344,17 +344,21 @@ impl<C> Outcome<C> {
 }
 
 impl<C> Auth<C> {
-    /// The `DPoP-Nonce` to send with the answer to a DPoP request that passed, when the
-    /// layer requires nonces (RFC 9449 §8.2): the client keeps up with the nonce without
-    /// being challenged when it changes.
+    /// Where the `DPoP-Nonce` of the answer to a DPoP request that passed comes from, when
+    /// the layer requires nonces (RFC 9449 §8.2): the client keeps up with the nonce without
+    /// being challenged when it changes. Read when the answer is ready, so a slow handler
+    /// does not hand out a nonce already old.
     #[inline]
-    pub(crate) fn success_nonce<B>(&self, request: &http::Request<B>) -> Option<http::HeaderValue> {
+    pub(crate) fn success_nonce<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Option<crate::server::rejection::NonceSource> {
         #[cfg(feature = "dpop")]
         if let Some(dpop) = &self.dpop
+            && dpop.verifier.requires_nonces()
             && request.headers().contains_key("dpop")
         {
-            let nonce = dpop.verifier.current_nonce()?;
-            return http::HeaderValue::try_from(nonce).ok();
+            return self.responder.nonce_source().cloned();
         }
         let _ = request;
         None

@@ -15,7 +15,7 @@ pub use crate::server::form::FormFuture;
 
 use crate::server::body::AuthBody;
 use crate::server::decision::{Auth, PendingCheck, Verdict};
-use crate::server::rejection::{Rejection, is_grpc};
+use crate::server::rejection::{NonceSource, Rejection, is_grpc};
 
 pin_project! {
     /// The response future of [`JwtAuth`](super::JwtAuth).
@@ -47,7 +47,7 @@ pin_project! {
         InnerWithNonce {
             #[pin]
             future: S::Future,
-            nonce: Option<HeaderValue>,
+            nonce: Option<NonceSource>,
         },
         Rejected {
             rejection: Rejection,
@@ -76,7 +76,7 @@ where
     }
 
     /// The inner service's answer to a DPoP request that passed, with the current nonce.
-    pub(crate) fn inner_with_nonce(future: S::Future, nonce: Option<HeaderValue>) -> Self {
+    pub(crate) fn inner_with_nonce(future: S::Future, nonce: Option<NonceSource>) -> Self {
         Self {
             state: State::InnerWithNonce { future, nonce },
         }
@@ -167,7 +167,9 @@ where
                 }
                 StateProj::InnerWithNonce { future, nonce } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(nonce) = nonce.take() {
+                    if let Some(nonce) = nonce.take().and_then(|source| source())
+                        && let Ok(nonce) = HeaderValue::try_from(nonce)
+                    {
                         response.headers_mut().insert("dpop-nonce", nonce);
                     }
                     return Poll::Ready(Ok(response.map(AuthBody::inner)));

@@ -279,6 +279,11 @@ impl Responder {
         });
     }
 
+    /// Where DPoP nonces come from, when the layer takes DPoP.
+    pub(crate) fn nonce_source(&self) -> Option<&NonceSource> {
+        self.dpop.as_ref().map(|d| &d.nonce)
+    }
+
     pub(crate) fn set_realm(&mut self, realm: &str) {
         self.realm = quoted(realm).into();
     }

@@ -31,14 +31,7 @@ impl Nonces {
     /// Remembers the `DPoP-Nonce` in `headers` as `origin`'s latest; whether one was there
     /// and well-formed (RFC 9449 §8.1: `1*NQCHAR`). A malformed one is ignored.
     pub(crate) fn remember(&self, origin: &str, headers: &HeaderMap) -> bool {
-        let Some(nonce) = headers.get(DPOP_NONCE).map(|v| v.as_bytes()) else {
-            return false;
-        };
-        if nonce.is_empty() || nonce.len() > MAX_NONCE || !nonce.iter().all(|&b| is_nqchar(b)) {
-            return false;
-        }
-        // Printable ASCII: valid UTF-8.
-        let Ok(nonce) = std::str::from_utf8(nonce) else {
+        let Some(nonce) = nonce_in(headers) else {
             return false;
         };
         if self.get(origin).as_deref() == Some(nonce) {
@@ -53,17 +46,38 @@ impl Nonces {
     }
 }
 
+/// The well-formed `DPoP-Nonce` of an answer (RFC 9449 §8.1: `1*NQCHAR`), at most 1 KiB.
+pub(crate) fn nonce_in(headers: &HeaderMap) -> Option<&str> {
+    let nonce = headers.get(DPOP_NONCE)?.as_bytes();
+    if nonce.is_empty() || nonce.len() > MAX_NONCE || !nonce.iter().all(|&b| is_nqchar(b)) {
+        return None;
+    }
+    // Printable ASCII: valid UTF-8.
+    std::str::from_utf8(nonce).ok()
+}
+
 /// RFC 9449 §8.1: `NQCHAR = %x21 / %x23-5B / %x5D-7E`.
 fn is_nqchar(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)
 }
 
-/// `scheme://authority` of an absolute URI, in lower case; `None` for a relative one.
+/// `scheme://host[:port]` of an absolute URI, in lower case, without user information;
+/// `None` for a relative one.
 pub(crate) fn origin(uri: &Uri) -> Option<String> {
-    let (scheme, authority) = (uri.scheme_str()?, uri.authority()?);
-    let mut origin = format!("{scheme}://{authority}");
+    let mut origin = format!("{}://{}", uri.scheme_str()?, host_port(uri)?);
     origin.make_ascii_lowercase();
     Some(origin)
+}
+
+/// The host and port of an absolute URI: its authority without user information, which a
+/// URI sent over HTTP must not carry (RFC 9110 §4.2.4) and a proof's `htu` never does.
+pub(crate) fn host_port(uri: &Uri) -> Option<&str> {
+    let authority = uri.authority()?.as_str();
+    Some(
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host),
+    )
 }
 
 #[cfg(test)]
@@ -111,9 +125,11 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_lower_case_and_absolute_only() {
+    fn origins_are_lower_case_absolute_and_without_user_information() {
         let uri = Uri::from_static("HTTPS://API.Example.COM:8443/a?b");
         assert_eq!(origin(&uri).unwrap(), "https://api.example.com:8443");
+        let uri = Uri::from_static("https://user:p%40ss@api.example.com/a");
+        assert_eq!(origin(&uri).unwrap(), "https://api.example.com");
         assert_eq!(origin(&Uri::from_static("/a")), None);
     }
 }

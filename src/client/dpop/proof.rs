@@ -172,14 +172,15 @@ impl<'a> Proof<'a> {
     }
 }
 
-/// The `htu` of a request: its scheme, authority and path, without query or fragment.
+/// The `htu` of a request: its scheme, host, port and path, without user information,
+/// query or fragment.
 fn htu(uri: &Uri) -> Option<String> {
-    let (scheme, authority) = (uri.scheme_str()?, uri.authority()?);
+    let (scheme, host) = (uri.scheme_str()?, nonces::host_port(uri)?);
     let path = match uri.path() {
         "" => "/",
         path => path,
     };
-    Some(format!("{scheme}://{authority}{path}"))
+    Some(format!("{scheme}://{host}{path}"))
 }
 
 #[cfg(test)]
@@ -243,6 +244,15 @@ mod tests {
         assert!(proofs[0].get("ath").is_none() && proofs[0].get("nonce").is_none());
         assert_ne!(proofs[0]["jti"], proofs[1]["jti"]);
         assert!(proofs[0]["iat"].as_u64().unwrap() > 1_700_000_000);
+    }
+
+    #[test]
+    fn user_information_never_reaches_htu() {
+        let key = DpopKey::generate().unwrap();
+        let uri = Uri::from_static("https://user:secret@api.example.com:8443/a?b=1");
+        let proof = key.proof(&Method::GET, &uri).sign().unwrap();
+        let claims = decode(proof.split('.').nth(1).unwrap());
+        assert_eq!(claims["htu"], "https://api.example.com:8443/a");
     }
 
     #[test]

@@ -363,6 +363,42 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "dpop")]
+    #[tokio::test]
+    async fn a_token_endpoint_asking_for_nonces_again_and_again_gets_two_requests() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let endpoint = tower::service_fn(move |req: Request<Full<Bytes>>| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert!(
+                    req.headers().contains_key("dpop"),
+                    "every refresh carries a proof"
+                );
+                let body = r#"{"error":"use_dpop_nonce"}"#;
+                let response = Response::builder()
+                    .status(400)
+                    .header("dpop-nonce", format!("nonce-{n}"))
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+                Ok::<_, http::Error>(response)
+            }
+        });
+        let key = crate::client::dpop::DpopKey::generate().unwrap();
+        let refresher = OAuthRefresher::new(endpoint, Uri::from_static("http://auth.test/token"))
+            .dpop(key.clone());
+        let refused = refresher.refresh("r1").await;
+        assert!(
+            matches!(refused, Err(RefreshFailure::Transient(_))),
+            "{refused:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one retry, not a loop");
+        let origin = Uri::from_static("http://auth.test");
+        assert_eq!(key.nonce(&origin).as_deref(), Some("nonce-1"));
+    }
+
     #[test]
     fn expires_in_is_read_leniently() {
         let read = |json: &str| {

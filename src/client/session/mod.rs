@@ -54,7 +54,8 @@ pub struct Stats {
     /// Of those, requests replayed at once because they had used tokens already replaced.
     pub stale_replays: u64,
     /// Requests sent once more with a server's new DPoP nonce, after a `use_dpop_nonce`
-    /// challenge (not replays: no token was rejected).
+    /// challenge (not replays: no token was rejected). A refresher's own retry at the token
+    /// endpoint is not counted here.
     pub dpop_nonce_retries: u64,
     /// Requests that waited for a refresh.
     pub waits: u64,

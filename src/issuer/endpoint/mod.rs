@@ -199,11 +199,16 @@ impl Dpop {
         if let Some(verifier) = &self.0
             && req.headers().contains_key("dpop")
         {
+            // Only the `DPoP` values: the verifier reads nothing else (and counts them).
+            let mut headers = http::HeaderMap::new();
+            for proof in req.headers().get_all("dpop") {
+                headers.append("dpop", proof.clone());
+            }
             return Proof(Some(PendingProof {
                 verifier: verifier.clone(),
                 method: req.method().clone(),
                 uri: req.uri().clone(),
-                headers: req.headers().clone(),
+                headers,
             }));
         }
         let _ = req;

@@ -297,6 +297,11 @@ impl DpopVerifier {
         &self.config.algorithms
     }
 
+    /// Whether proofs must carry the server's nonce.
+    pub(crate) fn requires_nonces(&self) -> bool {
+        self.config.nonces.is_some()
+    }
+
     /// The nonce to send in a `DPoP-Nonce` header now, when nonces are required.
     pub fn current_nonce(&self) -> Option<String> {
         let c = &*self.config;
