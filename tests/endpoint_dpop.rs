@@ -262,7 +262,12 @@ async fn a_hanging_replay_store_is_503_and_rotates_nothing<S: RefreshStore + Clo
         .await
         .unwrap();
     let hanging = DpopVerifier::new(BASE).unwrap().replay_store(Hanging);
-    let addr = serve_endpoint(&issuer, hanging).await;
+    let endpoint = issuer
+        .refresh_endpoint()
+        .dpop(hanging)
+        .replay_check_timeout(std::time::Duration::from_millis(300));
+    let addr = serve(Router::new().route_service("/oauth/token", endpoint)).await;
+    let started = std::time::Instant::now();
     let proof = proof(&key, "/oauth/token", None);
     let reply = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -271,6 +276,12 @@ async fn a_hanging_replay_store_is_503_and_rotates_nothing<S: RefreshStore + Clo
     .await
     .expect("answered, not left hanging");
     assert_eq!(reply.status, 503, "{}", reply.body);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(300)
+            && waited < std::time::Duration::from_secs(2),
+        "{waited:?}"
+    );
     // Nothing rotated: the refresh token still works where the replay store answers.
     let addr = serve_endpoint(&issuer, DpopVerifier::new(BASE).unwrap()).await;
     let reply = refresh(addr, &pair.refresh_token, &[&proof]).await;

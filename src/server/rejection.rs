@@ -280,6 +280,7 @@ impl Responder {
     }
 
     /// Where DPoP nonces come from, when the layer takes DPoP.
+    #[cfg(feature = "dpop")]
     pub(crate) fn nonce_source(&self) -> Option<&NonceSource> {
         self.dpop.as_ref().map(|d| &d.nonce)
     }

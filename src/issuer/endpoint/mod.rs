@@ -67,7 +67,7 @@ macro_rules! endpoint_common {
 
             fn call(&mut self, req: http::Request<B>) -> super::EndpointFuture {
                 let (issuer, limits) = (self.issuer.clone(), self.limits);
-                let proof = self.dpop.start(&req);
+                let proof = self.dpop.start(&req, limits.replay_check_timeout);
                 Box::pin(async move {
                     let outcome = async {
                         let params = super::params::read_params(req, limits).await?;
@@ -129,6 +129,9 @@ pub use revocation::RevocationEndpoint;
 struct Limits {
     max_body: usize,
     read_timeout: Duration,
+    /// How long a DPoP replay check may take before the answer is 503.
+    #[cfg_attr(not(feature = "dpop"), allow(dead_code))]
+    replay_check_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -136,6 +139,8 @@ impl Default for Limits {
         Self {
             max_body: 16 * 1024,
             read_timeout: Duration::from_secs(10),
+            // As long as `JwtAuthLayer`'s default `io_timeout`.
+            replay_check_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -154,15 +159,11 @@ struct Proof(#[cfg(feature = "dpop")] Option<PendingProof>);
 #[cfg(feature = "dpop")]
 struct PendingProof {
     verifier: crate::server::dpop::DpopVerifier,
+    timeout: Duration,
     method: http::Method,
     uri: http::Uri,
     headers: http::HeaderMap,
 }
-
-/// How long the refresh endpoint waits for a DPoP replay check (the replay store) before it
-/// answers 503: as long as `JwtAuthLayer`'s default `io_timeout`.
-#[cfg(feature = "dpop")]
-const REPLAY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[cfg(feature = "dpop")]
 impl PendingProof {
@@ -175,12 +176,13 @@ impl PendingProof {
     ) -> Result<(crate::server::dpop::VerifiedProof, Option<HeaderValue>), OAuthError> {
         let Self {
             verifier,
+            timeout,
             method,
             uri,
             headers,
         } = self;
         let proof = verifier.verify(&method, &uri, &headers, None);
-        let Ok(proof) = tokio::time::timeout(REPLAY_CHECK_TIMEOUT, proof).await else {
+        let Ok(proof) = tokio::time::timeout(timeout, proof).await else {
             tracing::warn!("dpop replay check timed out");
             return Err(OAuthError::unavailable());
         };
@@ -194,7 +196,7 @@ impl PendingProof {
 
 impl Dpop {
     /// Takes what the request's proof needs, to verify it once the body is read.
-    fn start<B>(&self, req: &http::Request<B>) -> Proof {
+    fn start<B>(&self, req: &http::Request<B>, timeout: Duration) -> Proof {
         #[cfg(feature = "dpop")]
         if let Some(verifier) = &self.0
             && req.headers().contains_key("dpop")
@@ -206,12 +208,13 @@ impl Dpop {
             }
             return Proof(Some(PendingProof {
                 verifier: verifier.clone(),
+                timeout,
                 method: req.method().clone(),
                 uri: req.uri().clone(),
                 headers,
             }));
         }
-        let _ = req;
+        let _ = (req, timeout);
         Proof::default()
     }
 }

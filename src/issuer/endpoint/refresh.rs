@@ -23,7 +23,8 @@ use crate::issuer::token_issuer::{IssuedTokens, TokenIssuer};
 /// - 500 `server_error` when the access token cannot be minted;
 /// - with [`dpop`](Self::dpop), for a request with a `DPoP` header: 400 `invalid_dpop_proof`
 ///   for a proof that fails a check, 400 `use_dpop_nonce` with a `DPoP-Nonce` header when the
-///   verifier requires nonces, 503 when its replay store fails or takes over 2 s.
+///   verifier requires nonces, 503 when its replay store fails or takes longer than
+///   [`replay_check_timeout`](Self::replay_check_timeout) (2 s).
 ///
 /// With [`dpop`](Self::dpop), a request with a valid proof gets a pair bound to the proof's
 /// key (`token_type: DPoP`, RFC 9449 §5); a refresh token bound to a key is refused
@@ -66,6 +67,15 @@ impl<S> RefreshEndpoint<S> {
     #[must_use]
     pub fn dpop(mut self, verifier: crate::server::dpop::DpopVerifier) -> Self {
         self.dpop = super::Dpop(Some(verifier));
+        self
+    }
+
+    /// How long a DPoP proof's replay check (the verifier's replay store) may take before
+    /// the answer is 503, rotating nothing (default 2 s, as `JwtAuthLayer::io_timeout`).
+    #[cfg(feature = "dpop")]
+    #[must_use]
+    pub fn replay_check_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.limits.replay_check_timeout = timeout;
         self
     }
 }
