@@ -32,6 +32,11 @@ use super::round::{self, Copies, Sender};
 /// body) is sent once and gets its 401 back after the refresh, as with `RefreshLayer`. The
 /// layer's replay policy (`tee_bodies`, `no_replay`) does not apply; `max_replays` does.
 ///
+/// With [`RefreshLayer::dpop`], reqwest's redirects happen below the middleware: a
+/// redirected request keeps the proof made for its first URI, which the new target refuses
+/// (`htu`), and a nonce is remembered for the origin that finally answered. Turn redirects
+/// off (`redirect::Policy::none()`) for DPoP-protected APIs, or follow them above.
+///
 /// # Example
 ///
 /// ```
