@@ -350,6 +350,32 @@ async fn every_check_has_a_must_reject_row() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A forged EdDSA proof: the `jwk` is Ed25519's identity point, the signature `R` the
+/// identity and `S` zero, which an unchecked verifier takes for any message. The key is of
+/// small order and refused, so the forgery proves nothing.
+#[tokio::test]
+async fn an_ed25519_key_of_small_order_is_refused_and_its_forgery_with_it() {
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for x in [identity, [0u8; 32]] {
+        let header = json!({
+            "typ": "dpop+jwt",
+            "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(x)},
+        });
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(good_claims().to_string())
+        );
+        let mut signature = [0u8; 64];
+        signature[0] = 1; // R: the identity; S: zero.
+        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        let refused = verify(&verifier(), &forged).await;
+        assert!(refused.is_err(), "a forged proof was accepted: {refused:?}");
+    }
+}
+
 #[tokio::test]
 async fn algorithms_outside_the_allow_list_and_symmetric_ones_are_refused() {
     let rs = {
