@@ -60,6 +60,19 @@ async fn login_proof(key: &DpopKey) -> VerifiedProof {
         .unwrap()
 }
 
+/// An issuer on `store`, a client key, and a session logged in with a proof by it.
+async fn bound_session<S: RefreshStore + Clone>(
+    store: S,
+) -> (TokenIssuer<S>, DpopKey, IssuedTokens) {
+    let issuer = issuer(store);
+    let key = DpopKey::generate().unwrap();
+    let pair = issuer
+        .issue_bound("alice", &(), &login_proof(&key).await)
+        .await
+        .unwrap();
+    (issuer, key, pair)
+}
+
 /// `POST /oauth/token` with `refresh_token` and these `DPoP` headers.
 async fn refresh(addr: SocketAddr, token: &str, proofs: &[&str]) -> Reply {
     let mut req = Request::post(format!("http://{addr}/oauth/token"))
@@ -160,12 +173,7 @@ async fn an_unbound_session_refreshed_with_a_proof_gets_a_bound_access_token<
 }
 
 async fn a_bad_proof_is_invalid_dpop_proof_and_rotates_nothing<S: RefreshStore + Clone>(store: S) {
-    let issuer = issuer(store);
-    let key = DpopKey::generate().unwrap();
-    let pair = issuer
-        .issue_bound("alice", &(), &login_proof(&key).await)
-        .await
-        .unwrap();
+    let (issuer, key, pair) = bound_session(store).await;
     let addr = serve_endpoint(&issuer, DpopVerifier::new(BASE).unwrap()).await;
     let wrong_htu = proof(&key, "/elsewhere", None);
     let reply = refresh(addr, &pair.refresh_token, &[&wrong_htu]).await;
@@ -255,12 +263,7 @@ impl tower_jwt_refresh::server::dpop::replay::ReplayStore for Hanging {
 }
 
 async fn a_hanging_replay_store_is_503_and_rotates_nothing<S: RefreshStore + Clone>(store: S) {
-    let issuer = issuer(store);
-    let key = DpopKey::generate().unwrap();
-    let pair = issuer
-        .issue_bound("alice", &(), &login_proof(&key).await)
-        .await
-        .unwrap();
+    let (issuer, key, pair) = bound_session(store).await;
     let hanging = DpopVerifier::new(BASE).unwrap().replay_store(Hanging);
     let endpoint = issuer
         .refresh_endpoint()
