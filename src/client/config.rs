@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::error::Error;
 use super::proofs::{Proofs, Verdict};
 use super::rejection::RejectionRule;
-use super::session::{RefreshSettings, Session, State, TokenState};
+use super::session::{CurrentTokens, RefreshSettings, Session, State, TokenState};
 
 /// Everything a [`Refresh`](super::Refresh) service shares: the configuration and the replay
 /// policy, apart so that changing the policy moves the rest whole.
@@ -152,6 +152,14 @@ impl Config {
         request: (&Method, Option<&Uri>),
         headers: &mut HeaderMap,
     ) -> Result<u64, Error> {
+        let (tokens, generation) = self.current(epoch)?;
+        self.attach(&tokens.0, request, headers)?;
+        Ok(generation)
+    }
+
+    /// The session's current tokens and their generation, if the session is still in
+    /// identity `epoch` and holds unexpired tokens.
+    pub(crate) fn current(&self, epoch: u64) -> Result<(CurrentTokens, u64), Error> {
         let state = self.session.load();
         if state.epoch != epoch {
             return Err(Error::SessionChanged);
@@ -162,8 +170,7 @@ impl Config {
         let Some(tokens) = &state.tokens else {
             return Err(Error::NotAuthenticated);
         };
-        self.attach(&tokens.0, request, headers)?;
-        Ok(state.generation)
+        Ok((tokens.clone(), state.generation))
     }
 
     /// Sets the credentials of a request (`method`, `uri`) from `tokens`.

@@ -118,10 +118,12 @@ where
         mut request: Request<B>,
     ) -> Result<(Response<ResBody>, u64), Error> {
         let ready = self.0.ready().await.map_err(Error::inner)?;
-        let (method, uri) = (request.method().clone(), request.uri().clone());
-        let generation = config.credentials(epoch, (&method, Some(&uri)), request.headers_mut())?;
+        let (tokens, generation) = config.current(epoch)?;
+        let uri = config.attach_request(&tokens.0, &mut request)?;
         let response = ready.call(request).await.map_err(Error::inner)?;
-        config.remember(Some(&uri), response.headers());
+        if uri.is_some() {
+            config.remember(uri.as_deref(), response.headers());
+        }
         Ok((response, generation))
     }
 
