@@ -332,11 +332,7 @@ mod redis {
     use tower_jwt_refresh::issuer::RedisStore;
 
     async fn store() -> Option<RedisStore> {
-        let url = super::support::redis_url()?;
-        match RedisStore::connect(&url).await {
-            Ok(store) => Some(store),
-            Err(e) => panic!("REDIS_URL={url} is set but unreachable: {e}"),
-        }
+        super::support::redis_store().await
     }
 
     on_every_store!(store());

@@ -635,11 +635,7 @@ mod redis {
 
     /// The store on `REDIS_URL`, or `None` (with a notice) when it is not set outside CI.
     async fn store() -> Option<RedisStore> {
-        let url = support::redis_url()?;
-        match RedisStore::connect(&url).await {
-            Ok(store) => Some(store),
-            Err(e) => panic!("REDIS_URL={url} is set but unreachable: {e}"),
-        }
+        support::redis_store().await
     }
 
     conformance!(

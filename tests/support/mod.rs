@@ -240,6 +240,17 @@ pub fn redis_url() -> Option<String> {
     url
 }
 
+/// A `RedisStore` on `REDIS_URL`, or `None` after a notice when it is not set outside CI
+/// (where its absence fails the test). A set but unreachable Redis fails the test.
+#[cfg(all(feature = "redis", feature = "issuer"))]
+pub async fn redis_store() -> Option<tower_jwt_refresh::issuer::RedisStore> {
+    let url = redis_url()?;
+    match tower_jwt_refresh::issuer::RedisStore::connect(&url).await {
+        Ok(store) => Some(store),
+        Err(e) => panic!("REDIS_URL={url} is set but unreachable: {e}"),
+    }
+}
+
 /// The Redis Cluster's node URLs from `REDIS_CLUSTER_URLS` (comma-separated), or `None` after a
 /// notice when it is not set outside CI (where its absence fails the test). `scripts/test`
 /// starts a cluster (with `scripts/redis-cluster`) and sets it.
