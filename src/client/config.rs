@@ -144,19 +144,6 @@ impl Config {
         }
     }
 
-    /// Sets the credentials of a request (`method`, `uri`) from the session's current
-    /// tokens, if the session is still in identity `epoch`; returns the tokens' generation.
-    pub(crate) fn credentials(
-        &self,
-        epoch: u64,
-        request: (&Method, Option<&Uri>),
-        headers: &mut HeaderMap,
-    ) -> Result<u64, Error> {
-        let (tokens, generation) = self.current(epoch)?;
-        self.attach(&tokens.0, request, headers)?;
-        Ok(generation)
-    }
-
     /// The session's current tokens and their generation, if the session is still in
     /// identity `epoch` and holds unexpired tokens.
     pub(crate) fn current(&self, epoch: u64) -> Result<(CurrentTokens, u64), Error> {

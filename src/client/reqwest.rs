@@ -185,8 +185,8 @@ impl Sender for Reqwest<'_, '_> {
             false => None,
         };
         let method = request.method().clone();
-        let generation =
-            config.credentials(epoch, (&method, uri.as_ref()), request.headers_mut())?;
+        let (tokens, generation) = config.current(epoch)?;
+        config.attach(&tokens.0, (&method, uri.as_ref()), request.headers_mut())?;
         let response = self.next.clone().run(request, self.extensions).await?;
         if uri.is_some() {
             // The nonce belongs to whoever answered: after redirects, not the first origin.

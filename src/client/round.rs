@@ -23,7 +23,7 @@ pub(crate) trait Sender {
     /// The front end's error: its own transport errors, and ours converted.
     type Error: From<Error>;
 
-    /// Sends `request` with the session's current token, set (with [`Config::credentials`])
+    /// Sends `request` with the session's current token, read ([`Config::current`])
     /// only once the sender is ready to send, if the session is still in identity `epoch`;
     /// remembers the answer's DPoP nonce ([`Config::remember`]). Returns the answer and the
     /// tokens' generation.
